@@ -1,0 +1,92 @@
+"""The Python twins of the CLI commands: everything `ddsweep ...` does, callable from code."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from ddsweep.errors import UserError
+from ddsweep.grid import Job, expand, load_grid
+from ddsweep.store import Store
+from ddsweep.store import jobs as store_jobs
+from ddsweep.work import WorkResult, work
+
+__all__ = ["plan", "work", "status", "query", "load_metrics", "PlanResult", "WorkResult"]
+
+
+@dataclass
+class PlanResult:
+    sweep: str
+    jobs: list[Job]
+    new: int
+    existing: int
+    extended: int
+    total: int
+    total_epochs: int
+    dry_run: bool
+
+
+def plan(grid: str | Path, db: str | Path = "results.duckdb", dry_run: bool = False) -> PlanResult:
+    """Expand a grid file into jobs in the database (idempotent); dry_run writes nothing."""
+    spec = load_grid(grid)
+    jobs = expand(spec, grid)
+    store = Store(db)
+    if dry_run:
+        known: dict[str, int] = {}
+        if store.exists():
+            with store.read() as conn:
+                known = dict(conn.exec_driver_sql("SELECT job_id, epochs FROM jobs WHERE sweep = ?",
+                                                  (spec.name,)).fetchall())
+        new = sum(j.job_id not in known for j in jobs)
+        extended = sum(j.job_id in known and j.epochs > known[j.job_id] for j in jobs)
+        total = len(set(known) | {j.job_id for j in jobs})
+        epochs = sum(known.values()) + sum(j.epochs - known.get(j.job_id, 0) if j.epochs > known.get(j.job_id, 0)
+                                           else 0 for j in jobs)
+        return PlanResult(spec.name, jobs, new, len(jobs) - new, extended, total, epochs, True)
+    with store.write() as conn:
+        counts = store_jobs.add_jobs(conn, spec.name, str(grid), Path(grid).read_text(), jobs)
+    return PlanResult(spec.name, jobs, counts.new, counts.existing, counts.extended, counts.total,
+                      counts.total_epochs, False)
+
+
+def status(db: str | Path = "results.duckdb", sweep: str | None = None, wait: float = 30.0) -> pd.DataFrame:
+    """Jobs per sweep and status (pending/running/done/failed/diverged), epochs done and planned."""
+    with Store(db).read(wait) as conn:
+        return store_jobs.status_table(conn, sweep)
+
+
+def query(sql: str, db: str | Path = "results.duckdb", wait: float = 30.0) -> pd.DataFrame:
+    """Run read-only SQL on the database (waits while a writer holds it)."""
+    import sqlalchemy as sa
+
+    with Store(db).read(wait) as conn:
+        try:
+            result = conn.exec_driver_sql(sql)
+        except sa.exc.DBAPIError as e:
+            raise UserError(f"query failed: {str(e.orig).strip().splitlines()[0]}") from None
+        if not result.returns_rows:
+            return pd.DataFrame()
+        return pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+
+
+def load_metrics(db: str | Path = "results.duckdb", sweep: str | None = None, wait: float = 30.0) -> pd.DataFrame:
+    """Every metric row joined with its job's axes: one row per (job, evaluated epoch)."""
+    sql = ("SELECT j.sweep, j.width, j.n_train, j.label_noise, j.seed, j.lr, j.batch_size, j.momentum, "
+           "j.weight_decay, j.optimizer, j.depth, j.epochs AS horizon, j.status, m.* "
+           "FROM metrics m JOIN jobs j USING (job_id)")
+    args: tuple = ()
+    if sweep:
+        sql += " WHERE j.sweep = ?"
+        args = (sweep,)
+    with Store(db).read(wait) as conn:
+        result = conn.exec_driver_sql(sql + " ORDER BY j.sweep, m.job_id, m.epoch", args)
+        df = pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+    df = df.loc[:, ~df.columns.duplicated()]
+    return df
+
+
+def sweeps(db: str | Path = "results.duckdb") -> list[str]:
+    with Store(db).read() as conn:
+        return [r[0] for r in conn.exec_driver_sql("SELECT name FROM sweeps ORDER BY name")]

@@ -1,0 +1,40 @@
+"""Training subsets and label noise, as in Deep Double Descent (Nakkiran et al. 2019).
+
+- `n_train` takes the first n indices of a permutation of the pool seeded by the
+  run's seed, so for one seed smaller training sets are subsets of larger ones.
+- Label noise p: each training label independently, with probability p, is replaced
+  by a uniformly random *incorrect* class; drawn once, not per epoch; test labels
+  stay clean. The draw depends only on (dataset, seed) per pool sample and on p, so
+  it is identical across widths and every other training knob. Draws are coupled
+  across p and n: the samples flipped at p=0.1 are also flipped at p=0.2, and a
+  sample keeps its noisy label as n grows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import torch
+
+
+def _generator(*parts) -> torch.Generator:
+    digest = hashlib.sha256(repr(parts).encode()).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
+
+
+def training_subset(dataset: dict, pool_size: int, n_train: int, seed: int) -> torch.Tensor:
+    """Indices into the pool of the first n_train samples of a seeded permutation."""
+    perm = torch.randperm(pool_size, generator=_generator("subset", dataset, seed))
+    return perm[:n_train]
+
+
+def noisy_labels(dataset: dict, y_pool: torch.Tensor, idx: torch.Tensor, p: float, seed: int,
+                 num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(labels, flipped) for the training samples idx: flipped ones get a wrong class."""
+    g = _generator("noise", dataset, seed)
+    u = torch.rand(len(y_pool), generator=g)  # per pool sample: flipped iff u < p
+    offset = torch.randint(1, num_classes, (len(y_pool),), generator=g)  # 1..C-1: never the true class
+    y = y_pool.cpu()[idx]
+    flipped = u[idx] < p
+    labels = torch.where(flipped, (y + offset[idx]) % num_classes, y)
+    return labels, flipped

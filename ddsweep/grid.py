@@ -1,0 +1,341 @@
+"""Grid files: validate a sweep's YAML and expand it into resolved job configs.
+
+A grid file names a sweep, its dataset, model, training recipe and evaluation
+schedule, and a `grid` of axes whose Cartesian product is the set of jobs:
+
+    name: mnist1d-mlp
+    dataset: mnist1d
+    model: {name: mlp, depth: 2}
+    train: {optimizer: sgd, lr: 0.01, momentum: 0.9, batch_size: 100, epochs: 500}
+    eval: {log_base: 1.1}
+    grid:
+      width: {geom: [2, 300, 19]}
+      label_noise: [0.15]
+
+A job is defined by its resolved config; its id is a hash of that config. The
+training horizon (`epochs`) is left out of the hash because the schedules here do
+not depend on it: runs that differ only in epochs are one job trained to the
+longest horizon, whose per-epoch rows give every shorter run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from ddsweep.errors import MISSING, GridError
+
+MAX_JOBS = 200_000  # a grid bigger than this is almost surely a typo in an axis
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatasetSpec(_Strict):
+    """Which data: `name` from the dataset registry, plus its generation knobs."""
+
+    name: str = "mnist1d"
+    pool: int = Field(8000, gt=0, description="training pool size; n_train takes a prefix of it")
+    test: int = Field(4000, gt=0, description="test set size")
+    seed: int = Field(42, ge=0, description="seed of the data generator (not of the run)")
+
+
+class ModelSpec(_Strict):
+    """Which architecture: `mlp` is input -> h x depth -> classes with ReLU."""
+
+    name: str = "mlp"
+    depth: int = Field(2, ge=1, le=16, description="number of hidden layers")
+
+
+class TrainSpec(_Strict):
+    """The training recipe; every field can also be a grid axis."""
+
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    lr: float = Field(0.01, gt=0)
+    momentum: float = Field(0.0, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    batch_size: int = Field(100, gt=0)
+    epochs: int = Field(100, gt=0, le=1_000_000)
+    loss: Literal["cross_entropy", "mse"] = "cross_entropy"
+
+
+class EvalSpec(_Strict):
+    """Which epochs get a full evaluation: every k-th, or log-spaced; 0 and the last always."""
+
+    every: int | None = Field(None, gt=0)
+    log_base: float | None = Field(None, gt=1, le=10)
+
+    @field_validator("log_base")
+    @classmethod
+    def _one_of(cls, v, info):
+        if v is not None and info.data.get("every") is not None:
+            raise ValueError("give either every or log_base, not both")
+        return v
+
+    def epochs(self, horizons: list[int]) -> list[int]:
+        """Evaluated epochs up to max(horizons): the schedule, plus 0 and every horizon."""
+        last = max(horizons)
+        if self.log_base is not None:
+            points, x = set(), 1.0
+            while x <= last:
+                points.add(int(round(x)))
+                x = max(x * self.log_base, x + 1)
+        else:
+            points = set(range(0, last + 1, self.every or 1))
+        points.update([0, *horizons])
+        return sorted(p for p in points if 0 <= p <= last)
+
+
+# Axes a grid may vary, and where each lands in the resolved config.
+CELL_AXES = ("width", "n_train", "label_noise", "seed")
+TRAIN_AXES = tuple(TrainSpec.model_fields)  # includes epochs
+MODEL_AXES = ("depth",)
+INT_AXES = {"width", "n_train", "seed", "batch_size", "epochs", "depth"}
+ALL_AXES = CELL_AXES + TRAIN_AXES + MODEL_AXES
+
+
+class _Cell(_Strict):
+    width: int = Field(gt=0, le=1_000_000)
+    n_train: int = Field(gt=0)
+    label_noise: float = Field(0.0, ge=0, lt=1)
+    seed: int = Field(0, ge=0, lt=2**31)
+
+
+class GridSpec(_Strict):
+    """A whole grid file, validated."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$", max_length=100)
+    dataset: DatasetSpec = DatasetSpec()
+    model: ModelSpec = ModelSpec()
+    train: TrainSpec = TrainSpec()
+    eval: EvalSpec = EvalSpec(log_base=1.1)
+    grid: dict[str, Any]
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Job:
+    """One cell of a grid, fully resolved. `config` is what the job id hashes."""
+
+    job_id: str
+    sweep: str
+    config: dict
+    epochs: int
+    horizons: tuple[int, ...] = field(default=())
+
+    @property
+    def pack_key(self) -> str:
+        """Jobs with equal pack keys share tensor shapes and can train in one pack."""
+        c = self.config
+        key = {
+            "dataset": c["dataset"], "model": c["model"], "width": c["width"],
+            "n_train": c["n_train"], "eval": c["eval"], "epochs": self.epochs,
+            "batch_size": c["train"]["batch_size"], "optimizer": c["train"]["optimizer"],
+            "loss": c["train"]["loss"],
+        }
+        return _hash(key)
+
+
+def _hash(obj) -> str:
+    return hashlib.sha256(canonical_json(obj).encode()).hexdigest()[:16]
+
+
+def canonical_json(obj) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def load_grid(path: str | Path) -> GridSpec:
+    """Read and validate a grid file; raise GridError naming file, key and value."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise GridError(path, "", MISSING, f"cannot read grid file ({e.strerror or e})") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise GridError(path, "", MISSING, f"YAML syntax error at {where}: {problem}") from None
+    return parse_grid(raw, path)
+
+
+def parse_grid(raw: Any, path: str | Path = "<grid>") -> GridSpec:
+    """Validate an already-parsed grid document."""
+    if not isinstance(raw, dict):
+        raise GridError(path, "", MISSING, f"a grid file must be a mapping of keys, got {type(raw).__name__}")
+    raw = dict(raw)
+    for key, default_name in (("dataset", "name"), ("model", "name")):
+        if isinstance(raw.get(key), str):
+            raw[key] = {default_name: raw[key]}
+    if "grid" not in raw:
+        raise GridError(path, "grid", MISSING, "missing: a grid needs at least the axes width and n_train")
+    try:
+        spec = GridSpec.model_validate(raw)
+    except ValidationError as e:
+        err = e.errors()[0]
+        key = ".".join(str(p) for p in err["loc"])
+        value = err.get("input", MISSING) if err["type"] != "missing" else MISSING
+        if isinstance(value, dict) and err["type"] != "extra_forbidden":
+            value = MISSING
+        problem = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        raise GridError(path, key, value, problem) from None
+    _check_registry(spec, path)
+    return spec
+
+
+def _check_registry(spec: GridSpec, path) -> None:
+    from ddsweep.data import DATASETS
+    from ddsweep.models import MODELS
+
+    if spec.dataset.name not in DATASETS:
+        raise GridError(path, "dataset.name", spec.dataset.name,
+                        f"unknown dataset (known: {', '.join(sorted(DATASETS))})")
+    if spec.model.name not in MODELS:
+        raise GridError(path, "model.name", spec.model.name,
+                        f"unknown model (known: {', '.join(sorted(MODELS))})")
+
+
+# ----------------------------------------------------------------------------- axes
+
+
+def axis_values(name: str, raw: Any, path) -> list:
+    """Expand one axis: a scalar, a list, or a generator {geom|range|linspace: [...]}."""
+    key = f"grid.{name}"
+    if isinstance(raw, dict):
+        if len(raw) != 1:
+            raise GridError(path, key, raw, "an axis generator has exactly one of geom, range, linspace")
+        (kind, args), = raw.items()
+        if kind not in ("geom", "range", "linspace"):
+            raise GridError(path, key, raw, f"unknown axis generator {kind!r} (use geom, range or linspace)")
+        if not isinstance(args, list) or not all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in args):
+            raise GridError(path, f"{key}.{kind}", args, "arguments must be a list of numbers")
+        values = _generate(kind, args, path, f"{key}.{kind}")
+        if name in INT_AXES:
+            values = [int(round(v)) for v in values]
+    elif isinstance(raw, list):
+        values = raw
+    else:
+        values = [raw]
+    if not values:
+        raise GridError(path, key, raw, "empty axis: give at least one value")
+    seen, unique = set(), []
+    for v in values:
+        if isinstance(v, float) and name not in INT_AXES:
+            v = float(f"{v:.10g}")  # canonical floats: 0.1 from a generator equals 0.1 typed
+        marker = (type(v).__name__, v) if not isinstance(v, (int, float)) or isinstance(v, bool) else v
+        if marker not in seen:
+            seen.add(marker)
+            unique.append(v)
+    return unique
+
+
+def _generate(kind: str, args: list, path, key: str) -> list[float]:
+    if kind == "geom":
+        if len(args) != 3 or args[0] <= 0 or args[1] <= 0 or int(args[2]) != args[2] or args[2] < 1:
+            raise GridError(path, key, args, "geom takes [start > 0, stop > 0, count >= 1]")
+        return list(np.geomspace(args[0], args[1], int(args[2])))
+    if kind == "linspace":
+        if len(args) != 3 or int(args[2]) != args[2] or args[2] < 1:
+            raise GridError(path, key, args, "linspace takes [start, stop, count >= 1]")
+        return list(np.linspace(args[0], args[1], int(args[2])))
+    # range: inclusive of stop, so {range: [1, 64]} is k = 1..64 as in the paper
+    if len(args) not in (2, 3) or (len(args) == 3 and args[2] <= 0):
+        raise GridError(path, key, args, "range takes [start, stop] or [start, stop, step > 0] (stop included)")
+    start, stop, step = args[0], args[1], args[2] if len(args) == 3 else 1
+    if stop < start:
+        raise GridError(path, key, args, "range is empty: stop < start")
+    count = int(math.floor((stop - start) / step + 1e-9)) + 1
+    return [start + i * step for i in range(count)]
+
+
+# ----------------------------------------------------------------------------- expansion
+
+
+def expand(spec: GridSpec, path: str | Path = "<grid>", pool_size: int | None = None) -> list[Job]:
+    """All jobs of a grid, merged over `epochs`; raises GridError on a bad axis value."""
+    axes: dict[str, list] = {}
+    for name, raw in spec.grid.items():
+        if name not in ALL_AXES:
+            raise GridError(path, f"grid.{name}", MISSING,
+                            f"unknown axis (axes: {', '.join(ALL_AXES)})")
+        axes[name] = axis_values(name, raw, path)
+    for required in ("width", "n_train"):
+        if required not in axes:
+            raise GridError(path, f"grid.{required}", MISSING, "missing axis: every grid needs width and n_train")
+    size = math.prod(len(v) for v in axes.values())
+    if size > MAX_JOBS:
+        shape = " x ".join(f"{k}={len(v)}" for k, v in axes.items())
+        raise GridError(path, "grid", size, f"absurd grid size ({shape}); the limit is {MAX_JOBS} cells")
+    _validate_axis_values(spec, axes, path)
+    pool = pool_size if pool_size is not None else spec.dataset.pool
+    for n in axes["n_train"]:
+        if n > pool:
+            raise GridError(path, "grid.n_train", n, f"larger than the dataset's training pool ({pool})")
+
+    names = list(axes)
+    merged: dict[str, dict] = {}
+    for values in itertools.product(*(axes[n] for n in names)):
+        cell = dict(zip(names, values))
+        train = spec.train.model_dump()
+        model = spec.model.model_dump()
+        for k, v in cell.items():
+            if k in TRAIN_AXES:
+                train[k] = v
+            elif k in MODEL_AXES:
+                model[k] = v
+        epochs = int(train.pop("epochs"))
+        config = {
+            "sweep": spec.name,
+            "dataset": spec.dataset.model_dump(),
+            "model": model,
+            "width": int(cell["width"]),
+            "n_train": int(cell["n_train"]),
+            "label_noise": float(cell.get("label_noise", 0.0)),
+            "seed": int(cell.get("seed", 0)),
+            "train": train,
+            "eval": spec.eval.model_dump(),
+        }
+        jid = _hash(config)
+        entry = merged.setdefault(jid, {"config": config, "horizons": set()})
+        entry["horizons"].add(epochs)
+    return [
+        Job(jid, spec.name, e["config"], max(e["horizons"]), tuple(sorted(e["horizons"])))
+        for jid, e in merged.items()
+    ]
+
+
+def _validate_axis_values(spec: GridSpec, axes: dict[str, list], path) -> None:
+    base_cell = {"width": 1, "n_train": 1, "label_noise": 0.0, "seed": 0}
+    for name, values in axes.items():
+        for i, v in enumerate(values):
+            key = f"grid.{name}" if len(values) == 1 else f"grid.{name}[{i}]"
+            if isinstance(v, (dict, list)):
+                raise GridError(path, key, v, "axis values must be scalars")
+            if name in INT_AXES and isinstance(v, float) and not v.is_integer():
+                raise GridError(path, key, v, "must be an integer")
+            try:
+                if name in CELL_AXES:
+                    _Cell.model_validate({**base_cell, name: v}, strict=False)
+                elif name in TRAIN_AXES:
+                    TrainSpec.model_validate({**spec.train.model_dump(), name: v})
+                else:
+                    ModelSpec.model_validate({**spec.model.model_dump(), name: v})
+            except ValidationError as e:
+                raise GridError(path, key, v, e.errors()[0]["msg"]) from None
+            if isinstance(v, bool):
+                raise GridError(path, key, v, "must be a number, not true/false")

@@ -1,0 +1,182 @@
+"""Opening the database: locking, retrying on DuckDB's file lock, migrating."""
+
+from __future__ import annotations
+
+import re
+import time
+from contextlib import contextmanager
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+
+import sqlalchemy as sa
+from filelock import FileLock, Timeout
+from sqlalchemy.pool import NullPool
+
+from ddsweep.errors import DatabaseBusy, SchemaError, UserError
+
+DEFAULT_WAIT = 30.0  # seconds a command waits for the database before it gives up
+
+
+def _is_lock_error(e: Exception) -> bool:
+    return "Could not set lock" in str(e) or "Conflicting lock" in str(e)
+
+
+def lock_holder(e: Exception) -> str:
+    """'PID n (command line)' of the process named in a DuckDB lock error."""
+    m = re.search(r"PID (\d+)", str(e))
+    if not m:
+        return "another process"
+    pid = m.group(1)
+    try:
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+    except OSError:
+        cmd = ""
+    return f"PID {pid}" + (f" ({cmd[:120]})" if cmd else "")
+
+
+class Store:
+    """A results.duckdb file and the lock that serializes its writers."""
+
+    def __init__(self, path: str | Path, wait: float = DEFAULT_WAIT):
+        self.path = Path(path)
+        self.wait = wait
+
+    @property
+    def lock_path(self) -> Path:
+        return self.path.with_name(self.path.name + ".lock")
+
+    def exists(self) -> bool:
+        return self.path.exists()
+
+    @contextmanager
+    def write(self, wait: float | None = None):
+        """A read-write connection in a transaction, under the cross-process write lock."""
+        wait = self.wait if wait is None else wait
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(self.lock_path)
+        try:
+            lock.acquire(timeout=wait)
+        except Timeout:
+            raise DatabaseBusy(f"{self.path}: another ddsweep process has been writing for over {wait:.0f}s "
+                               f"(lock file {self.lock_path}); try again when it is done") from None
+        try:
+            engine = self._connect(read_only=False, wait=wait)
+            try:
+                with engine.connect() as conn:
+                    _migrate(conn, self.path)
+                    conn.commit()  # end the version check's implicit transaction
+                    with conn.begin():
+                        yield conn
+            finally:
+                engine.dispose()
+        finally:
+            lock.release()
+
+    @contextmanager
+    def read(self, wait: float | None = None):
+        """A read-only connection; waits for a writer to let go, up to `wait` seconds."""
+        wait = self.wait if wait is None else wait
+        if not self.path.exists():
+            raise UserError(f"{self.path}: no such database; create it with `ddsweep plan GRID.yaml --db {self.path}`")
+        engine = self._connect(read_only=True, wait=wait)
+        try:
+            with engine.connect() as conn:
+                current = _current_revision(conn, self.path)
+                if current != head_revision():
+                    conn.close()
+                    engine.dispose()
+                    with self.write(wait):  # an older schema: upgrade it, then read
+                        pass
+                    engine = self._connect(read_only=True, wait=wait)
+                    with engine.connect() as conn2:
+                        yield conn2
+                    return
+                yield conn
+        finally:
+            engine.dispose()
+
+    def _connect(self, read_only: bool, wait: float) -> sa.Engine:
+        """An engine whose first connection is open; retries while DuckDB's file lock is held."""
+        url = f"duckdb:///{self.path}"
+        args = {"read_only": True} if read_only else {}
+        deadline = time.monotonic() + wait
+        delay = 0.05
+        while True:
+            engine = sa.create_engine(url, poolclass=NullPool, connect_args=args)
+            try:
+                engine.connect().close()  # probe: opens and closes the file
+                return engine
+            except sa.exc.DBAPIError as e:
+                engine.dispose()
+                if not _is_lock_error(e):
+                    raise SchemaError(f"{self.path}: cannot open as a DuckDB database ({_first_line(e)})") from None
+                if time.monotonic() >= deadline:
+                    raise DatabaseBusy(
+                        f"{self.path}: locked by {lock_holder(e)} for over {wait:.0f}s; close that session "
+                        "(or wait for it) and try again") from None
+                time.sleep(delay)
+                delay = min(delay * 1.5, 0.5)
+
+
+def _first_line(e: Exception) -> str:
+    return str(getattr(e, "orig", e)).strip().splitlines()[0]
+
+
+# ----------------------------------------------------------------------------- migrations
+
+
+def migrations_dir() -> Path:
+    """The Alembic scripts shipped in the package (the top-level migrations/ folder)."""
+    return Path(str(resources.files("ddsweep.migrations")))
+
+
+def _alembic_config():
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(migrations_dir()))
+    return cfg
+
+
+@lru_cache(maxsize=1)
+def _script():
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(_alembic_config())
+
+
+def head_revision() -> str:
+    return _script().get_current_head()
+
+
+def known_revisions() -> set[str]:
+    return {s.revision for s in _script().walk_revisions()}
+
+
+def _current_revision(conn, path) -> str | None:
+    tables = {r[0] for r in conn.exec_driver_sql(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main'")}
+    if "alembic_version" not in tables:
+        if tables - {"alembic_version"}:
+            raise SchemaError(f"{path}: not a ddsweep database (it has tables {sorted(tables)[:5]} "
+                              "but no schema version)")
+        return None
+    row = conn.exec_driver_sql("SELECT version_num FROM alembic_version").fetchone()
+    rev = row[0] if row else None
+    if rev is not None and rev not in known_revisions():
+        raise SchemaError(f"{path}: schema version {rev} is newer than this ddsweep knows "
+                          f"(up to {head_revision()}); upgrade ddsweep to use this database")
+    return rev
+
+
+def _migrate(conn, path) -> None:
+    """Bring the schema to head (new or older database); no-op when current."""
+    if _current_revision(conn, path) == head_revision():
+        return
+    from alembic import command
+
+    cfg = _alembic_config()
+    cfg.attributes["connection"] = conn
+    command.upgrade(cfg, "head")
+    conn.commit()

@@ -1,0 +1,1 @@
+"""Training: the pack loop, its optimizers and its schedules."""

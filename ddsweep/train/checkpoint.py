@@ -1,0 +1,106 @@
+"""Per-job checkpoints: each member of a pack saves its own slice, atomically.
+
+A checkpoint holds the member's weights, optimizer state, data-order RNG state and
+position (epoch, step, seconds). Saving per job, not per pack, lets a resumed job
+join any pack of jobs at the same epoch; the coordinator groups them so.
+Files are written to a temporary name and renamed, so a kill at any moment leaves
+either the old or the new checkpoint, never a torn one.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import torch
+
+
+class CheckpointMismatch(Exception):
+    """Some members of a pack have no usable checkpoint at the pack's epoch."""
+
+    def __init__(self, bad: dict[str, str]):
+        self.bad = bad  # job_id -> reason
+        super().__init__(", ".join(f"{j}: {r}" for j, r in bad.items()))
+
+
+def path_for(checkpoint_dir, job_id: str) -> Path:
+    return Path(checkpoint_dir) / f"{job_id}.pt"
+
+
+def save_pack(checkpoint_dir, members, model, opt, epoch: int, step: int, seconds: float) -> None:
+    Path(checkpoint_dir).mkdir(parents=True, exist_ok=True)
+    for k, m in enumerate(members):
+        if not m.alive:
+            continue
+        state = {
+            "job_id": m.job_id,
+            "epoch": epoch,
+            "step": step,
+            "seconds": seconds,
+            "params": [p.detach()[k].cpu().clone() for p in model.params],
+            "opt": {name: ([t[k].cpu().clone() for t in v] if isinstance(v, list) else v.clone())
+                    for name, v in opt.state.items()},
+            "order_rng": m.order_rng.get_state(),
+        }
+        path = path_for(checkpoint_dir, m.job_id)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        torch.save(state, tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+
+
+def read(checkpoint_dir, job_id: str) -> dict | None:
+    """The job's checkpoint, None if there is none; raises ValueError if it is unreadable."""
+    path = path_for(checkpoint_dir, job_id)
+    if not path.exists():
+        return None
+    try:
+        state = torch.load(path, weights_only=False, map_location="cpu")
+        if state.get("job_id") != job_id:
+            raise ValueError("checkpoint belongs to another job")
+        return state
+    except Exception as e:  # truncated, corrupt or foreign file
+        raise ValueError(f"unreadable checkpoint {path} ({type(e).__name__}: {e})") from None
+
+
+@torch.no_grad()
+def load_pack(checkpoint_dir, members, model, opt):
+    """Restore every member; (epoch, step, seconds), or None when no member has a checkpoint."""
+    states, bad = [], {}
+    for m in members:
+        try:
+            states.append(read(checkpoint_dir, m.job_id))
+        except ValueError as e:
+            states.append(None)
+            bad[m.job_id] = str(e)
+    if all(s is None for s in states) and not bad:
+        return None
+    epochs = {s["epoch"] for s in states if s is not None}
+    target = max(epochs) if epochs else 0
+    for m, s in zip(members, states):
+        if m.job_id not in bad and (s is None or s["epoch"] != target):
+            bad[m.job_id] = "no checkpoint" if s is None else f"checkpoint at epoch {s['epoch']}, pack at {target}"
+    if bad:
+        raise CheckpointMismatch(bad)
+    for k, (m, s) in enumerate(zip(members, states)):
+        for p, saved in zip(model.params, s["params"]):
+            p[k].copy_(saved)
+        for name, v in opt.state.items():
+            if isinstance(v, list):
+                for t, saved in zip(v, s["opt"][name]):
+                    t[k].copy_(saved)
+            else:
+                v.copy_(s["opt"][name])
+        m.order_rng.set_state(s["order_rng"])
+    return target, states[0]["step"], states[0]["seconds"]
+
+
+def discard(checkpoint_dir, job_id: str, reason: str = "") -> None:
+    """Delete a job's checkpoint (it then restarts from scratch), warning why."""
+    path = path_for(checkpoint_dir, job_id)
+    if path.exists():
+        if reason:
+            warnings.warn(f"job {job_id}: {reason}; restarting it from scratch", stacklevel=2)
+        path.unlink()

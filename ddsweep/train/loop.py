@@ -1,0 +1,204 @@
+"""Train a pack of jobs together, evaluating and checkpointing as it goes.
+
+Read top to bottom: build the members (subset, noisy labels, init, data order),
+evaluate at epoch 0, then for each epoch draw every member's own permutation and
+take its batches by index from data resident on the device; evaluate on the
+chosen epochs; checkpoint now and then. Every member has its own RNG streams, so
+its numbers do not depend on which other jobs share its pack.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from ddsweep.data import load_dataset
+from ddsweep.data.noise import _generator, noisy_labels, training_subset
+from ddsweep.grid import EvalSpec
+from ddsweep.models import build_model
+from ddsweep.train import checkpoint
+from ddsweep.train.optim import build_optimizer
+
+EVAL_CHUNK = 8192  # samples per evaluation batch (per member)
+
+Emit = Callable[[dict], None]
+
+
+@dataclass
+class Member:
+    job_id: str
+    config: dict
+    labels: torch.Tensor  # [n] noisy training labels
+    clean: torch.Tensor  # [n] true labels
+    flipped: torch.Tensor  # [n] bool
+    order_rng: torch.Generator
+    alive: bool = True
+
+
+def train_pack(jobs: list[dict], device: str = "cpu", emit: Emit = lambda e: None,
+               should_stop: Callable[[], bool] = lambda: False, checkpoint_dir=None,
+               checkpoint_every: float = 30.0) -> str:
+    """Train `jobs` (dicts with job_id, config, epochs, horizons) as one pack.
+
+    Events go to `emit`: {"kind": "metrics", "rows": [...]}, {"kind": "progress", ...},
+    {"kind": "finished", "job_id", "status": done|diverged}, {"kind": "checkpoint", ...}.
+    Returns "done" or "stopped" (should_stop() became true; a checkpoint was written).
+    """
+    cfg = jobs[0]["config"]
+    t0 = time.perf_counter()
+    data = load_dataset(cfg["dataset"]).to(device)
+    n, batch = cfg["n_train"], cfg["train"]["batch_size"]
+    epochs = max(j["epochs"] for j in jobs)
+    horizons = sorted({h for j in jobs for h in j.get("horizons") or [j["epochs"]]})
+    eval_epochs = set(EvalSpec(**cfg["eval"]).epochs(horizons))
+    steps_per_epoch = math.ceil(n / batch)
+
+    # ---- members: their data, labels, init and RNG streams
+    members, subsets = [], []
+    for j in jobs:
+        c = j["config"]
+        idx = training_subset(c["dataset"], len(data.y_pool), n, c["seed"])
+        labels, flipped = noisy_labels(c["dataset"], data.y_pool, idx, c["label_noise"], c["seed"],
+                                       data.num_classes)
+        members.append(Member(j["job_id"], c, labels.to(device), data.y_pool[idx.to(device)],
+                              flipped.to(device), _generator("order", c["seed"])))
+        subsets.append(idx)
+    K = len(members)
+    x_train = data.x_pool[torch.stack(subsets).to(device)]  # [K, n, d], resident on the device
+    y_train = torch.stack([m.labels for m in members])  # [K, n]
+    model = build_model(cfg, data.input_dim, data.num_classes, K, device)
+    for k, m in enumerate(members):
+        model.init_member(k, _generator("init", m.config["seed"]))
+    opt = build_optimizer(cfg["train"]["optimizer"], model.params, [m.config["train"] for m in members])
+    loss_name = cfg["train"]["loss"]
+    lr = [m.config["train"]["lr"] for m in members]
+
+    start_epoch, step, seconds_before = 0, 0, 0.0
+    if checkpoint_dir is not None:
+        resumed = checkpoint.load_pack(checkpoint_dir, members, model, opt)
+        if resumed is not None:
+            start_epoch, step, seconds_before = resumed
+
+    def seconds() -> float:
+        return seconds_before + time.perf_counter() - t0
+
+    def evaluate(epoch: int) -> None:
+        rows = _evaluate(model, members, x_train, y_train, data, loss_name)
+        out = []
+        for k, (m, r) in enumerate(zip(members, rows)):
+            if m.alive:
+                out.append({"job_id": m.job_id, "epoch": epoch, "step": step, "lr": lr[k],
+                            "seconds": seconds(), **r})
+        emit({"kind": "metrics", "rows": out})
+
+    if start_epoch == 0:
+        evaluate(0)
+    last_ckpt = time.perf_counter()
+    for epoch in range(start_epoch + 1, epochs + 1):
+        order = torch.stack([torch.randperm(n, generator=m.order_rng) for m in members]).to(device)
+        epoch_loss = torch.zeros(K, device=device)
+        for s in range(steps_per_epoch):
+            bi = order[:, s * batch:(s + 1) * batch]  # [K, b]: each member's own batch
+            xb = torch.take_along_dim(x_train, bi[..., None], dim=1)
+            yb = torch.take_along_dim(y_train, bi, dim=1)
+            loss = _loss(model(xb), yb, loss_name)  # [K]: one mean loss per member
+            for p in model.params:
+                p.grad = None
+            loss.sum().backward()  # members are independent: d(sum)/d(member k) = its own gradient
+            opt.step()
+            epoch_loss += loss.detach()
+            step += 1
+
+        for k in _newly_diverged(members, epoch_loss):
+            _freeze(model, opt, k)
+            emit({"kind": "finished", "job_id": members[k].job_id, "status": "diverged",
+                  "error": f"non-finite training loss in epoch {epoch}"})
+        if epoch in eval_epochs:
+            evaluate(epoch)
+        emit({"kind": "progress", "epoch": epoch, "epochs": epochs, "step": step})
+        if not any(m.alive for m in members):
+            return "done"
+        stopping = should_stop()
+        due = time.perf_counter() - last_ckpt >= checkpoint_every
+        if checkpoint_dir is not None and (stopping or due) and epoch < epochs:
+            checkpoint.save_pack(checkpoint_dir, members, model, opt, epoch, step, seconds())
+            emit({"kind": "checkpoint", "job_ids": [m.job_id for m in members if m.alive], "epoch": epoch})
+            last_ckpt = time.perf_counter()
+        if stopping and epoch < epochs:
+            return "stopped"
+
+    for m in members:
+        if m.alive:
+            emit({"kind": "finished", "job_id": m.job_id, "status": "done"})
+    if checkpoint_dir is not None:  # keep the final state so a longer horizon can continue it
+        checkpoint.save_pack(checkpoint_dir, members, model, opt, epochs, step, seconds())
+    return "done"
+
+
+def _loss(logits: torch.Tensor, y: torch.Tensor, name: str) -> torch.Tensor:
+    """Per-member mean loss: logits [K, b, C], y [K, b] -> [K]."""
+    K, b, C = logits.shape
+    if name == "mse":
+        target = F.one_hot(y, C).to(logits.dtype)
+        return ((logits - target) ** 2).mean(dim=(1, 2))
+    return F.cross_entropy(logits.reshape(K * b, C), y.reshape(K * b), reduction="none").view(K, b).mean(1)
+
+
+@torch.no_grad()
+def _evaluate(model, members, x_train, y_train, data, loss_name) -> list[dict]:
+    """Full passes over each member's training set and the shared test set."""
+    K = len(members)
+    clean = torch.stack([m.clean for m in members])
+    flipped = torch.stack([m.flipped for m in members])
+
+    def run(x, y):  # x [K, N, d], y [K, N] -> summed loss [K], predictions [K, N]
+        loss_sum = torch.zeros(K, device=x.device)
+        preds = []
+        for i in range(0, x.shape[1], EVAL_CHUNK):
+            logits = model(x[:, i:i + EVAL_CHUNK])
+            loss_sum += _loss(logits, y[:, i:i + EVAL_CHUNK], loss_name) * logits.shape[1]
+            preds.append(logits.argmax(-1))
+        return loss_sum / x.shape[1], torch.cat(preds, 1)
+
+    train_loss, train_pred = run(x_train, y_train)
+    x_test = data.x_test.expand(K, *data.x_test.shape)
+    y_test = data.y_test.expand(K, -1)
+    test_loss, test_pred = run(x_test, y_test)
+    n_flipped = flipped.sum(1)
+    stats = torch.stack([
+        train_loss,
+        (train_pred != y_train).float().mean(1),
+        (train_pred != clean).float().mean(1),
+        ((train_pred == y_train) & flipped).sum(1) / n_flipped.clamp(min=1),
+        test_loss,
+        (test_pred != y_test).float().mean(1),
+    ], 1).tolist()  # one device sync per evaluation
+    keys = ("train_loss", "train_error", "train_error_clean", "noisy_fit", "test_loss", "test_error")
+    rows = [dict(zip(keys, s)) for s in stats]
+    for r, nf in zip(rows, n_flipped.tolist()):
+        if nf == 0:
+            r["noisy_fit"] = None  # no noisy labels: memorization is undefined
+    return rows
+
+
+def _newly_diverged(members, epoch_loss) -> list[int]:
+    finite = torch.isfinite(epoch_loss).tolist()
+    out = []
+    for k, (m, ok) in enumerate(zip(members, finite)):
+        if m.alive and not ok:
+            m.alive = False
+            out.append(k)
+    return out
+
+
+@torch.no_grad()
+def _freeze(model, opt, k: int) -> None:
+    """Park a diverged member: zero weights and lr, so its NaNs cost nothing more."""
+    for p in model.params:
+        p[k].zero_()
+    opt.lr[k] = 0.0

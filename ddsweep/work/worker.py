@@ -1,0 +1,79 @@
+"""A worker process: takes packs from its task queue, trains them, reports events.
+
+It never touches the database. Everything it learns goes to the coordinator as a
+small dict on the event queue (the transport a cluster backend can replace).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import traceback
+
+
+def worker_main(slot: int, device: str, threads: int, tasks, events, stop, checkpoint_dir: str,
+                checkpoint_every: float) -> None:
+    """`events` is the send end of a pipe to the coordinator; `stop` a shared bool."""
+    """Process entry point: loop over packs until a None task arrives."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the coordinator's to handle
+    import torch
+
+    torch.set_num_threads(threads)
+    while True:
+        pack = tasks.get()
+        if pack is None:
+            return
+        run_pack(pack, slot, device, events.send, lambda: stop.value, checkpoint_dir, checkpoint_every)
+        events.send({"kind": "idle", "slot": slot})
+
+
+def run_pack(jobs: list[dict], slot: int, device: str, put, should_stop, checkpoint_dir, checkpoint_every) -> None:
+    """Train a pack; members resuming from different epochs train as separate sub-packs."""
+    from ddsweep.train.loop import train_pack
+
+    groups: dict[int, list[dict]] = {}
+    for job in jobs:
+        groups.setdefault(_checkpoint_epoch(job["job_id"], checkpoint_dir, slot, put), []).append(job)
+    for _, group in sorted(groups.items(), reverse=True):
+        ids = [j["job_id"] for j in group]
+        if should_stop():  # stopping: sub-packs not started yet go back to the queue
+            for jid in ids:
+                put({"kind": "released", "slot": slot, "job_id": jid})
+            continue
+        finished: set[str] = set()
+
+        def emit(event, ids=ids, finished=finished):
+            event["slot"] = slot
+            if event["kind"] == "progress":
+                event["job_ids"] = [j for j in ids if j not in finished]
+            elif event["kind"] == "finished":
+                finished.add(event["job_id"])
+            put(event)
+
+        put({"kind": "started", "slot": slot, "job_ids": ids, "config": group[0]["config"],
+             "epochs": max(j["epochs"] for j in group), "pid": os.getpid()})
+        try:
+            outcome = train_pack(group, device, emit, should_stop, checkpoint_dir, checkpoint_every)
+        except Exception:
+            error = traceback.format_exc()
+            for jid in ids:
+                if jid not in finished:
+                    put({"kind": "finished", "slot": slot, "job_id": jid, "status": "failed", "error": error})
+            continue
+        if outcome == "stopped":
+            for jid in ids:
+                if jid not in finished:
+                    put({"kind": "released", "slot": slot, "job_id": jid})
+
+
+def _checkpoint_epoch(job_id: str, checkpoint_dir, slot, put) -> int:
+    """Epoch of the job's checkpoint; a corrupt one is discarded with a warning (restart at 0)."""
+    from ddsweep.train import checkpoint
+
+    try:
+        state = checkpoint.read(checkpoint_dir, job_id)
+    except ValueError as e:
+        put({"kind": "warning", "slot": slot, "message": f"job {job_id}: {e}; restarting it from scratch"})
+        checkpoint.path_for(checkpoint_dir, job_id).unlink(missing_ok=True)
+        return 0
+    return 0 if state is None else int(state["epoch"])
