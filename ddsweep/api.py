@@ -11,7 +11,7 @@ from ddsweep.errors import UserError
 from ddsweep.grid import Job, expand, load_grid
 from ddsweep.store import Store
 from ddsweep.store import jobs as store_jobs
-from ddsweep.work import WorkResult, work
+from ddsweep.workers import WorkResult, work
 
 __all__ = ["plan", "work", "status", "query", "load_metrics", "PlanResult", "WorkResult"]
 

@@ -8,7 +8,7 @@ from ddsweep.analysis import at_epoch, seed_mean
 from ddsweep.analysis.frames import check_columns, pick_sweep
 from ddsweep.errors import UserError
 from ddsweep.plot.heatmap import LABELS, _fmt_level
-from ddsweep.plot.style import check_out, is_geometric, save, setup
+from ddsweep.plot.style import check_out, is_geometric, plain_log_ticks, save, setup
 
 
 def curve(db="results.duckdb", sweep: str | None = None, x: str = "width", epoch: int | None = None,
@@ -42,6 +42,7 @@ def curve(db="results.duckdb", sweep: str | None = None, x: str = "width", epoch
             ax.fill_between(m[x], m[metric] - band, m[metric] + band, color=color, alpha=0.15, lw=0)
     if x == "epoch" or is_geometric(df[x]):
         ax.set_xscale("log")
+        plain_log_ticks(ax.xaxis)
     ax.set_xlabel(LABELS.get(x, x))
     ax.set_ylabel("error (clean test labels)")
     when = "last epoch" if epoch is None else f"epoch {epoch}"

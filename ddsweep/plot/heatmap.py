@@ -9,7 +9,7 @@ import numpy as np
 from ddsweep.analysis import at_epoch, seed_mean
 from ddsweep.analysis.frames import check_columns, pick_sweep
 from ddsweep.errors import UserError
-from ddsweep.plot.style import check_out, edges, is_geometric, save, setup
+from ddsweep.plot.style import check_out, edges, is_geometric, plain_log_ticks, save, setup
 
 LABELS = {"width": "model width h", "n_train": "training samples n", "epoch": "epoch",
           "label_noise": "label noise", "test_error": "test error", "train_error": "train error"}
@@ -56,8 +56,10 @@ def heatmap(db="results.duckdb", sweep: str | None = None, x: str = "width", y: 
                 ax.legend(loc="upper right", fontsize=8, facecolor="0.3", labelcolor="white", framealpha=0.6)
         if xlog:
             ax.set_xscale("log")
+            plain_log_ticks(ax.xaxis)
         if ylog:
             ax.set_yscale("log")
+            plain_log_ticks(ax.yaxis)
         ax.set_xlabel(LABELS.get(x, x))
         ax.set_title(f"{LABELS.get(facet, facet)} {_fmt_level(facet, level)}")
     axes[0][0].set_ylabel(LABELS.get(y, y))

@@ -50,6 +50,15 @@ def edges(centers, log: bool) -> np.ndarray:
     return np.exp(e) if log else e
 
 
+def plain_log_ticks(axis) -> None:
+    """Log-scaled axis labelled 2, 10, 100 rather than 2x10^0, 10^1, 10^2."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(NullFormatter())
+
+
 def save(fig, out: Path) -> Path:
     fig.savefig(out, dpi=150, bbox_inches="tight")
     import matplotlib.pyplot as plt

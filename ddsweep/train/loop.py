@@ -62,9 +62,7 @@ def train_pack(jobs: list[dict], device: str = "cpu", emit: Emit = lambda e: Non
     members, subsets = [], []
     for j in jobs:
         c = j["config"]
-        idx = training_subset(c["dataset"], len(data.y_pool), n, c["seed"])
-        labels, flipped = noisy_labels(c["dataset"], data.y_pool, idx, c["label_noise"], c["seed"],
-                                       data.num_classes)
+        idx, labels, flipped = training_set(c, data)
         members.append(Member(j["job_id"], c, labels.to(device), data.y_pool[idx.to(device)],
                               flipped.to(device), _generator("order", c["seed"])))
         subsets.append(idx)
@@ -138,6 +136,14 @@ def train_pack(jobs: list[dict], device: str = "cpu", emit: Emit = lambda e: Non
     if checkpoint_dir is not None:  # keep the final state so a longer horizon can continue it
         checkpoint.save_pack(checkpoint_dir, members, model, opt, epochs, step, seconds())
     return "done"
+
+
+def training_set(config: dict, data) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(pool indices, noisy labels, flipped mask) of a job: depends on dataset, n_train, p, seed only."""
+    idx = training_subset(config["dataset"], len(data.y_pool), config["n_train"], config["seed"])
+    labels, flipped = noisy_labels(config["dataset"], data.y_pool, idx, config["label_noise"], config["seed"],
+                                   data.num_classes)
+    return idx, labels, flipped
 
 
 def _loss(logits: torch.Tensor, y: torch.Tensor, name: str) -> torch.Tensor:

@@ -5,6 +5,6 @@ progress, job ends) over a queue; the coordinator journals them durably, then
 writes them in short batched transactions under the store's write lock.
 """
 
-from ddsweep.work.coordinator import WorkResult, work
+from ddsweep.workers.coordinator import WorkResult, work
 
 __all__ = ["work", "WorkResult"]

@@ -23,9 +23,9 @@ from pathlib import Path
 from ddsweep.errors import DatabaseBusy, UserError
 from ddsweep.store import Store
 from ddsweep.store import jobs as store_jobs
-from ddsweep.work.journal import Journal, orphans, read_events
-from ddsweep.work.packing import make_packs
-from ddsweep.work.progress import Display
+from ddsweep.workers.journal import Journal, orphans, read_events
+from ddsweep.workers.packing import make_packs
+from ddsweep.workers.progress import Display
 
 
 @dataclass
@@ -215,7 +215,7 @@ class Coordinator:
     # ------------------------------------------------------------------ workers
 
     def _start_worker(self, slot: Slot) -> None:
-        from ddsweep.work.worker import worker_main
+        from ddsweep.workers.worker import worker_main
 
         # Fresh channels per process: a worker killed mid-write breaks only its own pipe.
         slot.tasks = self.ctx.Queue()

@@ -1,0 +1,52 @@
+"""Shared fixtures: a session-wide dataset cache, tiny grids, and a CLI runner."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+# One MNIST-1D cache for the whole session (and for the worker processes tests start).
+os.environ.setdefault("DDSWEEP_CACHE", tempfile.mkdtemp(prefix="ddsweep-cache-"))
+
+ROOT = Path(__file__).resolve().parents[1]
+
+TINY = {
+    "name": "tiny",
+    "dataset": {"name": "mnist1d", "pool": 1200, "test": 600},
+    "model": {"name": "mlp", "depth": 2},
+    "train": {"optimizer": "sgd", "lr": 0.05, "momentum": 0.9, "batch_size": 50, "epochs": 6},
+    "eval": {"every": 2},
+    "grid": {"width": [4, 16], "n_train": [400], "label_noise": [0.0, 0.2], "seed": [0]},
+}
+
+
+def write_grid(path: Path, grid: dict) -> Path:
+    path.write_text(yaml.safe_dump(grid, sort_keys=False))
+    return path
+
+
+@pytest.fixture
+def tiny_grid(tmp_path) -> Path:
+    return write_grid(tmp_path / "tiny.yaml", TINY)
+
+
+@pytest.fixture
+def runner():
+    from typer.testing import CliRunner
+
+    return CliRunner()
+
+
+@pytest.fixture
+def cli(runner):
+    """Invoke the ddsweep CLI in-process: cli("plan", "g.yaml", "--db", db) -> Result."""
+    from ddsweep.cli import app
+
+    def invoke(*args):
+        return runner.invoke(app, [str(a) for a in args])
+
+    return invoke

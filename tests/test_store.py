@@ -1,0 +1,83 @@
+"""The database: Alembic migrations shipped in the package, schema checks, read/write locking."""
+
+import subprocess
+import sys
+import zipfile
+
+import duckdb
+import pytest
+
+from ddsweep.errors import DatabaseBusy, SchemaError
+from ddsweep.store import Store
+from ddsweep.store.connection import head_revision, migrations_dir
+from tests.conftest import ROOT
+
+
+def test_new_database_gets_the_schema(tmp_path):
+    db = tmp_path / "r.duckdb"
+    with Store(db).write() as conn:
+        tables = {r[0] for r in conn.exec_driver_sql("select table_name from information_schema.tables")}
+    assert {"sweeps", "jobs", "metrics", "final_metrics", "alembic_version"} <= tables
+    con = duckdb.connect(str(db), read_only=True)
+    assert con.execute("select version_num from alembic_version").fetchone()[0] == head_revision()
+    con.close()
+
+
+def test_newer_schema_is_a_clear_error(tmp_path):
+    db = tmp_path / "r.duckdb"
+    with Store(db).write():
+        pass
+    con = duckdb.connect(str(db))
+    con.execute("update alembic_version set version_num = '9999_future'")
+    con.close()
+    with pytest.raises(SchemaError, match="newer than this ddsweep"):
+        with Store(db).read():
+            pass
+
+
+def test_foreign_database_is_refused(tmp_path):
+    db = tmp_path / "other.duckdb"
+    con = duckdb.connect(str(db))
+    con.execute("create table t(a int)")
+    con.close()
+    with pytest.raises(SchemaError, match="not a ddsweep database"):
+        with Store(db).write():
+            pass
+
+
+def test_reader_waits_then_names_the_lock_holder(tmp_path):
+    db = tmp_path / "r.duckdb"
+    with Store(db).write():
+        pass
+    holder = subprocess.Popen([sys.executable, "-c", f"import duckdb, time; c = duckdb.connect({str(db)!r}); "
+                               "print('open', flush=True); time.sleep(30)"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "open"
+        with pytest.raises(DatabaseBusy, match=f"PID {holder.pid}"):
+            with Store(db).read(wait=0.5):
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+    with Store(db).read(wait=5):  # free again
+        pass
+
+
+def test_migrations_ship_in_the_wheel_and_are_found_when_installed(tmp_path):
+    assert (migrations_dir() / "versions" / "0001_initial.py").exists()
+    wheels = tmp_path / "wheels"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                    "-w", str(wheels), str(ROOT)], check=True, cwd=tmp_path)
+    wheel = next(wheels.glob("ddsweep-*.whl"))
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "ddsweep/migrations/env.py" in names
+    assert "ddsweep/migrations/versions/0001_initial.py" in names
+    target = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
+                   check=True)
+    code = ("from ddsweep.store import Store; from ddsweep.store.connection import migrations_dir; "
+            "w = Store('x.duckdb').write(); w.__enter__(); w.__exit__(None, None, None); print(migrations_dir())")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env={"PYTHONPATH": str(target)},
+                         capture_output=True, text=True, check=True).stdout
+    assert out.strip().startswith(str(target))
+    assert (tmp_path / "x.duckdb").exists()
