@@ -15,7 +15,8 @@ __version__ = "0.1.0"
 # never import duckdb_engine: with both loaded, DuckDB's bindings print a screenful
 # of "nanobind: leaked instances" at exit (duckdb 2.0, duckdb-engine 0.17, torch 2.14).
 
-__all__ = ["plan", "work", "status", "query", "load_metrics", "__version__"]
+__all__ = ["plan", "work", "status", "query", "load_metrics", "emc", "summary", "export", "import_results",
+           "report", "__version__"]
 
 
 def __getattr__(name):  # lazy: `ddsweep --help` should not import torch

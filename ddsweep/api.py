@@ -13,7 +13,8 @@ from ddsweep.store import Store
 from ddsweep.store import jobs as store_jobs
 from ddsweep.workers import WorkResult, work
 
-__all__ = ["plan", "work", "status", "query", "load_metrics", "PlanResult", "WorkResult"]
+__all__ = ["plan", "work", "status", "query", "load_metrics", "PlanResult", "WorkResult", "emc", "summary",
+           "export", "import_results", "report"]
 
 
 @dataclass
@@ -74,7 +75,7 @@ def query(sql: str, db: str | Path = "results.duckdb", wait: float = 30.0) -> pd
 def load_metrics(db: str | Path = "results.duckdb", sweep: str | None = None, wait: float = 30.0) -> pd.DataFrame:
     """Every metric row joined with its job's axes: one row per (job, evaluated epoch)."""
     sql = ("SELECT j.sweep, j.width, j.n_train, j.label_noise, j.seed, j.lr, j.batch_size, j.momentum, "
-           "j.weight_decay, j.optimizer, j.depth, j.epochs AS horizon, j.status, m.* "
+           "j.weight_decay, j.optimizer, j.depth, j.dataset, j.model, j.loss, j.epochs AS horizon, j.status, m.* "
            "FROM metrics m JOIN jobs j USING (job_id)")
     args: tuple = ()
     if sweep:
@@ -90,3 +91,59 @@ def load_metrics(db: str | Path = "results.duckdb", sweep: str | None = None, wa
 def sweeps(db: str | Path = "results.duckdb") -> list[str]:
     with Store(db).read() as conn:
         return [r[0] for r in conn.exec_driver_sql("SELECT name FROM sweeps ORDER BY name")]
+
+
+# ----------------------------------------------------------------------------- maps, EMC, peaks, exchange
+# Thin wrappers: read the sweep's metric rows, hand them to the pure functions in
+# ddsweep.analysis / ddsweep.plot / ddsweep.report / ddsweep.exchange.
+
+
+def load_sweep(db: str | Path = "results.duckdb", sweep: str | None = None, where: dict | None = None):
+    """(sweep name, its metric rows): the sweep named, or the only one in the database."""
+    from ddsweep.analysis.frames import apply_where
+    from ddsweep.plot.style import load_sweep as _load
+
+    name, df = _load(db, sweep)
+    return name, apply_where(df, where)
+
+
+def emc(db: str | Path = "results.duckdb", sweep: str | None = None, epsilon: float = 0.1, factor: float = 2.0,
+        epochs: list[int] | None = None, all_epochs: bool = False, where: dict | None = None):
+    """EMC per (width, epoch) with a sample axis, else the interpolation threshold per epoch (EmcTable)."""
+    from ddsweep.analysis.emc import emc_table
+
+    _, df = load_sweep(db, sweep, where)
+    return emc_table(df, epsilon=epsilon, factor=factor, epochs=epochs, all_epochs=all_epochs)
+
+
+def summary(db: str | Path = "results.duckdb", sweep: str | None = None, epsilon: float = 0.1,
+            epoch: int | None = None, where: dict | None = None) -> pd.DataFrame:
+    """First minimum, peak, second descent and interpolation threshold of every model-/sample-wise curve."""
+    from ddsweep.analysis.peaks import summarize
+
+    _, df = load_sweep(db, sweep, where)
+    return summarize(df, epsilon=epsilon, epoch=epoch)
+
+
+def export(db: str | Path = "results.duckdb", fmt: str = "parquet", out: str | Path | None = None,
+           sweep: str | None = None, table: str = "metrics"):
+    """Write the long metrics table (or curves / final_metrics / jobs) to Parquet or CSV: (path, rows)."""
+    from ddsweep.exchange import export as _export
+
+    return _export(db, fmt=fmt, out=out, sweep=sweep, table=table)
+
+
+def import_results(file: str | Path, db: str | Path = "results.duckdb", sweep: str | None = None,
+                   mapping: dict | None = None, constants: dict | None = None, replace: bool = False):
+    """Import per-epoch results made elsewhere (CSV/Parquet, long format) as a sweep of finished jobs."""
+    from ddsweep.exchange import import_file
+
+    return import_file(file, db, sweep=sweep, mapping=mapping, constants=constants, replace=replace)
+
+
+def report(db: str | Path = "results.duckdb", sweep: str | None = None, out: str | Path = "report.html",
+           epsilon: float = 0.1) -> Path:
+    """One self-contained HTML page: grid, job status, maps, curves, EMC table, peak summary."""
+    from ddsweep.report import build_report
+
+    return build_report(db, sweep=sweep, out=out, epsilon=epsilon)

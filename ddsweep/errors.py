@@ -1,5 +1,7 @@
 """Errors that reach the user as one clear line (exit code 2)."""
 
+import reprlib
+
 
 class UserError(Exception):
     """Bad input or an unusable environment: printed as one line, exit code 2."""
@@ -13,8 +15,19 @@ class GridError(UserError):
     def __init__(self, path, key: str, value, problem: str):
         self.path, self.key, self.value, self.problem = str(path), key, value, problem
         where = f"{self.path}: {key}" if key else self.path
-        shown = "" if value is _MISSING else f" = {value!r}"
-        super().__init__(f"{where}{shown}: {problem}")
+        shown = "" if value is _MISSING else f" = {_short_repr(value)}"
+        super().__init__(" ".join(f"{where}{shown}: {problem}".splitlines()))  # always one line
+
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxtuple, _REPR.maxdict = 3, 12, 12, 8
+_REPR.maxstring, _REPR.maxother, _REPR.maxlong = 80, 80, 40
+
+
+def _short_repr(value) -> str:
+    """repr of a value from a YAML file, bounded: a huge or deeply aliased value stays one short line."""
+    text = _REPR.repr(value)
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 class DatabaseBusy(UserError):

@@ -24,6 +24,7 @@ import hashlib
 import itertools
 import json
 import math
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -38,7 +39,7 @@ MAX_JOBS = 200_000  # a grid bigger than this is almost surely a typo in an axis
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class DatasetSpec(_Strict):
@@ -101,6 +102,7 @@ CELL_AXES = ("width", "n_train", "label_noise", "seed")
 TRAIN_AXES = tuple(TrainSpec.model_fields)  # includes epochs
 MODEL_AXES = ("depth",)
 INT_AXES = {"width", "n_train", "seed", "batch_size", "epochs", "depth"}
+TEXT_AXES = {"optimizer", "loss"}  # every other axis takes numbers only
 ALL_AXES = CELL_AXES + TRAIN_AXES + MODEL_AXES
 
 
@@ -121,6 +123,11 @@ class GridSpec(_Strict):
     eval: EvalSpec = EvalSpec(log_base=1.1)
     grid: dict[str, Any]
     description: str = ""
+
+
+_SECTIONS: dict[str, type[BaseModel]] = {
+    "dataset": DatasetSpec, "model": ModelSpec, "train": TrainSpec, "eval": EvalSpec,
+}
 
 
 @dataclass(frozen=True)
@@ -161,41 +168,123 @@ def load_grid(path: str | Path) -> GridSpec:
     """Read and validate a grid file; raise GridError naming file, key and value."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise GridError(path, "", MISSING, f"cannot read grid file ({e.strerror or e})") from None
+    except UnicodeDecodeError as e:
+        line = path.read_bytes()[: e.start].count(b"\n") + 1
+        raise GridError(path, "", MISSING, f"not valid UTF-8 text (line {line}, byte {e.start}); "
+                        "save the grid file as UTF-8") from None
     try:
-        raw = yaml.safe_load(text)
+        raw = _load_yaml(text, path)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        problem = getattr(e, "problem", None) or (str(e).splitlines() or ["unreadable YAML"])[0]
+        context, context_mark = getattr(e, "context", None), getattr(e, "context_mark", None)
+        if context and context_mark and mark and context_mark.line != mark.line:
+            problem += f" ({context} started at line {context_mark.line + 1})"
         raise GridError(path, "", MISSING, f"YAML syntax error at {where}: {problem}") from None
+    except RecursionError:
+        raise GridError(path, "", MISSING, "YAML nested too deeply") from None
     return parse_grid(raw, path)
+
+
+def _load_yaml(text: str, path) -> Any:
+    """yaml.safe_load, but a key given twice in one mapping is an error, not silently the last."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_duplicate_keys(node, "", path, set())
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _check_duplicate_keys(node, where: str, path, seen: set) -> None:
+    if id(node) in seen:  # an alias: already checked (and may be recursive)
+        return
+    seen.add(id(node))
+    if isinstance(node, yaml.MappingNode):
+        first: dict = {}
+        for key_node, value_node in node.value:
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+                key = f"{where}.{key_node.value}" if where else key_node.value
+                ident = (key_node.tag, key_node.value)
+                line = key_node.start_mark.line + 1
+                if ident in first:
+                    lines = f"lines {first[ident]} and {line}" if first[ident] != line else f"twice on line {line}"
+                    raise GridError(path, key, MISSING,
+                                    f"duplicate key ({lines}); YAML would silently keep only the last one")
+                first[ident] = line
+                _check_duplicate_keys(value_node, key, path, seen)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _check_duplicate_keys(item, f"{where}[{i}]", path, seen)
 
 
 def parse_grid(raw: Any, path: str | Path = "<grid>") -> GridSpec:
     """Validate an already-parsed grid document."""
+    if raw is None:
+        raise GridError(path, "", MISSING, "the grid file is empty (it needs at least name and grid)")
     if not isinstance(raw, dict):
-        raise GridError(path, "", MISSING, f"a grid file must be a mapping of keys, got {type(raw).__name__}")
+        kind = {"list": "a list", "str": "a single string"}.get(type(raw).__name__, f"a single {type(raw).__name__}")
+        raise GridError(path, "", MISSING,
+                        f"a grid file must be a mapping of keys ({', '.join(GridSpec.model_fields)}), got {kind}")
     raw = dict(raw)
     for key, default_name in (("dataset", "name"), ("model", "name")):
         if isinstance(raw.get(key), str):
             raw[key] = {default_name: raw[key]}
     if "grid" not in raw:
         raise GridError(path, "grid", MISSING, "missing: a grid needs at least the axes width and n_train")
+    for section, model in _SECTIONS.items():
+        if isinstance(raw.get(section), dict):
+            for k, v in raw[section].items():
+                if isinstance(v, bool) and k in model.model_fields and _is_numeric(model.model_fields[k].annotation):
+                    raise GridError(path, f"{section}.{k}", v, "must be a number, not true/false")
     try:
         spec = GridSpec.model_validate(raw)
     except ValidationError as e:
-        err = e.errors()[0]
-        key = ".".join(str(p) for p in err["loc"])
-        value = err.get("input", MISSING) if err["type"] != "missing" else MISSING
-        if isinstance(value, dict) and err["type"] != "extra_forbidden":
-            value = MISSING
-        problem = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
-        raise GridError(path, key, value, problem) from None
+        raise _pydantic_error(e, path) from None
     _check_registry(spec, path)
     return spec
+
+
+def _is_numeric(annotation) -> bool:
+    return all(a in (int, float, type(None)) for a in (typing.get_args(annotation) or (annotation,)))
+
+
+def _pydantic_error(e: ValidationError, path) -> GridError:
+    """The first error pydantic found, as a GridError naming key and value in plain words."""
+    err = e.errors()[0]
+    loc = list(err["loc"])
+    bad_key = bool(loc) and loc[-1] == "[key]"  # a key of the wrong type, e.g. a number as an axis name
+    if bad_key:
+        loc.pop()
+    key = ".".join(str(p) for p in loc)
+    kind = err["type"]
+    value = err.get("input", MISSING) if kind != "missing" and not bad_key else MISSING
+    if isinstance(value, dict) and kind != "extra_forbidden":
+        value = MISSING
+    if bad_key:
+        problem = "keys must be names, not numbers or other values"
+    elif kind == "extra_forbidden":
+        model = _SECTIONS.get(".".join(str(p) for p in loc[:-1]), GridSpec)
+        problem = f"unknown key (keys: {', '.join(model.model_fields)})"
+    elif kind == "missing":
+        problem = "missing"
+    elif kind == "string_pattern_mismatch" and loc == ["name"]:
+        problem = "a sweep name is letters, digits, '_', '.' and '-' (no spaces or slashes)"
+    elif kind == "finite_number":
+        problem = "must be a finite number"
+    elif kind in ("model_type", "dict_type"):
+        fields = _SECTIONS[key].model_fields if key in _SECTIONS else None
+        problem = f"must be a mapping (keys: {', '.join(fields)})" if fields else "must be a mapping of axes to values"
+    else:
+        problem = err["msg"].removeprefix("Value error, ")
+    return GridError(path, key, value, problem)
 
 
 def _check_registry(spec: GridSpec, path) -> None:
@@ -215,6 +304,11 @@ def _check_registry(spec: GridSpec, path) -> None:
 
 def axis_values(name: str, raw: Any, path) -> list:
     """Expand one axis: a scalar, a list, or a generator {geom|range|linspace: [...]}."""
+    return _dedup(name, _axis_list(name, raw, path))
+
+
+def _axis_list(name: str, raw: Any, path) -> list:
+    """An axis as the list of values it gives, in order, duplicates kept (so errors index the file)."""
     key = f"grid.{name}"
     if isinstance(raw, dict):
         if len(raw) != 1:
@@ -223,8 +317,13 @@ def axis_values(name: str, raw: Any, path) -> list:
         if kind not in ("geom", "range", "linspace"):
             raise GridError(path, key, raw, f"unknown axis generator {kind!r} (use geom, range or linspace)")
         if not isinstance(args, list) or not all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in args):
-            raise GridError(path, f"{key}.{kind}", args, "arguments must be a list of numbers")
+            hint = _TEXT_NUMBER_HINT if isinstance(args, list) and any(map(_looks_numeric, args)) else ""
+            raise GridError(path, f"{key}.{kind}", args, "arguments must be a list of numbers" + hint)
+        if not all(math.isfinite(a) for a in args):
+            raise GridError(path, f"{key}.{kind}", args, "arguments must be finite numbers")
         values = _generate(kind, args, path, f"{key}.{kind}")
+        if not all(math.isfinite(v) for v in values):
+            raise GridError(path, f"{key}.{kind}", args, "generates values too large to represent")
         if name in INT_AXES:
             values = [int(round(v)) for v in values]
     elif isinstance(raw, list):
@@ -233,10 +332,34 @@ def axis_values(name: str, raw: Any, path) -> list:
         values = [raw]
     if not values:
         raise GridError(path, key, raw, "empty axis: give at least one value")
+    for i, v in enumerate(values):
+        if isinstance(v, (dict, list)):
+            raise GridError(path, f"{key}[{i}]" if isinstance(raw, list) else key, v,
+                            "axis values must be single values, not lists or mappings")
+    return values
+
+
+_TEXT_NUMBER_HINT = " (YAML reads 1e-3 and 1.0e12 as text: write 1.0e-3 and 1.0e+12)"
+
+
+def _looks_numeric(v) -> bool:
+    if not isinstance(v, str):
+        return False
+    try:
+        float(v)
+    except ValueError:
+        return False
+    return True
+
+
+def _canonical(name: str, values: list) -> list:
+    """Canonical floats: 0.1 from a generator equals 0.1 typed."""
+    return [float(f"{v:.10g}") if isinstance(v, float) and name not in INT_AXES else v for v in values]
+
+
+def _dedup(name: str, values: list) -> list:
     seen, unique = set(), []
-    for v in values:
-        if isinstance(v, float) and name not in INT_AXES:
-            v = float(f"{v:.10g}")  # canonical floats: 0.1 from a generator equals 0.1 typed
+    for v in _canonical(name, values):
         marker = (type(v).__name__, v) if not isinstance(v, (int, float)) or isinstance(v, bool) else v
         if marker not in seen:
             seen.add(marker)
@@ -245,21 +368,28 @@ def axis_values(name: str, raw: Any, path) -> list:
 
 
 def _generate(kind: str, args: list, path, key: str) -> list[float]:
+    if kind in ("geom", "linspace") and len(args) == 3 and args[2] > MAX_JOBS:
+        raise GridError(path, key, args, f"absurd count {args[2]:g}; a grid has at most {MAX_JOBS} cells")
     if kind == "geom":
         if len(args) != 3 or args[0] <= 0 or args[1] <= 0 or int(args[2]) != args[2] or args[2] < 1:
             raise GridError(path, key, args, "geom takes [start > 0, stop > 0, count >= 1]")
-        return list(np.geomspace(args[0], args[1], int(args[2])))
+        with np.errstate(all="ignore"):
+            return list(np.geomspace(args[0], args[1], int(args[2])))
     if kind == "linspace":
         if len(args) != 3 or int(args[2]) != args[2] or args[2] < 1:
             raise GridError(path, key, args, "linspace takes [start, stop, count >= 1]")
-        return list(np.linspace(args[0], args[1], int(args[2])))
+        with np.errstate(all="ignore"):
+            return list(np.linspace(args[0], args[1], int(args[2])))
     # range: inclusive of stop, so {range: [1, 64]} is k = 1..64 as in the paper
     if len(args) not in (2, 3) or (len(args) == 3 and args[2] <= 0):
         raise GridError(path, key, args, "range takes [start, stop] or [start, stop, step > 0] (stop included)")
     start, stop, step = args[0], args[1], args[2] if len(args) == 3 else 1
     if stop < start:
         raise GridError(path, key, args, "range is empty: stop < start")
-    count = int(math.floor((stop - start) / step + 1e-9)) + 1
+    span = (stop - start) / step
+    if not span < MAX_JOBS:
+        raise GridError(path, key, args, f"absurd range: more than {MAX_JOBS} values, the most cells a grid may have")
+    count = int(math.floor(span + 1e-9)) + 1
     return [start + i * step for i in range(count)]
 
 
@@ -269,11 +399,13 @@ def _generate(kind: str, args: list, path, key: str) -> list[float]:
 def expand(spec: GridSpec, path: str | Path = "<grid>", pool_size: int | None = None) -> list[Job]:
     """All jobs of a grid, merged over `epochs`; raises GridError on a bad axis value."""
     axes: dict[str, list] = {}
+    written: dict[str, list] = {}  # each axis's values as written, for error messages
     for name, raw in spec.grid.items():
         if name not in ALL_AXES:
-            raise GridError(path, f"grid.{name}", MISSING,
-                            f"unknown axis (axes: {', '.join(ALL_AXES)})")
-        axes[name] = axis_values(name, raw, path)
+            raise GridError(path, f"grid.{name}", raw, f"unknown axis (axes: {', '.join(ALL_AXES)})")
+        written[name] = _axis_list(name, raw, path)
+        axes[name] = _dedup(name, written[name])
+        written[name] = _canonical(name, written[name])  # the values jobs get, in the file's order
     for required in ("width", "n_train"):
         if required not in axes:
             raise GridError(path, f"grid.{required}", MISSING, "missing axis: every grid needs width and n_train")
@@ -281,11 +413,12 @@ def expand(spec: GridSpec, path: str | Path = "<grid>", pool_size: int | None = 
     if size > MAX_JOBS:
         shape = " x ".join(f"{k}={len(v)}" for k, v in axes.items())
         raise GridError(path, "grid", size, f"absurd grid size ({shape}); the limit is {MAX_JOBS} cells")
-    _validate_axis_values(spec, axes, path)
+    _validate_axis_values(spec, written, path)
     pool = pool_size if pool_size is not None else spec.dataset.pool
-    for n in axes["n_train"]:
+    for i, n in enumerate(written["n_train"]):
         if n > pool:
-            raise GridError(path, "grid.n_train", n, f"larger than the dataset's training pool ({pool})")
+            key = "grid.n_train" if len(written["n_train"]) == 1 else f"grid.n_train[{i}]"
+            raise GridError(path, key, n, f"larger than the dataset's training pool ({pool})")
 
     names = list(axes)
     merged: dict[str, dict] = {}
@@ -326,6 +459,10 @@ def _validate_axis_values(spec: GridSpec, axes: dict[str, list], path) -> None:
             key = f"grid.{name}" if len(values) == 1 else f"grid.{name}[{i}]"
             if isinstance(v, (dict, list)):
                 raise GridError(path, key, v, "axis values must be scalars")
+            if name not in TEXT_AXES and isinstance(v, bool):
+                raise GridError(path, key, v, "must be a number, not true/false")
+            if name not in TEXT_AXES and isinstance(v, str):
+                raise GridError(path, key, v, "must be a number, not text" + (_TEXT_NUMBER_HINT if _looks_numeric(v) else ""))
             if name in INT_AXES and isinstance(v, float) and not v.is_integer():
                 raise GridError(path, key, v, "must be an integer")
             try:
@@ -336,6 +473,4 @@ def _validate_axis_values(spec: GridSpec, axes: dict[str, list], path) -> None:
                 else:
                     ModelSpec.model_validate({**spec.model.model_dump(), name: v})
             except ValidationError as e:
-                raise GridError(path, key, v, e.errors()[0]["msg"]) from None
-            if isinstance(v, bool):
-                raise GridError(path, key, v, "must be a number, not true/false")
+                raise GridError(path, key, v, _pydantic_error(e, path).problem) from None

@@ -1,5 +1,13 @@
-"""From metric rows to the tables the maps are drawn from (seed means, final epochs)."""
+"""From metric rows to the tables the maps are drawn from: seed means, final epochs,
+early stopping, EMC and interpolation thresholds, double-descent peaks.
 
-from ddsweep.analysis.frames import at_epoch, final_epoch, pick_sweep, seed_mean
+Everything here is a pure function of pandas DataFrames shaped like
+`ddsweep.load_metrics()` (one row per job and evaluated epoch, with the job's axes);
+no database, no torch.
+"""
 
-__all__ = ["at_epoch", "final_epoch", "pick_sweep", "seed_mean"]
+from ddsweep.analysis.frames import (at_epoch, early_stopped, epoch_curves, final_epoch, final_means,
+                                     noisy_test_error, pick_sweep, seed_mean, varying_axes)
+
+__all__ = ["at_epoch", "early_stopped", "epoch_curves", "final_epoch", "final_means", "noisy_test_error",
+           "pick_sweep", "seed_mean", "varying_axes"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from ddsweep.errors import UserError
@@ -52,3 +53,128 @@ def seed_mean(df: pd.DataFrame, by: list[str], metrics: list[str]) -> pd.DataFra
     sem = g.sem().add_suffix("_sem")
     count = g.size().rename("seeds")
     return pd.concat([mean, sem, count], axis=1).reset_index()
+
+
+# Axes that tell one cell of a grid from another (seed aside): a curve or a map is
+# drawn over one or two of them with every other varying axis held fixed.
+CELL_AXES = ("width", "n_train", "label_noise", "depth", "lr", "momentum", "weight_decay", "batch_size",
+             "optimizer", "dataset", "model", "loss")
+
+
+def varying_axes(df: pd.DataFrame) -> list[str]:
+    """The cell axes that take more than one value in df (in CELL_AXES order)."""
+    return [a for a in CELL_AXES if a in df.columns and df[a].nunique(dropna=False) > 1]
+
+
+def parse_where(items) -> dict[str, list[str]]:
+    """`["width=43", "n_train=1000,2000"]` -> {"width": ["43"], "n_train": ["1000", "2000"]}."""
+    where: dict[str, list[str]] = {}
+    for item in items or ():
+        col, sep, values = str(item).partition("=")
+        if not sep or not col.strip() or not values.strip():
+            raise UserError(f"--where {item}: expected AXIS=VALUE[,VALUE...], e.g. --where width=43")
+        where.setdefault(col.strip(), []).extend(v.strip() for v in values.split(",") if v.strip())
+    return where
+
+
+def apply_where(df: pd.DataFrame, where: dict | None) -> pd.DataFrame:
+    """Keep rows whose columns take the given values (numbers compared with a relative tolerance)."""
+    for col, values in (where or {}).items():
+        if col not in df.columns:
+            raise UserError(f"--where {col}: no such column (columns: {', '.join(sorted(df.columns))})")
+        values = values if isinstance(values, (list, tuple, set)) else [values]
+        s = df[col]
+        if s.dtype.kind in "iuf":
+            try:
+                wanted = np.array([float(v) for v in values])
+            except ValueError:
+                raise UserError(f"--where {col}={','.join(map(str, values))}: {col} is numeric") from None
+            x = s.to_numpy(dtype=float)
+            keep = np.isclose(x[:, None], wanted[None, :], rtol=1e-9, atol=1e-12).any(axis=1)
+        else:
+            keep = s.astype(str).isin([str(v) for v in values]).to_numpy()
+        if not keep.any():
+            have = ", ".join(_fmt_value(v) for v in sorted(s.dropna().unique()))
+            raise UserError(f"--where {col}={','.join(map(str, values))}: no such value (values: {have})")
+        df = df[keep]
+    return df
+
+
+def _fmt_value(v) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def epoch_curves(df: pd.DataFrame, keys: list[str], metrics: list[str]) -> pd.DataFrame:
+    """Seed means per cell of `keys` and evaluated epoch (the SQL view `curves`, in pandas)."""
+    return seed_mean(df, list(keys) + ["epoch"], metrics)
+
+
+def final_means(df: pd.DataFrame, keys: list[str], metrics: list[str], epoch: int | None = None) -> pd.DataFrame:
+    """Seed means per cell at `epoch` (None: each job's last epoch), with the epoch read.
+
+    At the last epoch, jobs of one cell may stop at different horizons; the cell's
+    `epoch` is then the largest of them.
+    """
+    rows = at_epoch(df, epoch)
+    m = seed_mean(rows, list(keys), metrics)
+    ep = rows.groupby(list(keys), dropna=False)["epoch"].max().rename("epoch").reset_index()
+    return m.merge(ep, on=list(keys), how="left")
+
+
+def early_stopped(df: pd.DataFrame, keys: list[str], metric: str = "test_error",
+                  epoch: int | None = None) -> pd.DataFrame:
+    """"Optimal early stopping": per cell, the minimum over epochs of the seed-mean `metric`.
+
+    Taken on the seed mean (not per seed, which would pick each seed's luckiest
+    epoch); `{metric}_sem` and `seeds` are those of the best epoch, `best_epoch` is it.
+    With `epoch`, only epochs up to it count.
+    """
+    rows = df if epoch is None else df[df["epoch"] <= epoch]
+    m = epoch_curves(rows, keys, [metric])
+    m = m[m[metric].notna()]
+    best = m.loc[m.groupby(list(keys), dropna=False)[metric].idxmin()]
+    return best.rename(columns={"epoch": "best_epoch"}).reset_index(drop=True)
+
+
+# Two-sided 97.5% quantiles of Student's t for 1..30 degrees of freedom (95% intervals).
+_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
+         2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
+         2.045, 2.042)
+
+
+def t975(seeds):
+    """The t quantile for a 95% interval of a mean of `seeds` runs (NaN for one run)."""
+    n = np.asarray(seeds, dtype=float)
+    dof = n - 1
+    table = np.array((np.nan,) + _T975)
+    out = np.where(dof > 30, 1.96, table[np.clip(dof, 0, 30).astype(int)])
+    return np.where(dof >= 1, out, np.nan)
+
+
+DATASET_CLASSES = {"mnist1d": 10, "mnist": 10, "fashion_mnist": 10, "cifar10": 10, "cifar100": 100,
+                   "cifar5m": 10, "svhn": 10}
+
+
+def noisy_test_error(error, label_noise, classes: int):
+    """Clean test error e -> error on the noisy test distribution: p + e(1 - pC/(C-1)).
+
+    (Deep Double Descent, Fig. 1; labels flipped with probability p to a uniformly
+    random *incorrect* class out of C.) The authors' notebook used p + e(1 - 8p/9)
+    for C = 10; ddsweep uses the exact form.
+    """
+    p = label_noise
+    return p + error * (1 - p * classes / (classes - 1))
+
+
+def classes_of(df: pd.DataFrame, classes: int | None = None) -> int:
+    """Number of classes for the noisy-test transform: given, or known from the dataset column."""
+    if classes is not None:
+        if classes < 2:
+            raise UserError(f"--classes {classes}: need at least 2 classes")
+        return int(classes)
+    names = sorted(df["dataset"].dropna().unique()) if "dataset" in df.columns else []
+    known = {DATASET_CLASSES.get(str(n)) for n in names}
+    if len(names) >= 1 and len(known) == 1 and None not in known:
+        return known.pop()
+    raise UserError(f"--noisy-test: number of classes unknown for dataset {', '.join(map(str, names)) or '(none)'}; "
+                    "pass --classes C")

@@ -13,4 +13,5 @@ def build_model(config: dict, input_dim: int, num_classes: int, members: int, de
     spec = config["model"]
     module, name = MODELS[spec["name"]].split(":")
     cls = getattr(importlib.import_module(module), name)
-    return cls(members, input_dim, config["width"], num_classes, depth=spec["depth"], device=device)
+    width = getattr(importlib.import_module(module), "padded_width", lambda w: w)(config["width"])
+    return cls(members, input_dim, width, num_classes, depth=spec["depth"], device=device)

@@ -1,52 +1,167 @@
-"""Curves: test and train error against an axis, seed mean with a band, one colour per noise level."""
+"""Curves: test and train error against an axis, seed mean with a 95% band, one colour per noise level.
+
+Against width or n_train the curves are read at the last (or a chosen) epoch, next
+to the "optimal early stopping" curve (per cell, the minimum over epochs of the
+seed-mean test error); against epoch they are whole runs. With `noisy_test`, test
+errors are shown on the noisy test distribution (p + e(1 - pC/(C-1))).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from ddsweep.analysis import at_epoch, seed_mean
-from ddsweep.analysis.frames import check_columns, pick_sweep
+import numpy as np
+import pandas as pd
+
+from ddsweep.analysis import at_epoch, early_stopped, seed_mean, varying_axes
+from ddsweep.analysis.frames import apply_where, check_columns, classes_of, t975
 from ddsweep.errors import UserError
-from ddsweep.plot.heatmap import LABELS, _fmt_level
-from ddsweep.plot.style import check_out, is_geometric, plain_log_ticks, save, setup
+from ddsweep.plot.style import check_out, fmt_level, is_log_axis, label, load_sweep, plain_log_ticks, save, setup
+
+__all__ = ["curve", "curve_figure"]
+
+MAX_LEGEND_LEVELS = 8
+MAX_PANELS = 12
 
 
 def curve(db="results.duckdb", sweep: str | None = None, x: str = "width", epoch: int | None = None,
-          hue: str = "label_noise", out="curve.png") -> Path:
+          hue: str = "label_noise", out="curve.png", where: dict | None = None, facet: str | None = None,
+          noisy_test: bool = False, classes: int | None = None, early_stopping: bool = True) -> Path:
     """Final-epoch (or `epoch`) test and train error against x; against epoch it plots whole runs."""
-    from ddsweep.api import load_metrics
+    out = check_out(out)
+    name, df = load_sweep(db, sweep)
+    fig = curve_figure(df, name, x=x, epoch=epoch, hue=hue, where=where, facet=facet, noisy_test=noisy_test,
+                       classes=classes, early_stopping=early_stopping)
+    return save(fig, out)
 
+
+def curve_figure(df: pd.DataFrame, name: str = "", x: str = "width", epoch: int | None = None,
+                 hue: str | None = "label_noise", where: dict | None = None, facet: str | None = None,
+                 noisy_test: bool = False, classes: int | None = None, early_stopping: bool = True,
+                 threshold_eps: float | None = 0.1):
+    """The figure behind `curve`, from a metric frame (as `load_metrics` returns).
+
+    With threshold_eps, a vertical line marks the interpolation threshold (train error
+    <= eps: the smallest such width, or EMC = n over n_train).
+    """
     plt = setup()
     import seaborn as sns
 
-    out = check_out(out)
-    name = pick_sweep(db, sweep)
-    df = load_metrics(db, name)
-    if df.empty:
-        raise UserError(f"{db}: sweep {name} has no metric rows yet; run `ddsweep work --db {db}` first")
-    check_columns(df, x=x, hue=hue)
-    if x != "epoch":
-        df = at_epoch(df, epoch)
+    check_columns(df, x=x, hue=hue, facet=facet)
+    df = apply_where(df, where)
+    if df[x].dtype.kind not in "iuf":
+        raise UserError(f"--x {x}: not numeric")
+    C = classes_of(df, classes) if noisy_test else None
+    hue = None if hue == x else hue
+    rest = [a for a in varying_axes(df) if a not in (x, hue, facet)]
+    if rest and x == "epoch" and (hue is None or df[hue].nunique() <= 1):
+        hue = "width" if "width" in rest else rest[0]  # runs over epochs: one line per width
+        rest.remove(hue)
+    if rest and facet is None and len(rest) == 1:
+        facet = rest.pop()
+    if rest:
+        raise UserError(f"{', '.join(rest)} also varies: choose panels with --facet AXIS or fix it with "
+                        f"--where {rest[0]}=VALUE")
+    if x == "epoch":
+        final = df[df["epoch"] > 0]
     else:
-        df = df[df["epoch"] > 0]
-    levels = sorted(df[hue].dropna().unique())
-    colors = sns.color_palette("colorblind", len(levels))
-    fig, ax = plt.subplots(figsize=(6.2, 4.0), constrained_layout=True)
-    for color, level in zip(colors, levels):
-        m = seed_mean(df[df[hue] == level], [x], ["test_error", "train_error"]).sort_values(x)
-        tag = f"{LABELS.get(hue, hue)} {_fmt_level(hue, level)}"
-        for metric, style in (("test_error", "-"), ("train_error", "--")):
-            ax.plot(m[x], m[metric], style, color=color, marker="o" if style == "-" else None, ms=3,
-                    label=f"{metric.split('_')[0]} ({tag})")
-            band = m[f"{metric}_sem"].fillna(0) * 1.96
-            ax.fill_between(m[x], m[metric] - band, m[metric] + band, color=color, alpha=0.15, lw=0)
-    if x == "epoch" or is_geometric(df[x]):
-        ax.set_xscale("log")
-        plain_log_ticks(ax.xaxis)
-    ax.set_xlabel(LABELS.get(x, x))
-    ax.set_ylabel("error (clean test labels)")
-    when = "last epoch" if epoch is None else f"epoch {epoch}"
-    ax.set_title(f"{name}: error vs {LABELS.get(x, x)}" + ("" if x == "epoch" else f" at {when}"), fontsize=11)
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    return save(fig, out)
+        final = at_epoch(df, epoch)
+    panels = sorted(df[facet].dropna().unique()) if facet else [None]
+    if len(panels) > MAX_PANELS:
+        raise UserError(f"{len(panels)} panels ({facet}): too many; fix it with --where {facet}=VALUE")
+    levels = sorted(final[hue].dropna().unique()) if hue else [None]
+    many = len(levels) > MAX_LEGEND_LEVELS
+    if many:
+        from matplotlib.colors import LogNorm, Normalize
+
+        lv = np.asarray(levels, dtype=float)
+        cnorm = LogNorm(lv.min(), lv.max()) if is_log_axis(hue, lv) else Normalize(lv.min(), lv.max())
+        cmap = plt.get_cmap("viridis")
+        colors = [cmap(cnorm(v)) for v in lv]
+    else:
+        colors = sns.color_palette("colorblind", max(len(levels), 1))
+    show_es = early_stopping and x != "epoch"
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.2 * len(panels) if len(panels) == 1 else 5.0 * len(panels),
+                                                      4.1), squeeze=False, sharey=True, constrained_layout=True)
+    for ax, panel in zip(axes[0], panels):
+        sub_f = final if facet is None else final[final[facet] == panel]
+        sub_all = df if facet is None else df[df[facet] == panel]
+        for color, level in zip(colors, levels):
+            f = sub_f if hue is None else sub_f[sub_f[hue] == level]
+            if f.empty:
+                continue
+            m = seed_mean(f, [x], ["test_error", "train_error"]).sort_values(x)
+            p = _noise_of(f) if noisy_test else None
+            tag = "" if hue is None or many else f" ({fmt_level(hue, level)})"
+            lines = [("test", m["test_error"], m["test_error_sem"], m["seeds"], "-", "o", True),
+                     ("train", m["train_error"], m["train_error_sem"], m["seeds"], "--", None, False)]
+            if show_es:
+                a = sub_all if hue is None else sub_all[sub_all[hue] == level]
+                es = early_stopped(a, [x], "test_error", epoch).sort_values(x)
+                lines.append(("test, early-stopped", es["test_error"], es["test_error_sem"], es["seeds"], ":", "v",
+                              True, es[x]))
+            if threshold_eps and x in ("width", "n_train"):
+                thr = _threshold(m, x, threshold_eps)
+                if thr is not None:
+                    ax.axvline(thr, color=color, ls="-.", lw=1, alpha=0.7,
+                               label=None if many else f"interpolation threshold{tag}")
+            for item in lines:
+                what, y, sem, seeds, ls, mk, is_test = item[:7]
+                xs = item[7] if len(item) > 7 else m[x]
+                y = y.to_numpy(dtype=float)
+                band = sem.to_numpy(dtype=float) * t975(seeds.to_numpy())
+                if noisy_test and is_test:
+                    slope = 1 - p * C / (C - 1)
+                    y, band = p + y * slope, band * abs(slope)
+                xs = xs.to_numpy(dtype=float)
+                ax.plot(xs, y, ls=ls, color=color, marker=mk if x != "epoch" else None, ms=3.5, lw=1.4,
+                        label=None if many else f"{what}{tag}")
+                ok = np.isfinite(band)
+                if ok.any():
+                    ax.fill_between(xs, np.where(ok, y - band, y), np.where(ok, y + band, y), color=color,
+                                    alpha=0.15, lw=0)
+        if is_log_axis(x, final[x].unique()):
+            ax.set_xscale("log")
+            plain_log_ticks(ax.xaxis)
+        ax.set_xlabel(label(x))
+        if facet:
+            ax.set_title(fmt_level(facet, panel), fontsize=10)
+        ax.grid(alpha=0.3)
+        if many:
+            from matplotlib.lines import Line2D
+
+            styles = [("test", "-"), ("train", "--")] + ([("test, early-stopped", ":")] if show_es else [])
+            ax.legend([Line2D([], [], color="0.2", ls=s) for _, s in styles], [w for w, _ in styles], fontsize=8)
+        else:
+            ax.legend(fontsize=7.5)
+    if many:
+        from matplotlib.cm import ScalarMappable
+
+        cb = fig.colorbar(ScalarMappable(norm=cnorm, cmap=cmap), ax=axes[0].tolist(), label=label(hue))
+        if isinstance(cnorm, LogNorm):
+            plain_log_ticks(cb.ax.yaxis)
+    axes[0][0].set_ylabel("error")
+    when = "" if x == "epoch" else (" at the last epoch" if epoch is None else f" at epoch {epoch}")
+    if noisy_test:
+        shows = f"test error on the NOISY test distribution: p + e(1 - pC/(C-1)), C = {C}"
+    else:
+        shows = "test error on clean test labels"
+    fig.suptitle(f"{name + ': ' if name else ''}error vs {label(x)}{when}\n{shows}\n"
+                 "train error on the noisy labels trained on; bands: 95% CI over seeds", fontsize=9.5)
+    return fig
+
+
+def _threshold(m: pd.DataFrame, x: str, eps: float):
+    from ddsweep.analysis.emc import emc_over_n, threshold_over_width
+
+    fn = threshold_over_width if x == "width" else emc_over_n
+    value, bound = fn(m[x], m["train_error"], eps)
+    return value if not bound and np.isfinite(value) else None
+
+
+def _noise_of(f: pd.DataFrame) -> float:
+    p = f["label_noise"].unique()
+    if len(p) != 1:
+        raise UserError("--noisy-test needs one label-noise level per line (use --hue label_noise or --facet label_noise)")
+    return float(p[0])

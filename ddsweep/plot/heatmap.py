@@ -1,71 +1,188 @@
-"""Heatmaps: a metric over two axes (e.g. width x epoch), seed means, one panel per facet."""
+"""Heatmaps: a metric over two axes (width x epoch, width x n_train, n_train x epoch, ...).
+
+Seed means per cell; one panel per label-noise level (or per value of any `facet`
+axis, and per value of a `row` axis); log axes where the values are geometric
+(epochs always); linear or log colour scale; train-error contours at chosen levels
+and, where n_train is an axis, the EMC = n line.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
-from ddsweep.analysis import at_epoch, seed_mean
-from ddsweep.analysis.frames import check_columns, pick_sweep
+from ddsweep.analysis import at_epoch, seed_mean, varying_axes
+from ddsweep.analysis.emc import emc_over_n
+from ddsweep.analysis.frames import apply_where, check_columns
 from ddsweep.errors import UserError
-from ddsweep.plot.style import check_out, edges, is_geometric, plain_log_ticks, save, setup
+from ddsweep.plot.style import (LABELS, bin_centers, check_out, edges, fmt_level, is_log_axis, label,
+                                load_sweep, plain_log_ticks, save, setup)
 
-LABELS = {"width": "model width h", "n_train": "training samples n", "epoch": "epoch",
-          "label_noise": "label noise", "test_error": "test error", "train_error": "train error"}
+__all__ = ["heatmap", "heatmap_figure", "LABELS"]
+
+CONTOUR_STYLES = ("-", "--", ":", "-.")
+MAX_PANELS = 30
 
 
 def heatmap(db="results.duckdb", sweep: str | None = None, x: str = "width", y: str = "epoch",
-            metric: str = "test_error", contour: float | None = 0.1, facet: str = "label_noise",
-            epoch: int | None = None, log_color: bool = False, out="heatmap.png") -> Path:
-    """Draw `metric` over x and y (mean over seeds) with the train-error = `contour` line."""
-    from ddsweep.api import load_metrics
-
-    plt = setup()
+            metric: str = "test_error", contour=0.1, facet: str | None = "label_noise",
+            epoch: int | None = None, log_color: bool = False, out="heatmap.png", where: dict | None = None,
+            row: str | None = None, emc_line: bool = True) -> Path:
+    """Draw `metric` over x and y (mean over seeds) with train-error contours at `contour` (one or several levels)."""
     out = check_out(out)
-    name = pick_sweep(db, sweep)
-    df = load_metrics(db, name)
-    if df.empty:
-        raise UserError(f"{db}: sweep {name} has no metric rows yet; run `ddsweep work --db {db}` first")
-    check_columns(df, x=x, y=y, metric=metric, facet=facet)
+    name, df = load_sweep(db, sweep)
+    fig = heatmap_figure(df, name, x=x, y=y, metric=metric, contour=contour, facet=facet, epoch=epoch,
+                         log_color=log_color, where=where, row=row, emc_line=emc_line)
+    return save(fig, out)
+
+
+def _levels(contour) -> list[float]:
+    if contour is None or contour is False:
+        return []
+    levels = [float(c) for c in (contour if isinstance(contour, (list, tuple)) else [contour])]
+    return [c for c in levels if c > 0]
+
+
+def heatmap_figure(df: pd.DataFrame, name: str = "", x: str = "width", y: str = "epoch",
+                   metric: str = "test_error", contour=0.1, facet: str | None = "label_noise",
+                   epoch: int | None = None, log_color: bool = False, where: dict | None = None,
+                   row: str | None = None, emc_line: bool = True, max_cells: int = 300):
+    """The figure behind `heatmap`, from a metric frame (as `load_metrics` returns)."""
+    plt = setup()
+    if x == y:
+        raise UserError(f"--x and --y are both {x}")
+    check_columns(df, x=x, y=y, metric=metric, facet=facet, row=row)
+    df = apply_where(df, where)
+    for opt, col in (("x", x), ("y", y), ("metric", metric)):
+        if df[col].dtype.kind not in "iuf":
+            raise UserError(f"--{opt} {col}: not numeric")
     if "epoch" not in (x, y):
         df = at_epoch(df, epoch)
-    for axis in (x, y):
-        if axis == "epoch":  # epochs are drawn on a log axis, where epoch 0 has no place
-            df = df[df["epoch"] > 0]
-    facets = sorted(df[facet].dropna().unique())
-    fig, axes = plt.subplots(1, len(facets), figsize=(4.2 * len(facets) + 1.2, 3.8), squeeze=False,
-                             sharey=True, constrained_layout=True)
-    values = df[metric].to_numpy(dtype=float)
+    if "epoch" in (x, y):
+        df = df[df["epoch"] > 0]  # epochs are drawn on a log axis, where epoch 0 has no place
+    facet = None if facet in (x, y) else facet
+    row = None if row in (x, y, facet) else row
+    taken = {x, y, facet, row}
+    rest = [a for a in varying_axes(df) if a not in taken]
+    if rest and row is None and len(rest) == 1:
+        row = rest.pop()
+    if rest:
+        vals = ", ".join(f"{a} ({df[a].nunique()} values)" for a in rest)
+        raise UserError(f"{vals} also varies: draw it with --facet/--row AXIS or fix it with --where "
+                        f"{rest[0]}={_first(df[rest[0]])}")
+    cols = sorted(df[facet].dropna().unique()) if facet else [None]
+    rows = sorted(df[row].dropna().unique()) if row else [None]
+    if len(cols) * len(rows) > MAX_PANELS:
+        raise UserError(f"{len(cols) * len(rows)} panels: too many; fix an axis with --where")
+    levels = _levels(contour)
+    xlog = is_log_axis(x, df[x].unique())
+    ylog = is_log_axis(y, df[y].unique())
+    xbin = bin_centers(df[x].unique(), xlog, max_cells)
+    ybin = bin_centers(df[y].unique(), ylog, max_cells)
+    binned = [a for a, b in ((x, xbin), (y, ybin)) if any(k != v for k, v in b.items())]
+
+    metrics = list(dict.fromkeys([metric, "train_error"]))
+    panels = {}
+    for r in rows:
+        for c in cols:
+            sub = df
+            if row:
+                sub = sub[sub[row] == r]
+            if facet:
+                sub = sub[sub[facet] == c]
+            if sub.empty:
+                continue
+            m = seed_mean(sub, [x, y], metrics)
+            if binned:
+                m = m.assign(**{x: m[x].map(xbin), y: m[y].map(ybin)})
+                m = m.groupby([x, y], as_index=False)[metrics + ["seeds"]].mean()
+            panels[(r, c)] = m
+    if not panels:
+        raise UserError("no data to draw")
+    values = np.concatenate([m[metric].to_numpy(dtype=float) for m in panels.values()])
     norm = _norm(values, log_color)
+
+    fig, axes = plt.subplots(len(rows), len(cols), figsize=(4.2 * len(cols) + 1.3, 3.5 * len(rows) + 0.6),
+                             squeeze=False, sharex=True, sharey=True, constrained_layout=True)
     mesh = None
-    for ax, level in zip(axes[0], facets):
-        sub = df[df[facet] == level]
-        m = seed_mean(sub, [x, y], [metric, "train_error"])
-        z = m.pivot(index=y, columns=x, values=metric).sort_index().sort_index(axis=1)
-        xc, yc = z.columns.to_numpy(dtype=float), z.index.to_numpy(dtype=float)
-        xlog = x == "epoch" or is_geometric(xc)
-        ylog = y == "epoch" or is_geometric(yc)
-        mesh = ax.pcolormesh(edges(xc, xlog), edges(yc, ylog), z.to_numpy(dtype=float), cmap="viridis",
-                             norm=norm, shading="flat")
-        if contour and len(xc) > 1 and len(yc) > 1:
-            tr = m.pivot(index=y, columns=x, values="train_error").reindex(index=z.index, columns=z.columns)
-            cs = ax.contour(xc, yc, tr.to_numpy(dtype=float), levels=[contour], colors="white", linewidths=1.6)
-            if cs.allsegs and any(len(s) for s in cs.allsegs[0]):
-                ax.plot([], [], color="white", label=f"train error = {contour:g}")
-                ax.legend(loc="upper right", fontsize=8, facecolor="0.3", labelcolor="white", framealpha=0.6)
-        if xlog:
-            ax.set_xscale("log")
-            plain_log_ticks(ax.xaxis)
-        if ylog:
-            ax.set_yscale("log")
-            plain_log_ticks(ax.yaxis)
-        ax.set_xlabel(LABELS.get(x, x))
-        ax.set_title(f"{LABELS.get(facet, facet)} {_fmt_level(facet, level)}")
-    axes[0][0].set_ylabel(LABELS.get(y, y))
-    fig.colorbar(mesh, ax=axes[0].tolist(), label=f"{LABELS.get(metric, metric)} (mean over seeds)")
-    fig.suptitle(f"{name}: {LABELS.get(metric, metric)}", fontsize=11)
-    return save(fig, out)
+    handles = {}
+    for i, r in enumerate(rows):
+        for j, c in enumerate(cols):
+            ax = axes[i][j]
+            m = panels.get((r, c))
+            title = " | ".join(fmt_level(a, v) for a, v in ((row, r), (facet, c)) if a)
+            ax.set_title(title, fontsize=10)
+            if m is None:
+                ax.set_axis_off()
+                continue
+            z = m.pivot(index=y, columns=x, values=metric).sort_index().sort_index(axis=1)
+            xc, yc = z.columns.to_numpy(dtype=float), z.index.to_numpy(dtype=float)
+            mesh = ax.pcolormesh(edges(xc, xlog), edges(yc, ylog), np.ma.masked_invalid(z.to_numpy(dtype=float)),
+                                 cmap="viridis", norm=norm, shading="flat", rasterized=True)
+            if levels and len(xc) > 1 and len(yc) > 1:
+                tr = m.pivot(index=y, columns=x, values="train_error").reindex(index=z.index, columns=z.columns)
+                trv = np.ma.masked_invalid(tr.to_numpy(dtype=float))
+                for k, level in enumerate(levels):
+                    style = CONTOUR_STYLES[k % len(CONTOUR_STYLES)]
+                    cs = ax.contour(xc, yc, trv, levels=[level], colors="white", linewidths=1.5,
+                                    linestyles=style)
+                    if cs.allsegs and any(len(s) for s in cs.allsegs[0]):
+                        handles.setdefault(f"train error = {level:g}", ("white", style, None))
+            if emc_line and "n_train" in (x, y):
+                other = y if x == "n_train" else x
+                eps = levels[0] if levels else 0.1
+                pts = []
+                for v, g in m.groupby(other):
+                    value, bound = emc_over_n(g["n_train"], g["train_error"], eps)
+                    if not bound and np.isfinite(value):
+                        pts.append((v, value))
+                if pts:
+                    o, n = np.array(pts).T
+                    px, py = (n, o) if x == "n_train" else (o, n)
+                    ax.plot(px, py, color="#ff5a36", ls="--", lw=1.6, marker="o", ms=2.5)
+                    handles.setdefault(f"EMC = n (train error {eps:g})", ("#ff5a36", "--", "o"))
+            if xlog:
+                ax.set_xscale("log")
+                plain_log_ticks(ax.xaxis)
+            if ylog:
+                ax.set_yscale("log")
+                plain_log_ticks(ax.yaxis)
+            ax.set_xlim(edges(xc, xlog)[[0, -1]])
+            ax.set_ylim(edges(yc, ylog)[[0, -1]])
+            if i == len(rows) - 1:
+                ax.set_xlabel(label(x))
+            if j == 0:
+                ax.set_ylabel(label(y))
+    if handles:
+        from matplotlib.lines import Line2D
+
+        lines = [Line2D([], [], color=col, ls=ls, marker=mk, ms=3, lw=1.5) for col, ls, mk in handles.values()]
+        axes[0][-1].legend(lines, list(handles), loc="upper right", fontsize=7.5, facecolor="0.3",
+                           labelcolor="white", framealpha=0.7)
+    what = f"{label(metric)} (mean over seeds{', log scale' if _is_log(norm) else ''})"
+    cb = fig.colorbar(mesh, ax=axes.ravel().tolist(), label=what, shrink=0.9 if len(rows) == 1 else 0.6)
+    if _is_log(norm):  # 0.5, 0.6 rather than 5 x 10^-1
+        from matplotlib.ticker import FuncFormatter
+
+        cb.ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.2g}"))
+        cb.ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:.2g}"))
+    when = "" if "epoch" in (x, y) else (" at the last epoch" if epoch is None else f" at epoch {epoch}")
+    note = f"; {' and '.join(binned)} binned into at most {max_cells} cells" if binned else ""
+    fig.suptitle(f"{name + ': ' if name else ''}{label(metric)}{when}{note}", fontsize=11)
+    return fig
+
+
+def _first(s) -> str:
+    v = sorted(s.dropna().unique())[0]
+    return f"{v:g}" if isinstance(v, (float, np.floating)) else str(v)
+
+
+def _is_log(norm) -> bool:
+    from matplotlib.colors import LogNorm
+
+    return isinstance(norm, LogNorm)
 
 
 def _norm(values, log: bool):
@@ -73,10 +190,15 @@ def _norm(values, log: bool):
 
     finite = values[np.isfinite(values)]
     lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
-    if log and lo > 0:
-        return LogNorm(lo, hi)
+    if hi <= lo:
+        hi = lo + 1e-9
+    if log:
+        positive = finite[finite > 0]
+        if positive.size:  # zeros (a perfect fit) are drawn in the lowest colour
+            lo = float(positive.min())
+            return LogNorm(lo, max(hi, lo * (1 + 1e-9)), clip=True)
     return Normalize(lo, hi)
 
 
-def _fmt_level(facet: str, level) -> str:
-    return f"{level:.0%}" if facet == "label_noise" else f"{level:g}" if isinstance(level, float) else str(level)
+def _fmt_level(facet: str, level) -> str:  # kept for callers of the old name
+    return fmt_level(facet, level)

@@ -65,3 +65,77 @@ def save(fig, out: Path) -> Path:
 
     plt.close(fig)
     return out
+
+
+LABELS = {"width": "model width h", "n_train": "training samples n", "epoch": "epoch",
+          "label_noise": "label noise", "test_error": "test error", "train_error": "train error",
+          "train_error_clean": "train error (true labels)", "noisy_fit": "noisy labels fitted",
+          "test_loss": "test loss", "train_loss": "train loss", "lr": "learning rate",
+          "batch_size": "batch size", "weight_decay": "weight decay"}
+
+
+def label(col: str) -> str:
+    return LABELS.get(col, col.replace("_", " "))
+
+
+def fmt_level(col: str, level) -> str:
+    """How a panel or a line names its value: 'label noise 15%', 'model width h 43'."""
+    if col == "label_noise":
+        return f"{label(col)} {level:.0%}"
+    short = {"width": "h", "n_train": "n"}.get(col)
+    value = f"{level:g}" if isinstance(level, (float, int, np.integer, np.floating)) else str(level)
+    return f"{short} = {value}" if short else f"{label(col)} {value}"
+
+
+def is_log_axis(col: str, values) -> bool:
+    """Epochs always, other axes when spaced roughly geometrically."""
+    if col == "epoch":
+        return True
+    v = np.asarray(values, dtype=float)
+    return bool(np.all(v > 0)) and is_geometric(v)
+
+
+def bin_centers(values, log: bool, max_cells: int) -> dict:
+    """Map each distinct value to the center of its bin when there are more than max_cells values.
+
+    Bins are equal in log space on a log axis (so 4000 evaluated epochs become about
+    max_cells rows that each cover a few pixels); a bin's center is the (geometric)
+    mean of the values in it. Fewer values: the identity map.
+    """
+    v = np.sort(np.unique(np.asarray(values, dtype=float)))
+    if len(v) <= max_cells:
+        return {x: x for x in v}
+    t = np.log(v) if log else v
+    edges_ = np.linspace(t[0], t[-1], max_cells + 1)
+    idx = np.clip(np.searchsorted(edges_, t, side="right") - 1, 0, max_cells - 1)
+    out = {}
+    for b in np.unique(idx):
+        members = t[idx == b]
+        c = members.mean()
+        for m, x in zip(members, v[idx == b]):
+            out[x] = float(np.exp(c)) if log else float(c)
+    return out
+
+
+def png_bytes(fig, dpi: int = 110) -> bytes:
+    """The figure as PNG bytes (and closed)."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def load_sweep(db, sweep: str | None):
+    """(sweep name, its metric frame) from the database; an empty sweep is a UserError."""
+    from ddsweep.analysis.frames import pick_sweep
+    from ddsweep.api import load_metrics
+
+    name = pick_sweep(db, sweep)
+    df = load_metrics(db, name)
+    if df.empty:
+        raise UserError(f"{db}: sweep {name} has no metric rows yet; run `ddsweep work --db {db}` first")
+    return name, df

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from contextlib import contextmanager
@@ -27,12 +28,26 @@ def lock_holder(e: Exception) -> str:
     m = re.search(r"PID (\d+)", str(e))
     if not m:
         return "another process"
-    pid = m.group(1)
+    return describe_pid(m.group(1))
+
+
+def describe_pid(pid) -> str:
+    """'PID n (command line)'; the command line where /proc shows it."""
     try:
         cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
     except OSError:
         cmd = ""
     return f"PID {pid}" + (f" ({cmd[:120]})" if cmd else "")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class Store:
@@ -46,6 +61,18 @@ class Store:
     def lock_path(self) -> Path:
         return self.path.with_name(self.path.name + ".lock")
 
+    @property
+    def holder_path(self) -> Path:
+        """The PID of the ddsweep process that last took the write lock (for 'who holds it')."""
+        return self.path.with_name(self.path.name + ".lock.pid")
+
+    def _lock_holder(self) -> str:
+        try:
+            pid = int(self.holder_path.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return "another ddsweep process"
+        return f"ddsweep {describe_pid(pid)}" if _pid_alive(pid) else "another ddsweep process"
+
     def exists(self) -> bool:
         return self.path.exists()
 
@@ -58,9 +85,13 @@ class Store:
         try:
             lock.acquire(timeout=wait)
         except Timeout:
-            raise DatabaseBusy(f"{self.path}: another ddsweep process has been writing for over {wait:.0f}s "
+            raise DatabaseBusy(f"{self.path}: {self._lock_holder()} has been writing for over {wait:.0f}s "
                                f"(lock file {self.lock_path}); try again when it is done") from None
         try:
+            try:
+                self.holder_path.write_text(f"{os.getpid()}\n")
+            except OSError:
+                pass  # only used to name the holder in messages
             engine = self._connect(read_only=False, wait=wait)
             try:
                 with engine.connect() as conn:

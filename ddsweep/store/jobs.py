@@ -83,16 +83,55 @@ def add_jobs(conn, sweep: str, grid_path: str, grid_yaml: str, jobs: list[Job]) 
     return PlanCounts(len(new_rows), len(jobs) - len(new_rows), extended, int(total), int(total_epochs))
 
 
+# Lease times are kept in UTC, so that daylight-saving jumps cannot expire a live lease.
+NOW_UTC = "(current_timestamp AT TIME ZONE 'UTC')"
+
+
+def _lease_end(lease_seconds: float) -> str:
+    return f"{NOW_UTC} + to_microseconds({int(float(lease_seconds) * 1e6)})"
+
+
 def reclaim_expired(conn, lease_seconds: float) -> int:
-    """Jobs whose coordinator stopped heartbeating go back to pending; returns how many."""
+    """Running jobs whose lease ran out (their coordinator stopped heartbeating) go back to pending.
+
+    A job's lease ends at its `lease_until`, set by its own coordinator; jobs leased by an
+    older ddsweep (no lease_until) expire `lease_seconds` after their last heartbeat.
+    """
     rows = conn.exec_driver_sql(
-        "UPDATE jobs SET status = 'pending', lease_owner = NULL WHERE status = 'running' "
-        f"AND (heartbeat_at IS NULL OR heartbeat_at < current_timestamp - INTERVAL {float(lease_seconds)} SECOND) "
+        "UPDATE jobs SET status = 'pending', lease_owner = NULL, lease_until = NULL WHERE status = 'running' "
+        f"AND CASE WHEN lease_until IS NOT NULL THEN lease_until < {NOW_UTC} "
+        f"ELSE heartbeat_at IS NULL OR heartbeat_at < current_timestamp - to_microseconds("
+        f"{int(float(lease_seconds) * 1e6)}) END "
         "RETURNING job_id").fetchall()
     return len(rows)
 
 
-def claim(conn, owner: str, max_jobs: int, sweep: str | None = None) -> list[dict]:
+def reclaim_owner(conn, owner: str) -> int:
+    """Running jobs of a coordinator known to be dead go back to pending at once; returns how many."""
+    rows = conn.exec_driver_sql(
+        "UPDATE jobs SET status = 'pending', lease_owner = NULL, lease_until = NULL "
+        "WHERE status = 'running' AND lease_owner = ? RETURNING job_id", (owner,)).fetchall()
+    return len(rows)
+
+
+def heartbeat(conn, owner: str, lease_seconds: float) -> None:
+    """Renew the lease of every job `owner` runs (or holds queued)."""
+    conn.exec_driver_sql(f"UPDATE jobs SET heartbeat_at = current_timestamp, lease_until = {_lease_end(lease_seconds)} "
+                         "WHERE lease_owner = ? AND status = 'running'", (owner,))
+
+
+def leased_elsewhere(conn, owner: str, sweep: str | None = None) -> tuple[int, float | None]:
+    """(running jobs leased by other coordinators, seconds until the first of those leases ends)."""
+    sql = (f"SELECT count(*), min(epoch(lease_until) - epoch({NOW_UTC})) FROM jobs "
+           "WHERE status = 'running' AND lease_owner IS DISTINCT FROM ?")
+    args: tuple = (owner,)
+    if sweep:
+        sql, args = sql + " AND sweep = ?", (owner, sweep)
+    n, left = conn.exec_driver_sql(sql, args).fetchone()
+    return int(n), (None if left is None else max(0.0, float(left)))
+
+
+def claim(conn, owner: str, max_jobs: int, sweep: str | None = None, lease_seconds: float = 120.0) -> list[dict]:
     """Lease up to max_jobs pending jobs (whole packs first) to `owner`; returns them."""
     where, args = "status = 'pending'", []
     if sweep:
@@ -107,12 +146,13 @@ def claim(conn, owner: str, max_jobs: int, sweep: str | None = None) -> list[dic
     marks = ",".join("?" * len(ids))
     claimed = conn.exec_driver_sql(
         f"UPDATE jobs SET status = 'running', lease_owner = ?, heartbeat_at = current_timestamp, "
+        f"lease_until = {_lease_end(lease_seconds)}, "
         f"started_at = coalesce(started_at, current_timestamp), attempts = attempts + 1 "
         f"WHERE job_id IN ({marks}) AND status = 'pending' "
-        f"RETURNING job_id, sweep, config, epochs, horizons, pack_key, attempts",
+        f"RETURNING job_id, sweep, config, epochs, horizons, pack_key, attempts, coalesce(failures, 0)",
         (owner, *ids)).fetchall()
     return [{"job_id": r[0], "sweep": r[1], "config": json.loads(r[2]), "epochs": r[3],
-             "horizons": json.loads(r[4]), "pack_key": r[5], "attempts": r[6]} for r in claimed]
+             "horizons": json.loads(r[4]), "pack_key": r[5], "attempts": r[6], "failures": r[7]} for r in claimed]
 
 
 def pending_count(conn, sweep: str | None = None) -> int:
@@ -122,8 +162,13 @@ def pending_count(conn, sweep: str | None = None) -> int:
     return conn.exec_driver_sql(sql, args).fetchone()[0]
 
 
-def apply_events(conn, owner: str, events: list[dict]) -> None:
-    """Record worker events (metric rows, progress, job ends) in one transaction; idempotent."""
+def apply_events(conn, owner: str, events: list[dict], lease_seconds: float | None = None) -> None:
+    """Record worker events (metric rows, progress, retries, job ends) in one transaction; idempotent.
+
+    Events are replayed from a journal after a crash, so applying one twice changes nothing:
+    metric rows are keyed by (job_id, epoch) and inserted OR IGNORE, progress only grows,
+    counters are stored as absolute values. With `lease_seconds`, `owner`'s leases are renewed.
+    """
     rows = {(r["job_id"], r["epoch"]): r for e in events if e["kind"] == "metrics" for r in e["rows"]}
     _insert_rows(conn, "metrics", list(rows.values()), METRIC_COLUMNS, ignore_existing=True)  # keyed by (job_id, epoch)
     progress = {}
@@ -134,33 +179,111 @@ def apply_events(conn, owner: str, events: list[dict]) -> None:
     for jid, epoch in progress.items():
         conn.exec_driver_sql("UPDATE jobs SET epochs_done = greatest(epochs_done, ?) WHERE job_id = ?",
                              (epoch, jid))
+    raw = conn.connection.driver_connection
     for e in events:
         kind = e["kind"]
         if kind == "finished":
-            conn.exec_driver_sql(
-                "UPDATE jobs SET status = ?, error = ?, finished_at = current_timestamp, lease_owner = NULL, "
-                "epochs_done = CASE WHEN ? = 'done' THEN epochs ELSE epochs_done END WHERE job_id = ?",
-                (e["status"], e.get("error"), e["status"], e["job_id"]))
+            # `epochs` is the horizon the job was trained to; a job whose horizon grew meanwhile
+            # (plan / extend while it ran) is not done: it goes back to pending and continues.
+            raw.execute(
+                "UPDATE jobs SET "
+                "status = CASE WHEN $status = 'done' AND coalesce($trained, epochs) < epochs THEN 'pending' "
+                "ELSE $status END, "
+                "finished_at = CASE WHEN $status = 'done' AND coalesce($trained, epochs) < epochs THEN NULL "
+                "ELSE current_timestamp END, "
+                "error = $error, lease_owner = NULL, lease_until = NULL, "
+                "epochs_done = CASE WHEN $status = 'done' THEN least(coalesce($trained, epochs), epochs) "
+                "ELSE epochs_done END, "
+                "failures = coalesce($failures, failures), attempts = coalesce($attempts, attempts) "
+                "WHERE job_id = $job_id",
+                {"status": e["status"], "trained": e.get("epochs"), "error": e.get("error"),
+                 "failures": e.get("failures"), "attempts": e.get("attempts"), "job_id": e["job_id"]})
+        elif kind == "retry":  # a failed attempt that will be tried again (the job stays leased)
+            conn.exec_driver_sql("UPDATE jobs SET failures = ?, attempts = greatest(attempts, ?), error = ? "
+                                 "WHERE job_id = ?", (e["failures"], e["attempts"], e.get("error"), e["job_id"]))
         elif kind == "released":  # stopped before the end (Ctrl-C): back to the queue
             conn.exec_driver_sql(
-                "UPDATE jobs SET status = 'pending', lease_owner = NULL "
+                "UPDATE jobs SET status = 'pending', lease_owner = NULL, lease_until = NULL "
                 "WHERE job_id = ? AND status = 'running' AND lease_owner = ?", (e["job_id"], owner))
-    conn.exec_driver_sql("UPDATE jobs SET heartbeat_at = current_timestamp "
-                         "WHERE lease_owner = ? AND status = 'running'", (owner,))
+    if lease_seconds is not None:
+        heartbeat(conn, owner, lease_seconds)
+
+
+def requeue(conn, statuses: tuple[str, ...], sweep: str | None = None) -> int:
+    """`ddsweep retry`: jobs in `statuses` (failed, diverged) go back to pending, their failure count reset.
+
+    They resume from their last checkpoint, if any; returns how many were requeued.
+    """
+    bad = set(statuses) - {"failed", "diverged"}
+    if bad or not statuses:
+        raise ValueError(f"can only requeue failed or diverged jobs, not {sorted(bad) or 'nothing'}")
+    marks = ",".join("?" * len(statuses))
+    sql = (f"UPDATE jobs SET status = 'pending', failures = 0, lease_owner = NULL, lease_until = NULL, "
+           f"finished_at = NULL WHERE status IN ({marks})")
+    args: tuple = tuple(statuses)
+    if sweep:
+        sql, args = sql + " AND sweep = ?", (*args, sweep)
+    return len(conn.exec_driver_sql(sql + " RETURNING job_id", args).fetchall())
+
+
+def extend(conn, epochs: int, sweep: str | None = None) -> int:
+    """`ddsweep extend`: add the horizon `epochs` to every job (of `sweep`) trained to fewer epochs.
+
+    Finished jobs reopen and continue from their final checkpoint; pending, running,
+    failed and diverged jobs just get the longer horizon. Returns how many jobs changed.
+    """
+    sql, args = "SELECT job_id, horizons, status FROM jobs WHERE epochs < ?", (epochs,)
+    if sweep:
+        sql, args = sql + " AND sweep = ?", (epochs, sweep)
+    changed = conn.exec_driver_sql(sql, args).fetchall()
+    for job_id, horizons, status in changed:
+        merged = sorted(set(json.loads(horizons or "[]")) | {epochs})
+        reopen = status == "done"
+        conn.exec_driver_sql(
+            "UPDATE jobs SET epochs = ?, horizons = ?, status = CASE WHEN ? THEN 'pending' ELSE status END, "
+            "finished_at = CASE WHEN ? THEN NULL ELSE finished_at END WHERE job_id = ?",
+            (epochs, json.dumps(merged), reopen, reopen, job_id))
+    return len(changed)
 
 
 def status_table(conn, sweep: str | None = None) -> pd.DataFrame:
-    """Jobs per sweep and status, with epochs done and planned."""
+    """Jobs per sweep and status, epochs done and planned, training rate and ETA.
+
+    `epochs/s` is the sweep's epochs trained (summed over jobs) per second of wall time
+    since its first job started; `eta` divides the epochs left by it while jobs run.
+    """
     sql = ("SELECT sweep, count(*) AS jobs, "
            "count(*) FILTER (WHERE status = 'pending') AS pending, "
            "count(*) FILTER (WHERE status = 'running') AS running, "
            "count(*) FILTER (WHERE status = 'done') AS done, "
            "count(*) FILTER (WHERE status = 'failed') AS failed, "
            "count(*) FILTER (WHERE status = 'diverged') AS diverged, "
-           "sum(epochs_done) AS epochs_done, sum(epochs) AS epochs "
+           "sum(epochs_done) AS epochs_done, sum(epochs) AS epochs, "
+           "coalesce(sum(epochs_done) FILTER (WHERE started_at IS NOT NULL), 0) AS _trained, "
+           "epoch(max(coalesce(finished_at, heartbeat_at)) - min(started_at)) AS _span, "
+           "coalesce(sum(epochs - epochs_done) FILTER (WHERE status IN ('pending', 'running')), 0) AS _left "
            "FROM jobs {where} GROUP BY sweep ORDER BY sweep")
     args = (sweep,) if sweep else ()
-    return _frame(conn, sql.format(where="WHERE sweep = ?" if sweep else ""), args)
+    df = _frame(conn, sql.format(where="WHERE sweep = ?" if sweep else ""), args)
+    rates, etas = [], []
+    for rec in df.to_dict("records"):
+        span, trained, left = rec["_span"], rec["_trained"], rec["_left"]
+        rate = float(trained) / float(span) if span and span == span and span > 0 and trained else None
+        rates.append(round(rate, 3) if rate else None)
+        etas.append(_duration(float(left) / rate) if rate and rec["running"] and left else "")
+    df = df.drop(columns=["_trained", "_span", "_left"])
+    df["epochs/s"] = pd.Series(rates, index=df.index, dtype="float64")
+    df["eta"] = etas
+    return df
+
+
+def _duration(seconds: float) -> str:
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
 
 
 def _frame(conn, sql: str, args=()) -> pd.DataFrame:

@@ -28,7 +28,14 @@ def path_for(checkpoint_dir, job_id: str) -> Path:
     return Path(checkpoint_dir) / f"{job_id}.pt"
 
 
-def save_pack(checkpoint_dir, members, model, opt, epoch: int, step: int, seconds: float) -> None:
+def save_pack(checkpoint_dir, members, model, opt, epoch: int, step: int, seconds: float,
+              rows: dict[str, list[dict]] | None = None) -> None:
+    """Checkpoint every live member; `rows` (job_id -> metric rows so far) are kept with it.
+
+    The rows ride along because a checkpoint must never be ahead of what was
+    recorded: rows sent to a coordinator that died before journaling them would
+    otherwise be skipped by the resumed run. A resumed run sends them again.
+    """
     Path(checkpoint_dir).mkdir(parents=True, exist_ok=True)
     for k, m in enumerate(members):
         if not m.alive:
@@ -38,10 +45,11 @@ def save_pack(checkpoint_dir, members, model, opt, epoch: int, step: int, second
             "epoch": epoch,
             "step": step,
             "seconds": seconds,
-            "params": [p.detach()[k].cpu().clone() for p in model.params],
-            "opt": {name: ([t[k].cpu().clone() for t in v] if isinstance(v, list) else v.clone())
-                    for name, v in opt.state.items()},
+            "params": model.flat[k].cpu().clone(),
+            # per-member optimizer state is row k of each [K, P] tensor; scalars (Adam's step) are shared
+            "opt": {name: (v[k].cpu().clone() if v.dim() else v.clone()) for name, v in opt.state.items()},
             "order_rng": m.order_rng.get_state(),
+            "rows": list((rows or {}).get(m.job_id, ())),
         }
         path = path_for(checkpoint_dir, m.job_id)
         tmp = path.with_suffix(f".tmp{os.getpid()}")
@@ -66,8 +74,11 @@ def read(checkpoint_dir, job_id: str) -> dict | None:
 
 
 @torch.no_grad()
-def load_pack(checkpoint_dir, members, model, opt):
-    """Restore every member; (epoch, step, seconds), or None when no member has a checkpoint."""
+def load_pack(checkpoint_dir, members, model, opt, rows: dict[str, list[dict]] | None = None):
+    """Restore every member; (epoch, step, seconds), or None when no member has a checkpoint.
+
+    With `rows`, each member's saved metric rows are put in rows[job_id].
+    """
     states, bad = [], {}
     for m in members:
         try:
@@ -85,15 +96,15 @@ def load_pack(checkpoint_dir, members, model, opt):
     if bad:
         raise CheckpointMismatch(bad)
     for k, (m, s) in enumerate(zip(members, states)):
-        for p, saved in zip(model.params, s["params"]):
-            p[k].copy_(saved)
+        model.flat[k].copy_(s["params"])
         for name, v in opt.state.items():
-            if isinstance(v, list):
-                for t, saved in zip(v, s["opt"][name]):
-                    t[k].copy_(saved)
+            if v.dim():
+                v[k].copy_(s["opt"][name])
             else:
                 v.copy_(s["opt"][name])
         m.order_rng.set_state(s["order_rng"])
+        if rows is not None:
+            rows[m.job_id] = list(s.get("rows", ()))
     return target, states[0]["step"], states[0]["seconds"]
 
 
@@ -104,3 +115,25 @@ def discard(checkpoint_dir, job_id: str, reason: str = "") -> None:
         if reason:
             warnings.warn(f"job {job_id}: {reason}; restarting it from scratch", stacklevel=2)
         path.unlink()
+
+
+def sweep_temporaries(checkpoint_dir) -> int:
+    """Remove half-written checkpoints (`<job>.tmp<pid>`) of processes that are gone; returns how many."""
+    removed = 0
+    d = Path(checkpoint_dir)
+    if not d.is_dir():
+        return 0
+    for tmp in d.glob("*.tmp*"):
+        pid = tmp.suffix[len(".tmp"):]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+            continue  # its writer is alive (maybe another coordinator's worker)
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue
+        tmp.unlink(missing_ok=True)
+        removed += 1
+    return removed

@@ -71,46 +71,60 @@ def train_pack(jobs: list[dict], device: str = "cpu", emit: Emit = lambda e: Non
     y_train = torch.stack([m.labels for m in members])  # [K, n]
     model = build_model(cfg, data.input_dim, data.num_classes, K, device)
     for k, m in enumerate(members):
-        model.init_member(k, _generator("init", m.config["seed"]))
-    opt = build_optimizer(cfg["train"]["optimizer"], model.params, [m.config["train"] for m in members])
+        model.init_member(k, _generator("init", m.config["seed"]), m.config["width"])
+    opt = build_optimizer(cfg["train"]["optimizer"], model, [m.config["train"] for m in members])
     loss_name = cfg["train"]["loss"]
     lr = [m.config["train"]["lr"] for m in members]
 
     start_epoch, step, seconds_before = 0, 0, 0.0
+    history: dict[str, list[dict]] = {m.job_id: [] for m in members}  # rows so far; checkpoints keep them
     if checkpoint_dir is not None:
-        resumed = checkpoint.load_pack(checkpoint_dir, members, model, opt)
+        resumed = checkpoint.load_pack(checkpoint_dir, members, model, opt, history)
         if resumed is not None:
             start_epoch, step, seconds_before = resumed
+            if any(history.values()):  # rows sent before the checkpoint may have been lost: resend (idempotent)
+                emit({"kind": "metrics", "rows": [r for rows in history.values() for r in rows]})
 
     def seconds() -> float:
         return seconds_before + time.perf_counter() - t0
 
-    def evaluate(epoch: int) -> None:
+    def emit_rows(epoch: int) -> None:
         rows = _evaluate(model, members, x_train, y_train, data, loss_name)
         out = []
         for k, (m, r) in enumerate(zip(members, rows)):
             if m.alive:
                 out.append({"job_id": m.job_id, "epoch": epoch, "step": step, "lr": lr[k],
                             "seconds": seconds(), **r})
+                history[m.job_id].append(out[-1])
         emit({"kind": "metrics", "rows": out})
+
+    timing = {"setup_seconds": time.perf_counter() - t0, "train_seconds": 0.0, "eval_seconds": 0.0,
+              "train_samples": 0}
+
+    def evaluate(epoch: int) -> None:
+        t = time.perf_counter()
+        emit_rows(epoch)
+        timing["eval_seconds"] += time.perf_counter() - t
 
     if start_epoch == 0:
         evaluate(0)
     last_ckpt = time.perf_counter()
     for epoch in range(start_epoch + 1, epochs + 1):
+        t_epoch = time.perf_counter()
         order = torch.stack([torch.randperm(n, generator=m.order_rng) for m in members]).to(device)
         epoch_loss = torch.zeros(K, device=device)
         for s in range(steps_per_epoch):
             bi = order[:, s * batch:(s + 1) * batch]  # [K, b]: each member's own batch
             xb = torch.take_along_dim(x_train, bi[..., None], dim=1)
             yb = torch.take_along_dim(y_train, bi, dim=1)
-            loss = _loss(model(xb), yb, loss_name)  # [K]: one mean loss per member
-            for p in model.params:
-                p.grad = None
-            loss.sum().backward()  # members are independent: d(sum)/d(member k) = its own gradient
+            loss = model.loss_and_grad(xb, yb, loss_name)  # [K] mean losses; fills model.grad
             opt.step()
             epoch_loss += loss.detach()
             step += 1
+        if str(device).startswith("cuda"):
+            torch.cuda.synchronize()  # so the training-time budget below is honest
+        timing["train_seconds"] += time.perf_counter() - t_epoch
+        timing["train_samples"] += K * n
 
         for k in _newly_diverged(members, epoch_loss):
             _freeze(model, opt, k)
@@ -120,21 +134,24 @@ def train_pack(jobs: list[dict], device: str = "cpu", emit: Emit = lambda e: Non
             evaluate(epoch)
         emit({"kind": "progress", "epoch": epoch, "epochs": epochs, "step": step})
         if not any(m.alive for m in members):
+            emit({"kind": "timing", **timing})
             return "done"
         stopping = should_stop()
         due = time.perf_counter() - last_ckpt >= checkpoint_every
         if checkpoint_dir is not None and (stopping or due) and epoch < epochs:
-            checkpoint.save_pack(checkpoint_dir, members, model, opt, epoch, step, seconds())
+            checkpoint.save_pack(checkpoint_dir, members, model, opt, epoch, step, seconds(), history)
             emit({"kind": "checkpoint", "job_ids": [m.job_id for m in members if m.alive], "epoch": epoch})
             last_ckpt = time.perf_counter()
         if stopping and epoch < epochs:
+            emit({"kind": "timing", **timing})
             return "stopped"
 
+    emit({"kind": "timing", **timing})
+    if checkpoint_dir is not None:  # the final state, saved before "done", lets a longer horizon continue it
+        checkpoint.save_pack(checkpoint_dir, members, model, opt, epochs, step, seconds(), history)
     for m in members:
         if m.alive:
             emit({"kind": "finished", "job_id": m.job_id, "status": "done"})
-    if checkpoint_dir is not None:  # keep the final state so a longer horizon can continue it
-        checkpoint.save_pack(checkpoint_dir, members, model, opt, epochs, step, seconds())
     return "done"
 
 
@@ -205,6 +222,5 @@ def _newly_diverged(members, epoch_loss) -> list[int]:
 @torch.no_grad()
 def _freeze(model, opt, k: int) -> None:
     """Park a diverged member: zero weights and lr, so its NaNs cost nothing more."""
-    for p in model.params:
-        p[k].zero_()
+    model.flat[k].zero_()
     opt.lr[k] = 0.0

@@ -48,6 +48,9 @@ class WorkResult:
     released: int = 0
     seconds: float = 0.0
     warnings: list[str] = field(default_factory=list)
+    # summed over packs: seconds in training steps / in evaluation / building the pack; samples trained
+    timing: dict = field(default_factory=lambda: {"train_seconds": 0.0, "eval_seconds": 0.0,
+                                                   "setup_seconds": 0.0, "train_samples": 0})
 
 
 def cuda_device_count() -> int:
@@ -332,6 +335,9 @@ class Coordinator:
                 self.display.epoch_done(slot.index, e)
             elif kind == "started":
                 self.display.started(slot.index, e)
+            elif kind == "timing":
+                for key in self.result.timing:
+                    self.result.timing[key] += e.get(key, 0)
             elif kind == "warning":
                 self.result.warnings.append(e["message"])
                 self.display.note(e["message"])

@@ -1,0 +1,246 @@
+"""`python -m ddsweep.bench`: ddsweep against the plain training loop, on the same grid, in one run.
+
+Arm (a) is the loop a researcher would write: one run at a time, an nn.Sequential
+MLP, torch.optim, a shuffled DataLoader over a TensorDataset, all cores as torch
+threads. Arm (b) is `ddsweep plan` + `ddsweep work` into a fresh database. Both
+train the same jobs (same data subsets and noisy labels) for the same number of
+epochs and evaluate on the same epochs. The machine's float32 matmul rate is
+measured in the same run (a large GEMM on the same cores), and model FLOPs
+(forward + backward of the unpadded models) are reported as a share of it.
+
+    python -m ddsweep.bench --epochs 50             # both cases, about 5 minutes on 2 cores
+    python -m ddsweep.bench --cases default --out bench.json
+    python -m ddsweep.bench --device cuda           # plain loop on the GPU vs `ddsweep work --gpus 0`
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+DEFAULT_GRID = Path(__file__).resolve().parents[1] / "sweeps" / "mnist1d-mlp.yaml"
+CASES = {
+    # the embedded default: 18 widths x 1 seed
+    "default": {},
+    # the same widths x 4 seeds x 3 noise levels
+    "seeds-noise": {"seed": [0, 1, 2, 3], "label_noise": [0.0, 0.15, 0.3]},
+}
+
+
+def case_grid(name: str, epochs: int, base: Path = DEFAULT_GRID) -> dict:
+    grid = yaml.safe_load(base.read_text())
+    grid = copy.deepcopy(grid)
+    grid["name"] = f"bench-{name}"
+    grid["train"]["epochs"] = epochs
+    grid["grid"].update(CASES[name])
+    return grid
+
+
+def macs_per_sample(config: dict, input_dim: int = 40, classes: int = 10) -> int:
+    h, depth = config["width"], config["model"]["depth"]
+    dims = [input_dim] + [h] * depth + [classes]
+    return sum(i * o for i, o in zip(dims[:-1], dims[1:]))
+
+
+def train_flops(jobs) -> float:
+    """Forward (2) + backward (4) FLOPs per multiply-add, over every training sample of every job."""
+    return sum(6.0 * macs_per_sample(j.config) * j.config["n_train"] * j.epochs for j in jobs)
+
+
+# ----------------------------------------------------------------------------- arm (a)
+
+
+def plain_loop(jobs, device: str, threads: int) -> dict:
+    """Train each job the straightforward way, one after another; returns timings."""
+    import torch
+    import torch.nn as nn
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from ddsweep.data import load_dataset
+    from ddsweep.grid import EvalSpec
+    from ddsweep.train.loop import training_set
+
+    torch.set_num_threads(threads)
+    data = load_dataset(jobs[0].config["dataset"])
+    t0 = time.perf_counter()
+    train_seconds = 0.0
+    samples = 0
+    for job in jobs:
+        c, t = job.config, job.config["train"]
+        torch.manual_seed(c["seed"])
+        idx, labels, _ = training_set(c, data)
+        x, y = data.x_pool[idx], labels
+        h = c["width"]
+        layers, width_in = [], data.input_dim
+        for _ in range(c["model"]["depth"]):
+            layers += [nn.Linear(width_in, h), nn.ReLU()]
+            width_in = h
+        model = nn.Sequential(*layers, nn.Linear(width_in, data.num_classes)).to(device)
+        if t["optimizer"] == "sgd":
+            opt = torch.optim.SGD(model.parameters(), lr=t["lr"], momentum=t["momentum"],
+                                  weight_decay=t["weight_decay"])
+        else:
+            opt = torch.optim.Adam(model.parameters(), lr=t["lr"], weight_decay=t["weight_decay"])
+        loader = DataLoader(TensorDataset(x, y), batch_size=t["batch_size"], shuffle=True)
+        evals = set(EvalSpec(**c["eval"]).epochs(list(job.horizons)))
+        loss_fn = nn.CrossEntropyLoss()
+
+        def evaluate():
+            model.eval()
+            with torch.no_grad():
+                for xs, ys in ((x, y), (data.x_test, data.y_test)):
+                    for i in range(0, len(xs), 1000):
+                        out = model(xs[i:i + 1000].to(device))
+                        loss_fn(out, ys[i:i + 1000].to(device)).item()
+                        (out.argmax(1) != ys[i:i + 1000].to(device)).float().mean().item()
+            model.train()
+
+        evaluate()
+        for epoch in range(1, job.epochs + 1):
+            t_epoch = time.perf_counter()
+            for xb, yb in loader:
+                xb, yb = xb.to(device), yb.to(device)
+                opt.zero_grad()
+                loss_fn(model(xb), yb).backward()
+                opt.step()
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            train_seconds += time.perf_counter() - t_epoch
+            samples += len(x)
+            if epoch in evals:
+                evaluate()
+    return {"seconds": time.perf_counter() - t0, "train_seconds": train_seconds, "samples": samples}
+
+
+# ----------------------------------------------------------------------------- arm (b)
+
+
+def ddsweep_arm(grid: dict, cpus: int, device: str, workdir: Path) -> dict:
+    """`ddsweep plan` + `ddsweep work` in a child process (it opens the database; this one runs torch)."""
+    path = workdir / f"{grid['name']}.yaml"
+    path.write_text(yaml.safe_dump(grid, sort_keys=False))
+    db = workdir / f"{grid['name']}.duckdb"
+    slots = "gpus='0'" if device.startswith("cuda") else f"cpus={cpus}"
+    code = (
+        "import json, time\n"
+        "from ddsweep.api import plan, work\n"
+        f"plan({str(path)!r}, {str(db)!r})\n"
+        "t0 = time.perf_counter()\n"
+        f"r = work({str(db)!r}, {slots}, show_progress=False)\n"
+        "print(json.dumps({'seconds': time.perf_counter() - t0, 'done': r.done, 'failed': r.failed,\n"
+        "                  'diverged': r.diverged, **r.timing}))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"ddsweep arm failed:\n{out.stderr[-2000:]}")
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    if r["failed"] or r["diverged"]:
+        raise SystemExit(f"benchmark sweep had {r['failed']} failed / {r['diverged']} diverged jobs")
+    r["slots"] = 1 if device.startswith("cuda") else cpus
+    r["samples"] = r["train_samples"]
+    return r
+
+
+# ----------------------------------------------------------------------------- the machine
+
+
+def matmul_rate(device: str, threads: int, n: int = 2048, repeats: int = 10) -> float:
+    """Float32 FLOP/s of a large square GEMM on `threads` CPU threads (or the GPU, TF32 off)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    if device.startswith("cuda"):
+        torch.backends.cuda.matmul.allow_tf32 = False
+        n = 8192
+    a = torch.randn(n, n, device=device)
+    b = torch.randn(n, n, device=device)
+    for _ in range(2):
+        a @ b
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    t = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return 2.0 * n**3 * repeats / (time.perf_counter() - t)
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def run_case(name: str, epochs: int, cpus: int, device: str, peak: float, workdir: Path) -> dict:
+    from ddsweep.grid import expand, parse_grid
+
+    grid = case_grid(name, epochs)
+    jobs = expand(parse_grid(grid))
+    flops = train_flops(jobs)
+    a = plain_loop(jobs, device, threads=cpus)
+    b = ddsweep_arm(grid, cpus, device, workdir)
+    slot_seconds = b["seconds"] * b["slots"]
+    return {
+        "case": name, "jobs": len(jobs), "epochs": epochs, "device": device, "cpus": cpus,
+        "plain_seconds": a["seconds"], "ddsweep_seconds": b["seconds"],
+        "speedup": a["seconds"] / b["seconds"],
+        "plain_runs_per_s": len(jobs) / a["seconds"], "ddsweep_runs_per_s": len(jobs) / b["seconds"],
+        "plain_samples_per_s": a["samples"] / a["seconds"], "ddsweep_samples_per_s": b["samples"] / b["seconds"],
+        "model_tflop": flops / 1e12,
+        "plain_mfu": flops / a["seconds"] / peak, "ddsweep_mfu": flops / b["seconds"] / peak,
+        # share of the workers' wall time not spent in training steps (evaluation, set-up,
+        # database, scheduling and the idle tail at the end)
+        "outside_training_share": 1.0 - b["train_seconds"] / slot_seconds,
+        "eval_share": b["eval_seconds"] / slot_seconds,
+        "setup_share": b["setup_seconds"] / slot_seconds,
+    }
+
+
+def main(argv=None) -> list[dict]:
+    parser = argparse.ArgumentParser(prog="python -m ddsweep.bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=50, help="epochs per run in both arms (default 50)")
+    parser.add_argument("--cases", default=",".join(CASES), help=f"comma-separated: {', '.join(CASES)}")
+    parser.add_argument("--cpus", type=int, default=os.cpu_count() or 1, help="cores: ddsweep workers / plain threads")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--out", default="bench-results.json", help="JSON file for the results")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("DDSWEEP_CACHE", str(Path.home() / ".cache" / "ddsweep"))
+    peak = matmul_rate(args.device, args.cpus)
+    results = []
+    with tempfile.TemporaryDirectory(prefix="ddsweep-bench-") as tmp:
+        for name in args.cases.split(","):
+            r = run_case(name.strip(), args.epochs, args.cpus, args.device, peak, Path(tmp))
+            r["peak_matmul_gflops"] = peak / 1e9
+            results.append(r)
+            _print(r)
+    Path(args.out).write_text(json.dumps(results, indent=2))
+    print(f"wrote {args.out}")
+    return results
+
+
+def _print(r: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"{r['case']}: {r['jobs']} runs x {r['epochs']} epochs on {r['device']} ({r['cpus']} cores)")
+    for col in ("arm", "wall s", "runs/s", "samples/s", "model FLOP/s vs matmul peak"):
+        t.add_column(col, justify="right")
+    t.add_row("plain loop", f"{r['plain_seconds']:.1f}", f"{r['plain_runs_per_s']:.3f}",
+              f"{r['plain_samples_per_s']:,.0f}", f"{r['plain_mfu']:.1%}")
+    t.add_row("ddsweep", f"{r['ddsweep_seconds']:.1f}", f"{r['ddsweep_runs_per_s']:.3f}",
+              f"{r['ddsweep_samples_per_s']:,.0f}", f"{r['ddsweep_mfu']:.1%}")
+    Console().print(t)
+    print(f"speedup ddsweep / plain: {r['speedup']:.1f}x; matmul peak {r['peak_matmul_gflops']:.0f} GFLOP/s; "
+          f"{r['model_tflop']:.2f} TFLOP of training; ddsweep time outside training steps "
+          f"{r['outside_training_share']:.1%} (evaluation {r['eval_share']:.1%}, set-up {r['setup_share']:.1%})")
+
+
+if __name__ == "__main__":
+    main()
