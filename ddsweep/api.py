@@ -13,8 +13,8 @@ from ddsweep.store import Store
 from ddsweep.store import jobs as store_jobs
 from ddsweep.workers import WorkResult, work
 
-__all__ = ["plan", "work", "status", "query", "load_metrics", "PlanResult", "WorkResult", "emc", "summary",
-           "export", "import_results", "report"]
+__all__ = ["plan", "work", "status", "query", "load_metrics", "retry", "extend", "PlanResult", "WorkResult",
+           "emc", "summary", "export", "import_results", "report"]
 
 
 @dataclass
@@ -88,6 +88,38 @@ def load_metrics(db: str | Path = "results.duckdb", sweep: str | None = None, wa
     return df
 
 
+def retry(db: str | Path = "results.duckdb", sweep: str | None = None,
+          statuses: tuple[str, ...] = ("failed",)) -> int:
+    """Requeue failed (and/or diverged) jobs, their failure count reset; returns how many.
+
+    The next `work` resumes each from its last checkpoint (a job without one starts over).
+    """
+    if not statuses or set(statuses) - {"failed", "diverged"}:
+        raise UserError(f"retry: statuses must be failed and/or diverged, not {list(statuses)}")
+    store = Store(db)
+    if not store.exists():
+        raise UserError(f"{db}: no such database; plan a grid first: ddsweep plan GRID.yaml --db {db}")
+    with store.write() as conn:
+        return store_jobs.requeue(conn, tuple(statuses), sweep)
+
+
+def extend(db: str | Path = "results.duckdb", epochs: int = 0, sweep: str | None = None) -> int:
+    """Add the horizon `epochs` to every job (of `sweep`) planned with fewer; returns how many changed.
+
+    Finished jobs reopen and continue from their final checkpoint, so their metrics equal
+    those of a run planned to `epochs` from the start.
+    """
+    if int(epochs) < 1:
+        raise UserError(f"extend: --epochs = {epochs}: must be at least 1")
+    store = Store(db)
+    if not store.exists():
+        raise UserError(f"{db}: no such database; plan a grid first: ddsweep plan GRID.yaml --db {db}")
+    with store.write() as conn:
+        if sweep and not conn.exec_driver_sql("SELECT 1 FROM sweeps WHERE name = ?", (sweep,)).fetchone():
+            raise UserError(f"extend: no sweep {sweep!r} in {db}")
+        return store_jobs.extend(conn, int(epochs), sweep)
+
+
 def sweeps(db: str | Path = "results.duckdb") -> list[str]:
     with Store(db).read() as conn:
         return [r[0] for r in conn.exec_driver_sql("SELECT name FROM sweeps ORDER BY name")]
@@ -142,8 +174,11 @@ def import_results(file: str | Path, db: str | Path = "results.duckdb", sweep: s
 
 
 def report(db: str | Path = "results.duckdb", sweep: str | None = None, out: str | Path = "report.html",
-           epsilon: float = 0.1) -> Path:
-    """One self-contained HTML page: grid, job status, maps, curves, EMC table, peak summary."""
+           epsilon: float = 0.1, figures_dir: str | Path | None = None) -> Path:
+    """One self-contained HTML page: grid, job status, maps, curves, EMC table, peak summary.
+
+    With figures_dir, each figure is also written there as PNG.
+    """
     from ddsweep.report import build_report
 
-    return build_report(db, sweep=sweep, out=out, epsilon=epsilon)
+    return build_report(db, sweep=sweep, out=out, epsilon=epsilon, figures_dir=figures_dir)

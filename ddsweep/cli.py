@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 from rich.console import Console
@@ -81,6 +81,8 @@ def work(db: Path = DB,
          threads: int = typer.Option(1, "--threads", help="torch threads per worker."),
          pack_size: Optional[int] = typer.Option(None, "--pack-size", help="Jobs trained together per step (default: automatic)."),
          checkpoint_every: float = typer.Option(30.0, "--checkpoint-every", help="Seconds between checkpoints (0: every epoch)."),
+         lease: float = typer.Option(120.0, "--lease", help="Seconds a job stays leased without a heartbeat; then another `work` may reclaim it."),
+         retries: int = typer.Option(2, "--retries", help="Times a job is tried again after a failed attempt (exception, or its worker died)."),
          no_progress: bool = typer.Option(False, "--no-progress", help="No live progress display.")):
     """Train pending jobs with local worker processes until none is left."""
     from ddsweep import api
@@ -88,10 +90,10 @@ def work(db: Path = DB,
     if pack_size is not None and pack_size < 1:
         raise UserError(f"--pack-size = {pack_size}: must be at least 1")
     r = api.work(db, cpus=cpus, gpus=gpus, jobs_per_device=jobs_per_device, sweep=sweep, threads=threads,
-                 pack_size=pack_size, checkpoint_every=checkpoint_every,
+                 pack_size=pack_size, checkpoint_every=checkpoint_every, lease_seconds=lease, retries=retries,
                  show_progress=not no_progress and sys.stderr.isatty())
     out.print(f"done {r.done}, failed {r.failed}, diverged {r.diverged}, handed back {r.released} "
-              f"in {r.seconds:.1f}s")
+              f"in {r.seconds:.1f}s" + (f" ({r.retried} failed attempt(s) retried)" if r.retried else ""))
     if r.failed:
         out.print(f"see errors: ddsweep query \"select job_id, error from jobs where status = 'failed'\" --db {db}")
 
@@ -119,18 +121,54 @@ def query(sql: str = typer.Argument(..., help="SQL to run (read-only)."), db: Pa
         out.print(_frame_table(df))
 
 
+WHERE = typer.Option(None, "--where", help="Only rows with AXIS=VALUE[,VALUE...] (repeatable), e.g. --where n_train=4000.")
+
+
+@app.command()
+@_user_errors
+def retry(db: Path = DB, sweep: Optional[str] = SWEEP,
+          failed: bool = typer.Option(False, "--failed", help="Requeue failed jobs (the default)."),
+          diverged: bool = typer.Option(False, "--diverged", help="Requeue diverged jobs.")):
+    """Requeue failed (and/or diverged) jobs; the next `ddsweep work` resumes them from their checkpoints."""
+    from ddsweep import api
+
+    statuses = tuple(s for s, on in (("failed", failed or not diverged), ("diverged", diverged)) if on)
+    n = api.retry(db, sweep=sweep, statuses=statuses)
+    out.print(f"requeued {n} {' or '.join(statuses)} job(s); run `ddsweep work --db {db}` to train them")
+
+
+@app.command()
+@_user_errors
+def extend(db: Path = DB, sweep: Optional[str] = SWEEP,
+           epochs: int = typer.Option(..., "--epochs", help="The longer horizon to train to.")):
+    """Train jobs to a longer horizon: finished ones continue from their final checkpoints."""
+    from ddsweep import api
+
+    n = api.extend(db, epochs, sweep=sweep)
+    out.print(f"extended {n} job(s) to {epochs} epochs; run `ddsweep work --db {db}` to train them")
+
+
 @plot_app.command("heatmap")
 @_user_errors
 def plot_heatmap(db: Path = DB, sweep: Optional[str] = SWEEP,
-                 x: str = typer.Option("width", "--x", help="Axis across (a job column, e.g. width or n_train)."),
-                 y: str = typer.Option("epoch", "--y", help="Axis up (epoch, or a job column)."),
-                 metric: str = typer.Option("test_error", "--metric", help="Metric column coloured."),
-                 contour: float = typer.Option(0.1, "--contour", help="Train-error level drawn as a contour (0: none)."),
+                 x: str = typer.Option("width", "--x", help="Axis across (width, n_train, epoch or another job column)."),
+                 y: str = typer.Option("epoch", "--y", help="Axis up (epoch, n_train or another job column)."),
+                 metric: str = typer.Option("test_error", "--metric", help="Metric column coloured (any metric column)."),
+                 contour: Optional[List[float]] = typer.Option(None, "--contour", help="Train-error level drawn as a contour; repeat for several (default 0.1; 0: none)."),
+                 epoch: Optional[int] = typer.Option(None, "--epoch", help="Epoch read when neither axis is epoch (default: each job's last)."),
+                 facet: str = typer.Option("label_noise", "--facet", help="One panel per value of this axis."),
+                 row: Optional[str] = typer.Option(None, "--row", help="One panel row per value of this axis (default: the one other axis that varies)."),
+                 log_color: bool = typer.Option(False, "--log-color", help="Logarithmic colour scale."),
+                 no_emc: bool = typer.Option(False, "--no-emc", help="Leave out the EMC = n line (maps with an n_train axis)."),
+                 where: Optional[List[str]] = WHERE,
                  out_path: Path = typer.Option(Path("heatmap.png"), "--out", help="Output file (.png, .svg, .pdf).")):
     """Heatmap of a metric over two axes, mean over seeds, one panel per label-noise level."""
+    from ddsweep.analysis.frames import parse_where
     from ddsweep.plot import heatmap
 
-    path = heatmap(db, sweep=sweep, x=x, y=y, metric=metric, contour=contour or None, out=out_path)
+    levels = [0.1] if not contour else [c for c in contour if c > 0]
+    path = heatmap(db, sweep=sweep, x=x, y=y, metric=metric, contour=levels, facet=facet, row=row, epoch=epoch,
+                   log_color=log_color, emc_line=not no_emc, where=parse_where(where), out=out_path)
     out.print(f"wrote {path}")
 
 
@@ -139,11 +177,107 @@ def plot_heatmap(db: Path = DB, sweep: Optional[str] = SWEEP,
 def plot_curve(db: Path = DB, sweep: Optional[str] = SWEEP,
                x: str = typer.Option("width", "--x", help="Axis (width, n_train, or epoch)."),
                epoch: Optional[int] = typer.Option(None, "--epoch", help="Epoch to read (default: the last)."),
+               hue: str = typer.Option("label_noise", "--hue", help="One line per value of this axis."),
+               facet: Optional[str] = typer.Option(None, "--facet", help="One panel per value of this axis."),
+               noisy_test: bool = typer.Option(False, "--noisy-test", help="Test error on the noisy test distribution: p + e(1 - pC/(C-1))."),
+               classes: Optional[int] = typer.Option(None, "--classes", help="Classes C for --noisy-test (default: from the dataset)."),
+               no_early_stopping: bool = typer.Option(False, "--no-early-stopping", help="Leave out the optimal-early-stopping curve."),
+               where: Optional[List[str]] = WHERE,
                out_path: Path = typer.Option(Path("curve.png"), "--out", help="Output file (.png, .svg, .pdf).")):
     """Test and train error against an axis at the final (or a chosen) epoch, one line per noise level."""
+    from ddsweep.analysis.frames import parse_where
     from ddsweep.plot import curve
 
-    path = curve(db, sweep=sweep, x=x, epoch=epoch, out=out_path)
+    path = curve(db, sweep=sweep, x=x, epoch=epoch, hue=hue, facet=facet, noisy_test=noisy_test, classes=classes,
+                 early_stopping=not no_early_stopping, where=parse_where(where), out=out_path)
+    out.print(f"wrote {path}" + (" (test error on the noisy test distribution)" if noisy_test else ""))
+
+
+@app.command()
+@_user_errors
+def emc(db: Path = DB, sweep: Optional[str] = SWEEP,
+        epsilon: float = typer.Option(0.1, "--epsilon", help="Train-error level that counts as fitted."),
+        factor: float = typer.Option(2.0, "--factor", help="Critical regime: n within this factor of EMC."),
+        epoch: Optional[List[int]] = typer.Option(None, "--epoch", help="Epochs to show (repeatable; default: see below)."),
+        all_epochs: bool = typer.Option(False, "--all-epochs", help="Every evaluated epoch."),
+        where: Optional[List[str]] = WHERE):
+    """Effective model complexity per width and epoch (with several n_train), else the interpolation threshold.
+
+    Default epochs: the last one with a sample axis; without one, every epoch at
+    which the threshold width changes.
+    """
+    from ddsweep import api
+    from ddsweep.analysis.frames import parse_where
+
+    r = api.emc(db, sweep, epsilon=epsilon, factor=factor, epochs=epoch, all_epochs=all_epochs,
+                where=parse_where(where))
+    shown = r.table.drop(columns=[c for c in ("emc", "bound", "threshold") if c in r.table.columns])
+    out.print(_frame_table(shown, title=r.title))
+    for note in r.notes:
+        out.print(f"note: {note}", highlight=False)
+    if r.folded:
+        out.print(f"{r.folded} epochs with an unchanged threshold folded into the row before (--all-epochs lists each)",
+                  highlight=False)
+
+
+@app.command()
+@_user_errors
+def summary(db: Path = DB, sweep: Optional[str] = SWEEP,
+            epsilon: float = typer.Option(0.1, "--epsilon", help="Train-error level for the interpolation threshold."),
+            epoch: Optional[int] = typer.Option(None, "--epoch", help="Epoch to read (default: each job's last)."),
+            where: Optional[List[str]] = WHERE):
+    """First minimum, peak and second descent of each model-/sample-wise curve, vs the interpolation threshold."""
+    from ddsweep import api
+    from ddsweep.analysis.frames import parse_where
+    from ddsweep.analysis.peaks import describe_lines
+
+    s = api.summary(db, sweep, epsilon=epsilon, epoch=epoch, where=parse_where(where))
+    for _, r in s.iterrows():
+        for line in describe_lines(r):
+            out.print(line, highlight=False, markup=False, soft_wrap=True)
+
+
+@app.command()
+@_user_errors
+def export(db: Path = DB, sweep: Optional[str] = SWEEP,
+           fmt: str = typer.Option("parquet", "--format", help="parquet or csv."),
+           table: str = typer.Option("metrics", "--table", help="metrics (long: one row per run and epoch, re-importable), curves, final_metrics or jobs."),
+           out_path: Optional[Path] = typer.Option(None, "--out", help="Output file (default: <db>-<table>.<format>).")):
+    """Write results to Parquet or CSV."""
+    from ddsweep import api
+
+    path, rows = api.export(db, fmt=fmt, out=out_path, sweep=sweep, table=table)
+    out.print(f"wrote {rows:,} rows to {path}")
+
+
+@app.command("import")
+@_user_errors
+def import_(file: Path = typer.Argument(..., help="CSV or Parquet, long format: one row per run and epoch."),
+            db: Path = DB,
+            sweep: Optional[str] = typer.Option(None, "--sweep", help="Sweep to create (default: the file's sweep column or name)."),
+            mapping: Optional[List[str]] = typer.Option(None, "--map", help="Rename a column: OLD=NEW (repeatable); OLD= drops it."),
+            constants: Optional[List[str]] = typer.Option(None, "--set", help="An axis missing from the file: AXIS=VALUE, e.g. --set seed=0."),
+            replace: bool = typer.Option(False, "--replace", help="Replace an imported sweep of the same name.")):
+    """Import per-epoch results produced elsewhere as a sweep of finished jobs."""
+    from ddsweep import api
+    from ddsweep.exchange import parse_pairs
+
+    r = api.import_results(file, db, sweep=sweep, mapping=parse_pairs(mapping, "--map"),
+                           constants=parse_pairs(constants, "--set"), replace=replace)
+    out.print(f"imported {r.jobs} runs, {r.rows:,} rows into sweep {r.sweep} of {r.db} "
+              f"(axes: {', '.join(r.axes)}; metrics: {', '.join(r.metrics)})", highlight=False)
+
+
+@app.command()
+@_user_errors
+def report(db: Path = DB, sweep: Optional[str] = SWEEP,
+           out_path: Path = typer.Option(Path("report.html"), "--out", help="Output file (.html)."),
+           epsilon: float = typer.Option(0.1, "--epsilon", help="Train-error level for contours, EMC and thresholds."),
+           figures: Optional[Path] = typer.Option(None, "--figures", help="Also write each figure as PNG into this folder.")):
+    """One self-contained HTML page: grid, job status, maps, curves, EMC table and peak summary."""
+    from ddsweep import api
+
+    path = api.report(db, sweep=sweep, out=out_path, epsilon=epsilon, figures_dir=figures)
     out.print(f"wrote {path}")
 
 

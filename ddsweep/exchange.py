@@ -180,6 +180,8 @@ def prepare(df: pd.DataFrame, mapping: dict | None = None, constants: dict | Non
     if "sweep" in df.columns and df["sweep"].nunique(dropna=True) > 1:
         raise UserError(f"{source}: holds several sweeps ({', '.join(map(str, df['sweep'].unique()[:5]))}); "
                         "import one file per sweep")
+    empty = [c for c in OPTIONAL_AXES if c in df.columns and df[c].isna().all()]
+    df = df.drop(columns=empty)  # e.g. an export of imported results that never had the axis
     axes = [c for c in REQUIRED_AXES + OPTIONAL_AXES if c in df.columns]
     for col in axes + ["epoch"] + metrics:
         if col in TEXT_AXES:
@@ -191,7 +193,7 @@ def prepare(df: pd.DataFrame, mapping: dict | None = None, constants: dict | Non
             raise UserError(f"{source}: {col} = {df[col][bad].iloc[0]!r} (row {int(np.flatnonzero(bad)[0]) + 1}): "
                             "not a number")
         if col in INT_AXES or col in ("epoch", "step"):
-            if col in axes or col == "epoch":
+            if col in REQUIRED_AXES or col == "epoch":
                 if values.isna().any():
                     raise UserError(f"{source}: {col} is empty in row {int(np.flatnonzero(values.isna())[0]) + 1}")
             frac = values.notna() & (values != values.round())

@@ -142,10 +142,14 @@ class Job:
 
     @property
     def pack_key(self) -> str:
-        """Jobs with equal pack keys share tensor shapes and can train in one pack."""
+        """Jobs with equal pack keys can train in one pack once their widths pad alike.
+
+        Width is left out: a worker packs jobs of different widths whose widths pad
+        to the same size on its device (see ddsweep.models.train_width).
+        """
         c = self.config
         key = {
-            "dataset": c["dataset"], "model": c["model"], "width": c["width"],
+            "dataset": c["dataset"], "model": c["model"],
             "n_train": c["n_train"], "eval": c["eval"], "epochs": self.epochs,
             "batch_size": c["train"]["batch_size"], "optimizer": c["train"]["optimizer"],
             "loss": c["train"]["loss"],

@@ -121,7 +121,7 @@ def build_report(db, sweep: str | None = None, out="report.html", epsilon: float
 
 def summary_table(peaks: pd.DataFrame) -> pd.DataFrame:
     """`summarize` as a compact table: one row per curve, positions next to values."""
-    from ddsweep.analysis.peaks import _fmt_level, _isnan
+    from ddsweep.analysis.peaks import _fmt_level, _isnan, _tri
 
     def at(r, what):
         v, x = r[what], r[f"{what}_at"]
@@ -137,8 +137,8 @@ def summary_table(peaks: pd.DataFrame) -> pd.DataFrame:
         thr_text = "" if _isnan(thr) else {"": f"{name} = {thr:g}", "<": f"{name} <= {thr:g}" if r["axis"] == "width"
                                             else f"EMC < {thr:g}", ">": f"{name} > {thr:g}" if r["axis"] == "width"
                                             else f"EMC > {thr:g}"}[r["threshold_bound"]]
-        near = {True: "yes", False: "no", None: ""}[r["peak_near_threshold"]]
-        noise = ("" if r["within_noise"] is None else
+        near = {True: "yes", False: "no", None: ""}[_tri(r["peak_near_threshold"])]
+        noise = ("" if _tri(r["within_noise"]) is None else
                  f"{'WITHIN noise' if r['within_noise'] else 'above noise'} ({r['gap']:.3f} vs 2 s.e. {2 * r['se_gap']:.3f})")
         rows.append({"curve": r["curve"], "measure": r["measure"], "at": f"{fixed}; epoch {r['epoch']}",
                      "first minimum": at(r, "first_min"), "peak": at(r, "peak"),
@@ -211,7 +211,9 @@ def figures_for(df: pd.DataFrame, name: str, epsilon: float = 0.1, dpi: int = 11
                       lambda w: curve_figure(df, name, x="n_train", where=w), ["width"] + extra[:1]))
     specs.append(("curve-epoch", "Epoch-wise: error vs epoch",
                   "Whole runs, one line per width.",
-                  lambda w: curve_figure(df, name, x="epoch", where=w), ["n_train"] + extra[:1]))
+                  lambda w: curve_figure(df, name, x="epoch", where=w, hue="width" if has_w else "label_noise",
+                                         facet="label_noise" if has_w and "label_noise" in varying else None),
+                  ["n_train"] + extra[:1]))
 
     figures = []
     for slug, title, caption, make, limited in specs:

@@ -53,6 +53,8 @@ def emc_over_n(n, err, epsilon: float = EPSILON) -> tuple[float, str]:
         return float(n[-1]), ">"
     e0, e1 = err[k], err[k + 1]
     t = (epsilon - e0) / (e1 - e0)  # e0 <= eps < e1, so 0 <= t < 1
+    if t == 0:
+        return float(n[k]), ""
     return float(np.exp(np.log(n[k]) + t * (np.log(n[k + 1]) - np.log(n[k])))), ""
 
 

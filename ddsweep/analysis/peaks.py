@@ -99,7 +99,7 @@ def analyse_curve(x, y, sem, seeds, threshold: float, bound: str, noise_z: float
                second_descent="below" if y[a] < y[f] else "above" if y[a] > y[f] else "equal")
     if np.isfinite(threshold) and not bound:
         t = int(np.flatnonzero(np.isclose(x, threshold))[0])
-        out["peak_near_threshold"] = abs(p - t) <= 1
+        out["peak_near_threshold"] = bool(abs(p - t) <= 1)
     out["gap"] = y[p] - y[f]
     se = pooled_se(sem, seeds, p, f)
     out["se_gap"] = se
@@ -150,7 +150,14 @@ def summarize(df: pd.DataFrame, epsilon: float = EPSILON, epoch: int | None = No
                              "epoch": read, "epsilon": epsilon, **res})
     if not rows:
         raise UserError("no curve to summarise: need width or n_train with at least 3 values")
-    return pd.DataFrame(rows)
+    out = pd.DataFrame(rows)
+    for col in ("peak_near_threshold", "within_noise"):  # True / False / None, as Python objects
+        out[col] = pd.Series([_tri(v) for v in out[col]], index=out.index, dtype=object)
+    return out
+
+
+def _tri(v):
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) else bool(v)
 
 
 def _fmt(v, digits: int = 3) -> str:
@@ -177,11 +184,12 @@ def describe(row) -> str:
             f"peak {_fmt(r['peak'])} at {_at(axis, r['peak_at'])}, best after the peak {_fmt(r['best_after'])} "
             f"at {_at(axis, r['best_after_at'])} ({r['second_descent']} the first minimum). "
             + _threshold_text(r))
-    if r["peak_near_threshold"] is True:
+    near = _tri(r["peak_near_threshold"])
+    if near is True:
         text += "; the peak is within one grid step of it"
-    elif r["peak_near_threshold"] is False:
+    elif near is False:
         text += "; the peak is NOT within one grid step of it"
-    if r["within_noise"] is None:
+    if _tri(r["within_noise"]) is None:
         text += ". Noise: unknown (one seed per cell)"
     else:
         text += (f". Peak - first minimum = {_fmt(r['gap'])} vs 2 x pooled s.e. {_fmt(2 * r['se_gap'])}: "
@@ -212,3 +220,31 @@ def _fmt_level(k, v) -> str:
         return f"noise {v:.0%}"
     name = {"width": "h", "n_train": "n"}.get(k, k)
     return f"{name} = {v:g}" if isinstance(v, (int, float, np.integer, np.floating)) else f"{name} = {v}"
+
+
+def describe_lines(row) -> list[str]:
+    """One curve of `summarize` as a short block of lines (for the terminal)."""
+    r = row if isinstance(row, dict) else row.to_dict()
+    axis = r["axis"]
+    fixed = [_fmt_level(k, r[k]) for k in ("label_noise", "n_train", "width", "lr", "batch_size", "optimizer",
+                                            "depth", "momentum", "weight_decay", "dataset", "model", "loss")
+             if k in r and k != axis and not _isnan(r[k])]
+    lines = [f"{r['curve']}, {r['measure']} test error ({', '.join(fixed)}; epoch {r['epoch']}):"]
+    if _isnan(r["peak"]):
+        lines.append(f"  no peak; lowest {_fmt(r['first_min'])} at {_at(axis, r['first_min_at'])}")
+    else:
+        lines += [f"  first minimum    {_fmt(r['first_min'])} at {_at(axis, r['first_min_at'])}",
+                  f"  peak             {_fmt(r['peak'])} at {_at(axis, r['peak_at'])}",
+                  f"  best after peak  {_fmt(r['best_after'])} at {_at(axis, r['best_after_at'])} "
+                  f"({r['second_descent']} the first minimum)"]
+    near = {True: ": the peak is within one grid step of it", False: ": the peak is NOT within one grid step of it",
+            None: ""}[_tri(r["peak_near_threshold"])]
+    lines.append(f"  {_threshold_text(r)}{near}")
+    if not _isnan(r["peak"]):
+        if _tri(r["within_noise"]) is None:
+            lines.append("  noise            unknown (one seed per cell)")
+        else:
+            verdict = "WITHIN NOISE" if r["within_noise"] else "above noise"
+            lines.append(f"  noise            {verdict}: peak - first minimum = {_fmt(r['gap'])}, "
+                         f"2 x pooled s.e. = {_fmt(2 * r['se_gap'])}")
+    return lines

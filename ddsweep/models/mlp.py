@@ -20,19 +20,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-# Narrow MLPs are all overhead and no arithmetic: they train padded to the next of
-# these widths, so jobs of different widths share a pack. The padded width depends
-# only on the job's own width, so its numbers never depend on its pack-mates.
-PAD_WIDTHS = (8, 16, 32, 64, 128)
 ALIGN = 16  # floats: 64 bytes
-
-
-def padded_width(width: int) -> int:
-    """The width a job of this width trains at: the next of PAD_WIDTHS, or itself above them."""
-    for w in PAD_WIDTHS:
-        if width <= w:
-            return w
-    return width
 
 
 class PackedMLP:
@@ -124,7 +112,18 @@ def _loss_and_dlogits(z: torch.Tensor, y: torch.Tensor, loss: str):
         diff = z - F.one_hot(y, C).to(z.dtype)
         return diff.square().mean(dim=(1, 2)), diff.mul_(2.0 / (B * C))
     logp = torch.log_softmax(z, dim=-1)
-    per_member = -logp.gather(-1, y.unsqueeze(-1)).mean(dim=(1, 2))
-    dz = logp.exp_()
-    dz.scatter_add_(-1, y.unsqueeze(-1), torch.full((K, B, 1), -1.0, device=z.device, dtype=z.dtype))
+    target = logp.gather(-1, y.unsqueeze(-1))
+    per_member = target.sum(dim=(1, 2)).mul_(-1.0 / B)
+    dz = logp.exp_()  # softmax; d(mean CE)/dz = (softmax - onehot) / B
+    dz.scatter_add_(-1, y.unsqueeze(-1), _minus_ones(K, B, z))
     return per_member, dz.mul_(1.0 / B)
+
+
+_MINUS_ONES: dict = {}
+
+
+def _minus_ones(K: int, B: int, like: torch.Tensor) -> torch.Tensor:
+    key = (K, B, like.device, like.dtype)
+    if key not in _MINUS_ONES:
+        _MINUS_ONES[key] = torch.full((K, B, 1), -1.0, device=like.device, dtype=like.dtype)
+    return _MINUS_ONES[key]

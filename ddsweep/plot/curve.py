@@ -20,7 +20,7 @@ from ddsweep.plot.style import check_out, fmt_level, is_log_axis, label, load_sw
 
 __all__ = ["curve", "curve_figure"]
 
-MAX_LEGEND_LEVELS = 8
+MAX_LEGEND_LEVELS = 5
 MAX_PANELS = 12
 
 
@@ -82,9 +82,15 @@ def curve_figure(df: pd.DataFrame, name: str = "", x: str = "width", epoch: int 
         colors = sns.color_palette("colorblind", max(len(levels), 1))
     show_es = early_stopping and x != "epoch"
 
-    fig, axes = plt.subplots(1, len(panels), figsize=(6.2 * len(panels) if len(panels) == 1 else 5.0 * len(panels),
-                                                      4.1), squeeze=False, sharey=True, constrained_layout=True)
-    for ax, panel in zip(axes[0], panels):
+    drawn = []  # the lines' values: the y range follows them, not the (with few seeds, wide) bands
+    ncols = min(len(panels), 3)
+    nrows = -(-len(panels) // ncols)
+    size = (6.2, 4.1) if len(panels) == 1 else (4.6 * ncols + 1.6, 3.5 * nrows + 0.9)
+    fig, grid = plt.subplots(nrows, ncols, figsize=size, squeeze=False, sharey=True, constrained_layout=True)
+    axes = grid.ravel()
+    for ax in axes[len(panels):]:
+        ax.set_axis_off()
+    for ax, panel in zip(axes, panels):
         sub_f = final if facet is None else final[final[facet] == panel]
         sub_all = df if facet is None else df[df[facet] == panel]
         for color, level in zip(colors, levels):
@@ -105,7 +111,7 @@ def curve_figure(df: pd.DataFrame, name: str = "", x: str = "width", epoch: int 
                 thr = _threshold(m, x, threshold_eps)
                 if thr is not None:
                     ax.axvline(thr, color=color, ls="-.", lw=1, alpha=0.7,
-                               label=None if many else f"interpolation threshold{tag}")
+                               label=None if many else f"threshold: train error <= {threshold_eps:g}{tag}")
             for item in lines:
                 what, y, sem, seeds, ls, mk, is_test = item[:7]
                 xs = item[7] if len(item) > 7 else m[x]
@@ -117,10 +123,11 @@ def curve_figure(df: pd.DataFrame, name: str = "", x: str = "width", epoch: int 
                 xs = xs.to_numpy(dtype=float)
                 ax.plot(xs, y, ls=ls, color=color, marker=mk if x != "epoch" else None, ms=3.5, lw=1.4,
                         label=None if many else f"{what}{tag}")
+                drawn.append(y[np.isfinite(y)])
                 ok = np.isfinite(band)
-                if ok.any():
-                    ax.fill_between(xs, np.where(ok, y - band, y), np.where(ok, y + band, y), color=color,
-                                    alpha=0.15, lw=0)
+                if ok.any() and what != "test, early-stopped":  # errors live in [0, 1]: so do their bands
+                    lo, hi = np.clip(np.where(ok, y - band, y), 0, 1), np.clip(np.where(ok, y + band, y), 0, 1)
+                    ax.fill_between(xs, lo, hi, color=color, alpha=0.15, lw=0)
         if is_log_axis(x, final[x].unique()):
             ax.set_xscale("log")
             plain_log_ticks(ax.xaxis)
@@ -128,20 +135,36 @@ def curve_figure(df: pd.DataFrame, name: str = "", x: str = "width", epoch: int 
         if facet:
             ax.set_title(fmt_level(facet, panel), fontsize=10)
         ax.grid(alpha=0.3)
-        if many:
-            from matplotlib.lines import Line2D
+    if many:
+        from matplotlib.lines import Line2D
 
-            styles = [("test", "-"), ("train", "--")] + ([("test, early-stopped", ":")] if show_es else [])
-            ax.legend([Line2D([], [], color="0.2", ls=s) for _, s in styles], [w for w, _ in styles], fontsize=8)
-        else:
-            ax.legend(fontsize=7.5)
+        styles = [("test", "-"), ("train", "--")] + ([("test, early-stopped", ":")] if show_es else [])
+        if threshold_eps and x in ("width", "n_train"):
+            styles.append((f"threshold: train error <= {threshold_eps:g}", "-."))
+        handles, labels = [Line2D([], [], color="0.2", ls=s) for _, s in styles], [w for w, _ in styles]
+    else:
+        seen = {}
+        for ax in axes[:len(panels)]:
+            for h, lab in zip(*ax.get_legend_handles_labels()):
+                seen.setdefault(lab, h)
+        handles, labels = list(seen.values()), list(seen)
+    if handles and len(panels) == 1:
+        axes[0].legend(handles, labels, fontsize=7.5 if not many else 8)
+    elif handles:  # one legend for all panels, beside them
+        fig.legend(handles, labels, loc="outside right upper", fontsize=8)
     if many:
         from matplotlib.cm import ScalarMappable
 
-        cb = fig.colorbar(ScalarMappable(norm=cnorm, cmap=cmap), ax=axes[0].tolist(), label=label(hue))
+        cb = fig.colorbar(ScalarMappable(norm=cnorm, cmap=cmap), ax=list(axes), label=label(hue))
         if isinstance(cnorm, LogNorm):
             plain_log_ticks(cb.ax.yaxis)
-    axes[0][0].set_ylabel("error")
+    for row in grid:
+        row[0].set_ylabel("error")
+    values = np.concatenate(drawn) if drawn else np.array([])
+    if values.size:
+        lo, hi = float(values.min()), float(values.max())
+        pad = 0.08 * max(hi - lo, 0.02)
+        axes[0].set_ylim(max(lo - pad, -0.02), min(hi + pad, 1.02))
     when = "" if x == "epoch" else (" at the last epoch" if epoch is None else f" at epoch {epoch}")
     if noisy_test:
         shows = f"test error on the NOISY test distribution: p + e(1 - pC/(C-1)), C = {C}"

@@ -104,57 +104,68 @@ def heatmap_figure(df: pd.DataFrame, name: str = "", x: str = "width", y: str = 
     values = np.concatenate([m[metric].to_numpy(dtype=float) for m in panels.values()])
     norm = _norm(values, log_color)
 
-    fig, axes = plt.subplots(len(rows), len(cols), figsize=(4.2 * len(cols) + 1.3, 3.5 * len(rows) + 0.6),
+    if len(cols) == 1 and len(rows) > 1:  # a single column of panels wraps into rows of up to 4
+        ncols = min(len(rows), 4)
+        nrows = -(-len(rows) // ncols)
+        places = [((r, cols[0]), k // ncols, k % ncols) for k, r in enumerate(rows)]
+    else:
+        nrows, ncols = len(rows), len(cols)
+        places = [((r, c), i, j) for i, r in enumerate(rows) for j, c in enumerate(cols)]
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols + 1.3, 3.5 * nrows + 0.6),
                              squeeze=False, sharex=True, sharey=True, constrained_layout=True)
+    for ax in axes.ravel()[len(places):]:
+        ax.set_axis_off()
+    all_x = np.array(sorted(set(xbin.values())))  # shared axes: limits from every panel's cells
+    all_y = np.array(sorted(set(ybin.values())))
     mesh = None
     handles = {}
-    for i, r in enumerate(rows):
-        for j, c in enumerate(cols):
-            ax = axes[i][j]
-            m = panels.get((r, c))
-            title = " | ".join(fmt_level(a, v) for a, v in ((row, r), (facet, c)) if a)
-            ax.set_title(title, fontsize=10)
-            if m is None:
-                ax.set_axis_off()
-                continue
-            z = m.pivot(index=y, columns=x, values=metric).sort_index().sort_index(axis=1)
-            xc, yc = z.columns.to_numpy(dtype=float), z.index.to_numpy(dtype=float)
-            mesh = ax.pcolormesh(edges(xc, xlog), edges(yc, ylog), np.ma.masked_invalid(z.to_numpy(dtype=float)),
-                                 cmap="viridis", norm=norm, shading="flat", rasterized=True)
-            if levels and len(xc) > 1 and len(yc) > 1:
-                tr = m.pivot(index=y, columns=x, values="train_error").reindex(index=z.index, columns=z.columns)
-                trv = np.ma.masked_invalid(tr.to_numpy(dtype=float))
-                for k, level in enumerate(levels):
-                    style = CONTOUR_STYLES[k % len(CONTOUR_STYLES)]
-                    cs = ax.contour(xc, yc, trv, levels=[level], colors="white", linewidths=1.5,
-                                    linestyles=style)
-                    if cs.allsegs and any(len(s) for s in cs.allsegs[0]):
-                        handles.setdefault(f"train error = {level:g}", ("white", style, None))
-            if emc_line and "n_train" in (x, y):
-                other = y if x == "n_train" else x
-                eps = levels[0] if levels else 0.1
-                pts = []
-                for v, g in m.groupby(other):
-                    value, bound = emc_over_n(g["n_train"], g["train_error"], eps)
-                    if not bound and np.isfinite(value):
-                        pts.append((v, value))
-                if pts:
-                    o, n = np.array(pts).T
-                    px, py = (n, o) if x == "n_train" else (o, n)
-                    ax.plot(px, py, color="#ff5a36", ls="--", lw=1.6, marker="o", ms=2.5)
-                    handles.setdefault(f"EMC = n (train error {eps:g})", ("#ff5a36", "--", "o"))
-            if xlog:
-                ax.set_xscale("log")
-                plain_log_ticks(ax.xaxis)
-            if ylog:
-                ax.set_yscale("log")
-                plain_log_ticks(ax.yaxis)
-            ax.set_xlim(edges(xc, xlog)[[0, -1]])
-            ax.set_ylim(edges(yc, ylog)[[0, -1]])
-            if i == len(rows) - 1:
-                ax.set_xlabel(label(x))
-            if j == 0:
-                ax.set_ylabel(label(y))
+    for (r, c), i, j in places:
+        ax = axes[i][j]
+        m = panels.get((r, c))
+        title = " | ".join(fmt_level(a, v) for a, v in ((row, r), (facet, c)) if a)
+        ax.set_title(title, fontsize=10)
+        if m is None:
+            ax.set_axis_off()
+            continue
+        z = m.pivot(index=y, columns=x, values=metric).sort_index().sort_index(axis=1)
+        xc, yc = z.columns.to_numpy(dtype=float), z.index.to_numpy(dtype=float)
+        mesh = ax.pcolormesh(edges(xc, xlog), edges(yc, ylog), np.ma.masked_invalid(z.to_numpy(dtype=float)),
+                             cmap="viridis", norm=norm, shading="flat", rasterized=True)
+        if levels and len(xc) > 1 and len(yc) > 1:
+            tr = m.pivot(index=y, columns=x, values="train_error").reindex(index=z.index, columns=z.columns)
+            trv = np.ma.masked_invalid(tr.to_numpy(dtype=float))
+            for k, level in enumerate(levels):
+                style = CONTOUR_STYLES[k % len(CONTOUR_STYLES)]
+                cs = ax.contour(xc, yc, trv, levels=[level], colors="white", linewidths=1.5,
+                                linestyles=style)
+                if cs.allsegs and any(len(s) for s in cs.allsegs[0]):
+                    handles.setdefault(f"train error = {level:g}", ("white", style, None))
+        if emc_line and "n_train" in (x, y):
+            other = y if x == "n_train" else x
+            eps = levels[0] if levels else 0.1
+            pts = []
+            for v, g in m.groupby(other):
+                value, bound = emc_over_n(g["n_train"], g["train_error"], eps)
+                if not bound and np.isfinite(value):
+                    pts.append((v, value))
+            if pts:
+                o, n = np.array(pts).T
+                px, py = (n, o) if x == "n_train" else (o, n)
+                ax.plot(px, py, color="#ff5a36", ls="--", lw=1.6, marker="o", ms=2.5)
+                handles.setdefault(f"EMC = n (train error {eps:g})", ("#ff5a36", "--", "o"))
+        if xlog:
+            ax.set_xscale("log")
+            plain_log_ticks(ax.xaxis)
+        if ylog:
+            ax.set_yscale("log")
+            plain_log_ticks(ax.yaxis)
+        ax.set_xlim(edges(all_x, xlog)[[0, -1]])
+        ax.set_ylim(edges(all_y, ylog)[[0, -1]])
+        if i == nrows - 1 or (i + 1) * ncols + j >= len(places):  # nothing below this panel
+            ax.set_xlabel(label(x))
+            ax.xaxis.set_tick_params(labelbottom=True)
+        if j == 0:
+            ax.set_ylabel(label(y))
     if handles:
         from matplotlib.lines import Line2D
 

@@ -124,7 +124,7 @@ def png_bytes(fig, dpi: int = 110) -> bytes:
     import matplotlib.pyplot as plt
 
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=dpi)  # constrained layout already fits titles and colour bars
     plt.close(fig)
     return buf.getvalue()
 

@@ -17,6 +17,7 @@ from sqlalchemy.pool import NullPool
 from ddsweep.errors import DatabaseBusy, SchemaError, UserError
 
 DEFAULT_WAIT = 30.0  # seconds a command waits for the database before it gives up
+_WRITING: set[str] = set()  # lock files this process holds (Store.write), so a nested read takes no turn
 
 
 def _is_lock_error(e: Exception) -> bool:
@@ -34,7 +35,7 @@ def lock_holder(e: Exception) -> str:
 def describe_pid(pid) -> str:
     """'PID n (command line)'; the command line where /proc shows it."""
     try:
-        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+        cmd = " ".join(Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().split())
     except OSError:
         cmd = ""
     return f"PID {pid}" + (f" ({cmd[:120]})" if cmd else "")
@@ -71,7 +72,9 @@ class Store:
             pid = int(self.holder_path.read_text().split()[0])
         except (OSError, ValueError, IndexError):
             return "another ddsweep process"
-        return f"ddsweep {describe_pid(pid)}" if _pid_alive(pid) else "another ddsweep process"
+        if pid == os.getpid() or not _pid_alive(pid):  # (the holder has not written its PID yet)
+            return "another ddsweep process"
+        return f"ddsweep {describe_pid(pid)}"
 
     def exists(self) -> bool:
         return self.path.exists()
@@ -87,14 +90,15 @@ class Store:
         except Timeout:
             raise DatabaseBusy(f"{self.path}: {self._lock_holder()} has been writing for over {wait:.0f}s "
                                f"(lock file {self.lock_path}); try again when it is done") from None
+        _WRITING.add(str(self.lock_path))
         try:
             try:
                 self.holder_path.write_text(f"{os.getpid()}\n")
             except OSError:
                 pass  # only used to name the holder in messages
-            engine = self._connect(read_only=False, wait=wait)
+            engine, conn = self._open(read_only=False, wait=wait)
             try:
-                with engine.connect() as conn:
+                with conn:
                     _migrate(conn, self.path)
                     conn.commit()  # end the version check's implicit transaction
                     with conn.begin():
@@ -102,6 +106,7 @@ class Store:
             finally:
                 engine.dispose()
         finally:
+            _WRITING.discard(str(self.lock_path))
             lock.release()
 
     @contextmanager
@@ -110,25 +115,56 @@ class Store:
         wait = self.wait if wait is None else wait
         if not self.path.exists():
             raise UserError(f"{self.path}: no such database; create it with `ddsweep plan GRID.yaml --db {self.path}`")
-        engine = self._connect(read_only=True, wait=wait)
+        engine, conn = self._open_for_reading(wait)
         try:
-            with engine.connect() as conn:
-                current = _current_revision(conn, self.path)
-                if current != head_revision():
-                    conn.close()
-                    engine.dispose()
-                    with self.write(wait):  # an older schema: upgrade it, then read
-                        pass
-                    engine = self._connect(read_only=True, wait=wait)
-                    with engine.connect() as conn2:
-                        yield conn2
+            with conn:
+                if _current_revision(conn, self.path) == head_revision():
+                    yield conn
                     return
+        finally:
+            engine.dispose()
+        with self.write(wait):  # an older schema: upgrade it, then read
+            pass
+        engine, conn = self._open(read_only=True, wait=wait)
+        try:
+            with conn:
                 yield conn
         finally:
             engine.dispose()
 
-    def _connect(self, read_only: bool, wait: float) -> sa.Engine:
-        """An engine whose first connection is open; retries while DuckDB's file lock is held."""
+    def _open_for_reading(self, wait: float) -> tuple[sa.Engine, sa.Connection]:
+        """Open read-only, taking a turn at the writers' lock while opening (not while reading).
+
+        Writers queue on the lock file and grab the database the moment it is free, so a
+        reader that only polled DuckDB's lock could starve behind a busy coordinator and
+        a queue of `plan`s. Holding the lock just while it opens gives the reader its turn;
+        the query itself runs after the lock is released, beside other readers.
+        """
+        if str(self.lock_path) in _WRITING:  # this process holds it already (a read inside a write)
+            return self._open(read_only=True, wait=wait)
+        turnstile = FileLock(self.lock_path)
+        t0 = time.monotonic()
+        try:
+            turnstile.acquire(timeout=wait)
+        except Timeout:
+            raise DatabaseBusy(f"{self.path}: {self._lock_holder()} has been writing for over {wait:.0f}s "
+                               f"(lock file {self.lock_path}); try again when it is done") from None
+        except OSError:  # a read-only directory: no turn to take
+            return self._open(read_only=True, wait=wait)
+        try:  # briefly: if someone outside ddsweep holds the file, wait for it without blocking writers
+            return self._open(read_only=True, wait=min(1.0, max(0.0, wait - (time.monotonic() - t0))))
+        except DatabaseBusy:
+            pass
+        finally:
+            turnstile.release()
+        return self._open(read_only=True, wait=max(0.0, wait - (time.monotonic() - t0)))
+
+    def _open(self, read_only: bool, wait: float) -> tuple[sa.Engine, sa.Connection]:
+        """An engine and its open connection; retries while DuckDB's file lock is held.
+
+        The connection that got in is the one returned: probing and then reconnecting
+        would let another process take the file in between (and fail unretried).
+        """
         url = f"duckdb:///{self.path}"
         args = {"read_only": True} if read_only else {}
         deadline = time.monotonic() + wait
@@ -136,8 +172,7 @@ class Store:
         while True:
             engine = sa.create_engine(url, poolclass=NullPool, connect_args=args)
             try:
-                engine.connect().close()  # probe: opens and closes the file
-                return engine
+                return engine, engine.connect()
             except sa.exc.DBAPIError as e:
                 engine.dispose()
                 if not _is_lock_error(e):
@@ -159,7 +194,10 @@ def _first_line(e: Exception) -> str:
 
 def migrations_dir() -> Path:
     """The Alembic scripts shipped in the package (the top-level migrations/ folder)."""
-    return Path(str(resources.files("ddsweep.migrations")))
+    try:
+        return Path(str(resources.files("ddsweep.migrations")))
+    except ModuleNotFoundError:  # a source checkout on PYTHONPATH, not installed
+        return Path(__file__).resolve().parents[2] / "migrations"
 
 
 def _alembic_config():

@@ -116,24 +116,3 @@ def discard(checkpoint_dir, job_id: str, reason: str = "") -> None:
             warnings.warn(f"job {job_id}: {reason}; restarting it from scratch", stacklevel=2)
         path.unlink()
 
-
-def sweep_temporaries(checkpoint_dir) -> int:
-    """Remove half-written checkpoints (`<job>.tmp<pid>`) of processes that are gone; returns how many."""
-    removed = 0
-    d = Path(checkpoint_dir)
-    if not d.is_dir():
-        return 0
-    for tmp in d.glob("*.tmp*"):
-        pid = tmp.suffix[len(".tmp"):]
-        if not pid.isdigit():
-            continue
-        try:
-            os.kill(int(pid), 0)
-            continue  # its writer is alive (maybe another coordinator's worker)
-        except ProcessLookupError:
-            pass
-        except PermissionError:
-            continue
-        tmp.unlink(missing_ok=True)
-        removed += 1
-    return removed

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from ddsweep.data import load_dataset
 from ddsweep.data.noise import _generator, noisy_labels, training_subset
 from ddsweep.grid import EvalSpec
-from ddsweep.models import build_model
+from ddsweep.models import build_model, train_width
 from ddsweep.train import checkpoint
 from ddsweep.train.optim import build_optimizer
 
@@ -69,7 +69,10 @@ def train_pack(jobs: list[dict], device: str = "cpu", emit: Emit = lambda e: Non
     K = len(members)
     x_train = data.x_pool[torch.stack(subsets).to(device)]  # [K, n, d], resident on the device
     y_train = torch.stack([m.labels for m in members])  # [K, n]
-    model = build_model(cfg, data.input_dim, data.num_classes, K, device)
+    widths = {train_width(m.config, str(device)) for m in members}
+    if len(widths) != 1:
+        raise ValueError(f"a pack trains at one width; these jobs train at {sorted(widths)}")
+    model = build_model(cfg, data.input_dim, data.num_classes, K, device, width=widths.pop())
     for k, m in enumerate(members):
         model.init_member(k, _generator("init", m.config["seed"]), m.config["width"])
     opt = build_optimizer(cfg["train"]["optimizer"], model, [m.config["train"] for m in members])
@@ -112,11 +115,13 @@ def train_pack(jobs: list[dict], device: str = "cpu", emit: Emit = lambda e: Non
     for epoch in range(start_epoch + 1, epochs + 1):
         t_epoch = time.perf_counter()
         order = torch.stack([torch.randperm(n, generator=m.order_rng) for m in members]).to(device)
+        # each member's epoch, shuffled once; a batch is then a slice (no gather per step)
+        x_epoch = torch.take_along_dim(x_train, order[..., None], dim=1)
+        y_epoch = torch.take_along_dim(y_train, order, dim=1)
         epoch_loss = torch.zeros(K, device=device)
         for s in range(steps_per_epoch):
-            bi = order[:, s * batch:(s + 1) * batch]  # [K, b]: each member's own batch
-            xb = torch.take_along_dim(x_train, bi[..., None], dim=1)
-            yb = torch.take_along_dim(y_train, bi, dim=1)
+            xb = x_epoch[:, s * batch:(s + 1) * batch]  # [K, b, d]: each member's own batch
+            yb = y_epoch[:, s * batch:(s + 1) * batch]
             loss = model.loss_and_grad(xb, yb, loss_name)  # [K] mean losses; fills model.grad
             opt.step()
             epoch_loss += loss.detach()

@@ -4,6 +4,13 @@ The coordinator is the only process of a sweep that opens the database, and it
 holds it only for short batched flushes (every `flush_every` seconds and at each
 job end), so readers get in between. Events are journaled before they count as
 received; a database held by someone else delays flushes, never loses rows.
+
+Leases: every job this coordinator has claimed carries its `lease_owner` and a
+`lease_until` that each write renews (and a heartbeat-only write renews while no
+events arrive). A worker process that dies hands its jobs back at once (retried up
+to `retries` times); a coordinator that dies leaves its journal, which the next
+`ddsweep work` replays before it requeues the dead coordinator's jobs. Jobs whose
+coordinator cannot be proven dead are reclaimed when their lease runs out.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from multiprocessing.connection import wait as wait_for_connections
 import os
 import signal
 import socket
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -27,6 +35,9 @@ from ddsweep.workers.journal import Journal, orphans, read_events
 from ddsweep.workers.packing import make_packs
 from ddsweep.workers.progress import Display
 
+# Events that change the database: journaled (fsynced) before they count as received.
+DURABLE = ("metrics", "finished", "released", "progress", "retry")
+
 
 @dataclass
 class Slot:
@@ -37,7 +48,8 @@ class Slot:
     tasks: object = None  # queue of packs, coordinator -> worker
     reader: object = None  # pipe end of the worker's events, worker -> coordinator
     pack: list[dict] | None = None  # jobs assigned and not finished yet
-    done_ids: set = field(default_factory=set)
+    done_ids: set = field(default_factory=set)  # jobs of `pack` that ended (or will be retried)
+    retry: list[dict] = field(default_factory=list)  # jobs of `pack` to requeue when the worker is free
 
 
 @dataclass
@@ -46,6 +58,7 @@ class WorkResult:
     failed: int = 0
     diverged: int = 0
     released: int = 0
+    retried: int = 0  # failed attempts that were tried again (--retries)
     seconds: float = 0.0
     warnings: list[str] = field(default_factory=list)
     # summed over packs: seconds in training steps / in evaluation / building the pack; samples trained
@@ -90,8 +103,19 @@ def resolve_slots(cpus: int | None, gpus: str | None, jobs_per_device: int) -> l
 def work(db: str | Path = "results.duckdb", cpus: int | None = None, gpus: str | None = None,
          jobs_per_device: int = 1, sweep: str | None = None, threads: int = 1, pack_size: int | None = None,
          lease_seconds: float = 120.0, flush_every: float = 2.0, checkpoint_every: float = 30.0,
-         show_progress: bool = True, flush_wait: float = 1.0) -> WorkResult:
-    """Train every pending job (of `sweep`, or all) with local worker processes; returns counts."""
+         show_progress: bool = True, flush_wait: float = 1.0, retries: int = 2) -> WorkResult:
+    """Train every pending job (of `sweep`, or all) with local worker processes; returns counts.
+
+    `lease_seconds`: how long a job stays leased to this coordinator without a heartbeat
+    (after that another `ddsweep work` may take it over); `retries`: how many more times a
+    job is tried after a failed attempt (an exception, or its worker process died).
+    """
+    if not lease_seconds > 0:
+        raise UserError(f"--lease = {lease_seconds}: must be more than 0 seconds")
+    if retries < 0:
+        raise UserError(f"--retries = {retries}: must be 0 or more")
+    if checkpoint_every < 0:
+        raise UserError(f"--checkpoint-every = {checkpoint_every}: must be 0 (every epoch) or more")
     store = Store(db)
     if not store.exists():
         raise UserError(f"{db}: no such database; plan a grid first: ddsweep plan GRID.yaml --db {db}")
@@ -99,87 +123,159 @@ def work(db: str | Path = "results.duckdb", cpus: int | None = None, gpus: str |
     host = re.sub(r"[^A-Za-z0-9.-]", "_", socket.gethostname())
     owner = f"{host}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
     return Coordinator(store, slots, owner, sweep, threads, pack_size, lease_seconds, flush_every,
-                       checkpoint_every, show_progress, flush_wait).run()
+                       checkpoint_every, show_progress, flush_wait, retries).run()
 
 
 class Coordinator:
     def __init__(self, store: Store, slots, owner, sweep, threads, pack_size, lease_seconds, flush_every,
-                 checkpoint_every, show_progress, flush_wait):
+                 checkpoint_every, show_progress, flush_wait, retries=2):
         self.store, self.slots, self.owner, self.sweep = store, slots, owner, sweep
         self.threads, self.pack_size, self.lease_seconds = threads, pack_size, lease_seconds
         self.flush_every, self.checkpoint_every, self.flush_wait = flush_every, checkpoint_every, flush_wait
+        self.retries = retries
+        # a write renews the leases; with no events to write, renew them at a third of their length
+        self.heartbeat_every = min(lease_seconds / 3, 30.0)
+        self.recover_every = max(2.0, min(lease_seconds, 30.0))  # look for dead coordinators' jobs
+        self.poll_every = flush_every  # look for newly planned jobs once out of work
         self.checkpoint_dir = str(store.path.with_name(store.path.name + ".ckpt"))
         self.journal_dir = store.path.with_name(store.path.name + ".journal")
         self.ctx = mp.get_context("spawn")
         # A lock-free flag: a worker killed at any moment cannot leave it locked.
         self.stop = self.ctx.RawValue(ctypes.c_bool, False)
         self.queue: list[list[dict]] = []  # leased packs not yet given to a worker
+        self.leased: dict[str, dict] = {}  # job_id -> job, for every job leased and not ended
         self.buffer: list[dict] = []  # journaled events not yet in the database
+        self.journal: Journal | None = None
         self.result = WorkResult()
         self.display = Display(enabled=show_progress, slots=len(slots))
         self.busy_warned = False
+        self.free_noted = False
+        self.busy = False  # the last write attempt found the database held by someone else
         self.out_of_jobs = False
+        self.interrupts = 0  # Ctrl-C / SIGTERM received
+        self.handled_interrupts = 0
+        now = time.monotonic()
+        self.last_try = self.last_write = self.last_recover = self.last_poll = now
 
     # ------------------------------------------------------------------ main loop
 
     def run(self) -> WorkResult:
         t0 = time.monotonic()
-        self._recover()
-        self.journal = Journal(self.journal_dir, self.owner)
-        interrupts = 0
+        saved_handlers = self._install_signal_handlers()
         try:
+            self._recover_at_start()
+            self.journal = Journal(self.journal_dir, self.owner)
             with self.display:
                 self.display.set_totals(*self._scope_totals())
-                last_flush = time.monotonic()
-                while True:
-                    try:
-                        self._refill()
-                        self._assign()
-                        urgent = self._receive(timeout=0.2)
-                        self._reap_dead_workers()
-                        if urgent or time.monotonic() - last_flush >= self.flush_every:
-                            self._flush()
-                            last_flush = time.monotonic()
-                        if self._finished():
-                            break
-                    except KeyboardInterrupt:
-                        interrupts += 1
-                        if interrupts == 1:
-                            self.display.note("Stopping: workers checkpoint and hand their jobs back "
-                                              "(Ctrl-C again to stop at once)")
-                            self.stop.value = True
-                            self._release_queue()
-                        else:
-                            self._kill_workers()
-                            break
+                self._loop()
+                if not self.stop.value:
+                    self._note_foreign_leases()
         finally:
-            self._shutdown()
+            try:
+                self._shutdown()
+            finally:
+                for sig, handler in saved_handlers.items():
+                    signal.signal(sig, handler)
         self.result.seconds = time.monotonic() - t0
         return self.result
 
+    def _loop(self) -> None:
+        while True:
+            try:
+                if self._handle_interrupts():
+                    return
+                self._sync_if_due()
+                self._assign()
+                urgent = self._receive(timeout=0.2)
+                self._reap_dead_workers()
+                self._sync_if_due(urgent)
+                if self._finished():
+                    return
+            except KeyboardInterrupt:  # no handler of ours (not the main thread): same as our handler
+                self.interrupts += 1
+
     def _finished(self) -> bool:
-        busy = any(s.pack for s in self.slots)
+        busy = any(s.pack or s.retry for s in self.slots)
         if self.stop.value:
             return not busy
-        return not busy and not self.queue and self.out_of_jobs
+        if busy or self.queue or not self.out_of_jobs:
+            return False
+        # One last look before leaving: jobs planned (or leases expired) since the last poll.
+        return self._sync(claim=True, recover=True) and not self.queue and self.out_of_jobs
 
-    # ------------------------------------------------------------------ leasing
+    # ------------------------------------------------------------------ signals
 
-    def _recover(self) -> None:
-        """Write events left by dead coordinators, and requeue their expired leases."""
+    def _install_signal_handlers(self) -> dict:
+        """Ctrl-C (or SIGTERM): stop gracefully; a second one: stop at once. Only in the main thread."""
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        saved = {}
+
+        def handler(signum, frame):
+            self.interrupts += 1
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            saved[sig] = signal.signal(sig, handler)
+        return saved
+
+    def _handle_interrupts(self) -> bool:
+        """Act on new Ctrl-Cs; True when the loop must end now."""
+        if self.interrupts == self.handled_interrupts:
+            return False
+        self.handled_interrupts = self.interrupts
+        if self.interrupts == 1:
+            self.display.note("Stopping: workers checkpoint and hand their jobs back "
+                              "(Ctrl-C again to stop at once)")
+            self.stop.value = True
+            self._release_queue()
+            return False
+        self.display.note("Stopping at once: workers killed, their jobs handed back "
+                          "(they resume from their last checkpoints)")
+        self.stop.value = True
+        self._kill_workers()
+        return True
+
+    # ------------------------------------------------------------------ the database
+
+    def _recover_at_start(self) -> None:
+        """Write the events of dead coordinators' journals, requeue their jobs and expired leases."""
+        _remove_stale_temporaries(self.checkpoint_dir)
         found = orphans(self.journal_dir)
-        with self.store.write() as conn:
-            for path, _ in found:
-                events = read_events(path)
-                owner = path.stem
-                store_jobs.apply_events(conn, owner, events)
-            expired = store_jobs.reclaim_expired(conn, self.lease_seconds)
+        try:
+            with self.store.write() as conn:
+                requeued = self._recover(conn, found)
+        except BaseException:
+            for _, lock in found:
+                lock.release()
+            raise
+        self._forget_orphans(found)
+        self.last_recover = time.monotonic()
+        if requeued:
+            self.display.note(requeued)
+
+    def _recover(self, conn, found) -> str:
+        """In one transaction: replay orphan journals, requeue dead and expired leases; a note or ''."""
+        dead = 0
+        for path, _ in found:
+            owner = path.stem
+            store_jobs.apply_events(conn, owner, read_events(path))
+            dead += store_jobs.reclaim_owner(conn, owner)
+        expired = store_jobs.reclaim_expired(conn, self.lease_seconds)
+        if dead or expired:
+            self.out_of_jobs = False
+        notes = []
+        if dead:
+            notes.append(f"requeued {dead} job(s) of a stopped `ddsweep work` (replayed its journal)")
+        if expired:
+            notes.append(f"requeued {expired} job(s) whose lease expired")
+        return "; ".join(notes)
+
+    @staticmethod
+    def _forget_orphans(found) -> None:
         for path, lock in found:
             path.unlink(missing_ok=True)
             lock.release()
             Path(lock.lock_file).unlink(missing_ok=True)
-        if expired:
-            self.display.note(f"Requeued {expired} job(s) whose coordinator stopped heartbeating")
 
     def _scope_totals(self) -> tuple[int, int]:
         with self.store.read() as conn:
@@ -192,28 +288,94 @@ class Coordinator:
             jobs, epochs = conn.exec_driver_sql(sql, args).fetchone()
         return int(jobs), int(epochs)
 
-    def _refill(self) -> None:
-        """Keep about two packs per slot leased ahead, so workers never wait on the database."""
-        if self.stop.value or self.out_of_jobs or len(self.queue) >= 2 * len(self.slots):
-            return
-        try:
-            with self.store.write(wait=self.flush_wait) as conn:
-                store_jobs.apply_events(conn, self.owner, self.buffer)
-                claimed = store_jobs.claim(conn, self.owner, max_jobs=max(64, 8 * len(self.slots)),
-                                           sweep=self.sweep)
-                if not claimed:
-                    self.out_of_jobs = store_jobs.pending_count(conn, self.sweep) == 0
-            self._flushed()
-        except DatabaseBusy as e:
-            self._warn_busy(e)
-            return
-        self.queue.extend(make_packs(claimed, self.pack_size, self.slots[0].device))
+    def _sync_if_due(self, urgent: bool = False) -> None:
+        """Open the database if something is due: events to flush, leases to renew, jobs to claim."""
+        now = time.monotonic()
+        if self.busy and now - self.last_try < self.flush_every:
+            return  # someone holds the database: try again in a while, training goes on
+        want_jobs = (not self.stop.value and len(self.queue) < 2 * len(self.slots)
+                     and (not self.out_of_jobs or now - self.last_poll >= self.poll_every))
+        recover = now - self.last_recover >= self.recover_every
+        due = (want_jobs or recover or (self.buffer and (urgent or now - self.last_try >= self.flush_every))
+               or (self.leased and now - self.last_write >= self.heartbeat_every))
+        if due:
+            self._sync(claim=want_jobs, recover=recover)
 
-    def _release_queue(self) -> None:
-        for pack in self.queue:
-            for job in pack:
-                self._record({"kind": "released", "job_id": job["job_id"]})
-        self.queue.clear()
+    def _sync(self, claim: bool, recover: bool, wait: float | None = None) -> bool:
+        """One short transaction: write the buffered events, renew our leases, maybe recover and claim."""
+        self.last_try = time.monotonic()
+        found = orphans(self.journal_dir, exclude=self.journal.path) if recover else []
+        note, claimed = "", []
+        written = len(self.buffer)
+        try:
+            with self.store.write(wait=self.flush_wait if wait is None else wait) as conn:
+                store_jobs.apply_events(conn, self.owner, self.buffer, self.lease_seconds)
+                if recover:
+                    note = self._recover(conn, found)
+                if claim:
+                    claimed = store_jobs.claim(conn, self.owner, max_jobs=max(64, 8 * len(self.slots)),
+                                               sweep=self.sweep, lease_seconds=self.lease_seconds)
+                    if not claimed:
+                        self.out_of_jobs = store_jobs.pending_count(conn, self.sweep) == 0
+        except DatabaseBusy as e:
+            for _, lock in found:
+                lock.release()
+            self._warn_busy(e)
+            return False
+        self._forget_orphans(found)
+        now = time.monotonic()
+        self.last_write = now
+        if recover:
+            self.last_recover = now
+        if claim:
+            self.last_poll = now
+        if self.busy and self.busy_warned and written and not self.free_noted:
+            self.free_noted = True  # said once, like the warning
+            self.display.note(f"database free again: wrote {written} event(s) held in the journal")
+        self.busy = False
+        self.buffer.clear()
+        self.journal.clear()
+        if note:
+            self.display.note(note)
+        for job in claimed:
+            self.leased[job["job_id"]] = job
+        self.queue.extend(make_packs(claimed, self.pack_size, self.slots[0].device))
+        return True
+
+    def _warn_busy(self, e: Exception) -> None:
+        self.busy = True
+        if not self.busy_warned:
+            self.busy_warned = True
+            msg = f"{e} -- training goes on; results are kept in {self.journal.path} until it is free"
+            self.result.warnings.append(msg)
+            self.display.note(f"warning: {msg}")
+
+    def _final_flush(self) -> None:
+        """At exit the rows must reach the database: wait for the lock holder, saying so."""
+        if not self.buffer:
+            return
+        if self._sync(claim=False, recover=False, wait=5.0):
+            return
+        self.display.note("waiting for the database to be free to write the last results "
+                          f"(they are safe in {self.journal.path}; Ctrl-C leaves them for the next `ddsweep work`)")
+        seen = self.interrupts
+        try:
+            while self.buffer and self.interrupts == seen:
+                time.sleep(0.5)
+                self._sync(claim=False, recover=False)
+        except KeyboardInterrupt:
+            pass
+
+    def _note_foreign_leases(self) -> None:
+        try:
+            with self.store.read(wait=5.0) as conn:
+                n, left = store_jobs.leased_elsewhere(conn, self.owner, self.sweep)
+        except DatabaseBusy:
+            return
+        if n:
+            when = f" (the first lease ends in {left:.0f}s)" if left is not None else ""
+            self.display.note(f"{n} job(s) are leased by another `ddsweep work`; if it is gone, they are "
+                              f"requeued when their leases end{when}: run `ddsweep work` again then")
 
     # ------------------------------------------------------------------ workers
 
@@ -225,6 +387,11 @@ class Coordinator:
         slot.reader, writer = self.ctx.Pipe(duplex=False)
         saved = {k: os.environ.get(k) for k in slot.env}
         os.environ.update(slot.env)  # spawn copies the environment: pins CUDA_VISIBLE_DEVICES
+        # The child starts with Ctrl-C ignored (an ignored signal stays ignored across exec):
+        # the coordinator alone decides what a Ctrl-C does, even while the child is importing.
+        sigint = None
+        if threading.current_thread() is threading.main_thread():
+            sigint = signal.signal(signal.SIGINT, signal.SIG_IGN)
         try:
             slot.process = self.ctx.Process(
                 target=worker_main, name=f"ddsweep-worker-{slot.index}",
@@ -233,6 +400,8 @@ class Coordinator:
             slot.process.start()
             writer.close()  # the child holds it now; EOF on reader then means the worker is gone
         finally:
+            if sigint is not None:
+                signal.signal(signal.SIGINT, sigint)
             for k, v in saved.items():
                 if v is None:
                     os.environ.pop(k, None)
@@ -241,54 +410,125 @@ class Coordinator:
 
     def _assign(self) -> None:
         for slot in self.slots:
-            if slot.pack is None and self.queue and not self.stop.value:
+            if slot.pack is None and not slot.retry and self.queue and not self.stop.value:
                 if slot.process is None or not slot.process.is_alive():
                     self._start_worker(slot)
                 slot.pack, slot.done_ids = self.queue.pop(0), set()
                 slot.tasks.put(slot.pack)
                 self.display.assigned(slot.index, slot.pack)
 
+    def _requeue(self, jobs: list[dict]) -> None:
+        if not jobs:
+            return
+        if self.stop.value:
+            self._release(jobs)
+        else:
+            self.queue.insert(0, jobs)
+
+    def _release(self, jobs: list[dict]) -> None:
+        for job in jobs:
+            self._record({"kind": "released", "job_id": job["job_id"]})
+            self.leased.pop(job["job_id"], None)
+            self.result.released += 1
+
+    def _failed_attempt(self, job: dict, error: str) -> dict:
+        """The event for a failed attempt of a leased job: a retry while retries are left, else failed."""
+        job["failures"] = job.get("failures", 0) + 1
+        if job["failures"] <= self.retries and not self.stop.value:
+            job["attempts"] = job.get("attempts", 1) + 1
+            self.result.retried += 1
+            first = error.strip().splitlines()[-1] if error.strip() else "failed"
+            self.display.note(f"job {job['job_id']}: attempt {job['attempts'] - 1} failed ({first[:200]}); "
+                              f"retrying ({job['failures']} of {self.retries} retries used)")
+            return {"kind": "retry", "job_id": job["job_id"], "error": error, "failures": job["failures"],
+                    "attempts": job["attempts"]}
+        return {"kind": "finished", "job_id": job["job_id"], "status": "failed", "error": error,
+                "failures": job["failures"], "attempts": job.get("attempts")}
+
     def _reap_dead_workers(self) -> None:
-        """A worker that died (kill -9, OOM) hands its unfinished jobs back at once."""
+        """A worker that died (kill -9, OOM) hands its unfinished jobs back at once: a failed attempt each."""
         for slot in self.slots:
-            if slot.pack is None or slot.process is None or slot.process.is_alive():
+            if slot.process is None or slot.process.is_alive():
+                continue
+            if slot.pack is None and not slot.retry:
                 continue
             code = slot.process.exitcode
             self._receive(timeout=0)  # take whatever it sent before dying
-            if slot.pack is None:
-                continue
-            rest = [j for j in slot.pack if j["job_id"] not in slot.done_ids]
-            self.display.note(f"worker {slot.index} died (exit code {code}); "
-                              f"requeued {len(rest)} job(s) to resume from their checkpoints")
+            rest = [j for j in (slot.pack or []) if j["job_id"] not in slot.done_ids]
+            requeue, slot.retry = slot.retry, []
             slot.pack, slot.process = None, None
-            if rest and not self.stop.value:
-                self.queue.insert(0, rest)
-            elif rest:
-                for j in rest:
-                    self._record({"kind": "released", "job_id": j["job_id"]})
+            if not rest:
+                self._requeue(requeue)
+                continue
+            why = _exit_reason(code)
+            if self.stop.value:
+                self._release(rest)
+            else:
+                error = (f"worker process died ({why}) while training this job "
+                         f"(pack of {len(slot.done_ids) + len(rest)}); it resumes from its last checkpoint")
+                failed = 0
+                for job in rest:
+                    event = self._failed_attempt(job, error)
+                    self._record(event)
+                    if event["kind"] == "retry":
+                        requeue.append(job)
+                    else:
+                        self.leased.pop(job["job_id"], None)
+                        self.result.failed += 1
+                        failed += 1
+                self.display.note(f"worker {slot.index} died ({why}); {len(requeue)} job(s) requeued "
+                                  "to resume from their checkpoints"
+                                  + (f", {failed} failed (no retries left)" if failed else ""))
+            self._requeue(requeue)
+            self.last_try = 0.0  # write the news soon
 
     def _kill_workers(self) -> None:
         for slot in self.slots:
             if slot.process is not None and slot.process.is_alive():
                 slot.process.kill()
-            if slot.pack:
-                for j in slot.pack:
-                    if j["job_id"] not in slot.done_ids:
-                        self._record({"kind": "released", "job_id": j["job_id"]})
-                slot.pack = None
-        self._release_queue()
-
-    def _shutdown(self) -> None:
-        for slot in self.slots:
-            if slot.process is not None and slot.process.is_alive():
-                slot.tasks.put(None)
         for slot in self.slots:
             if slot.process is not None:
-                slot.process.join(timeout=10)
-                if slot.process.is_alive():
-                    slot.process.kill()
+                slot.process.join(timeout=5)
+        self._receive(timeout=0)  # what they sent before the kill still counts
+        for slot in self.slots:
+            rest = [j for j in (slot.pack or []) if j["job_id"] not in slot.done_ids] + slot.retry
+            self._release(rest)
+            slot.pack, slot.retry, slot.process = None, [], None
+        self._release_queue()
+
+    def _release_queue(self) -> None:
+        for pack in self.queue:
+            self._release(pack)
+        self.queue.clear()
+
+    def _shutdown(self) -> None:
+        """Stop the workers (those still busy checkpoint first), hand back what is left, write the rest."""
+        if any(s.pack for s in self.slots):  # leaving early (an error): let busy workers checkpoint
+            self.stop.value = True
+        for slot in self.slots:
+            if slot.process is not None and slot.process.is_alive():
+                try:
+                    slot.tasks.put(None)
+                except (OSError, ValueError):
+                    pass
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(s.process is not None and s.process.is_alive()
+                                                  for s in self.slots):
+            self._receive(timeout=0.2)
+            if self.interrupts > self.handled_interrupts:  # Ctrl-C while waiting: stop at once
+                break
+        for slot in self.slots:
+            if slot.process is not None and slot.process.is_alive():
+                slot.process.kill()
+                slot.process.join(timeout=5)
+        if self.journal is None:
+            return
         self._receive(timeout=0)
-        self._flush(final=True)
+        for slot in self.slots:
+            self._release([j for j in (slot.pack or []) if j["job_id"] not in slot.done_ids] + slot.retry)
+            slot.pack, slot.retry = None, []
+        self._release_queue()
+        self._final_flush()
         self.journal.close(remove=not self.buffer)
 
     # ------------------------------------------------------------------ events
@@ -298,7 +538,7 @@ class Coordinator:
         self.buffer.append(event)
 
     def _receive(self, timeout: float) -> bool:
-        """Drain the event queue into journal + buffer; True if a job ended (flush soon)."""
+        """Drain the workers' pipes into journal + buffer; True if a job ended (flush soon)."""
         readers = {s.reader: s for s in self.slots if s.reader is not None}
         got = []
         if readers:
@@ -309,28 +549,49 @@ class Coordinator:
                 except (EOFError, OSError):  # the worker exited (or died mid-message)
                     readers[reader].reader = None
                     reader.close()
+                except Exception:  # a torn message of a worker killed while sending
+                    readers[reader].reader = None
+                    reader.close()
         elif timeout:
             time.sleep(timeout)
         if not got:
             return False
-        durable = [e for e in got if e["kind"] in ("metrics", "finished", "released", "progress")]
+        events = []
+        for e in got:
+            job = self.leased.get(e.get("job_id")) if e["kind"] == "finished" else None
+            if job is not None and e["status"] == "failed":  # a failed attempt: retry it while we may
+                event = self._failed_attempt(job, e.get("error") or "")
+                event["slot"] = e["slot"]
+                events.append(event)
+            else:
+                events.append(e)
+        durable = [e for e in events if e["kind"] in DURABLE]
         self.journal.append(durable)  # received = journaled
         self.buffer.extend(durable)
         urgent = False
-        for e in got:
+        for e in events:
             slot = self.slots[e["slot"]] if "slot" in e else None
             kind = e["kind"]
             if kind == "finished":
                 urgent = True
                 slot.done_ids.add(e["job_id"])
+                self.leased.pop(e["job_id"], None)
                 setattr(self.result, e["status"], getattr(self.result, e["status"]) + 1)
                 self.display.job_finished(e)
+            elif kind == "retry":
+                urgent = True
+                slot.done_ids.add(e["job_id"])
+                if e["job_id"] in self.leased:
+                    slot.retry.append(self.leased[e["job_id"]])
             elif kind == "released":
                 slot.done_ids.add(e["job_id"])
+                self.leased.pop(e["job_id"], None)
                 self.result.released += 1
             elif kind == "idle":
                 slot.pack = None
                 self.display.idle(slot.index)
+                requeue, slot.retry = slot.retry, []
+                self._requeue(requeue)
             elif kind == "progress":
                 self.display.epoch_done(slot.index, e)
             elif kind == "started":
@@ -340,44 +601,41 @@ class Coordinator:
                     self.result.timing[key] += e.get(key, 0)
             elif kind == "warning":
                 self.result.warnings.append(e["message"])
-                self.display.note(e["message"])
+                self.display.note(f"warning: {e['message']}")
         return urgent
 
-    def _flush(self, final: bool = False) -> None:
-        if not self.buffer:
-            return
-        try:
-            with self.store.write(wait=self.flush_wait if not final else 5.0) as conn:
-                store_jobs.apply_events(conn, self.owner, self.buffer)
-            self._flushed()
-        except DatabaseBusy as e:
-            self._warn_busy(e)
-            if final:
-                self._final_wait()
 
-    def _flushed(self) -> None:
-        self.buffer.clear()
-        self.journal.clear()
-
-    def _final_wait(self) -> None:
-        """At exit the rows must reach the database: wait for the lock holder, saying so."""
-        self.display.note("waiting for the database to be free to write the last results "
-                          f"(they are safe in {self.journal.path}; Ctrl-C leaves them for the next `ddsweep work`)")
+def _exit_reason(code: int | None) -> str:
+    if code is None:
+        return "exit status unknown"
+    if code < 0:
         try:
-            while self.buffer:
-                time.sleep(1.0)
-                try:
-                    with self.store.write(wait=self.flush_wait) as conn:
-                        store_jobs.apply_events(conn, self.owner, self.buffer)
-                    self._flushed()
-                except DatabaseBusy:
-                    pass
-        except KeyboardInterrupt:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
+def _remove_stale_temporaries(checkpoint_dir) -> int:
+    """Remove half-written checkpoints (`<job>.tmp<pid>`) of processes that are gone; returns how many.
+
+    (Here, not in ddsweep.train.checkpoint: the coordinator never imports torch.)
+    """
+    removed = 0
+    d = Path(checkpoint_dir)
+    if not d.is_dir():
+        return 0
+    for tmp in d.glob("*.tmp*"):
+        pid = tmp.suffix[len(".tmp"):]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+            continue  # its writer is alive (maybe another coordinator's worker)
+        except ProcessLookupError:
             pass
-
-    def _warn_busy(self, e: Exception) -> None:
-        if not self.busy_warned:
-            self.busy_warned = True
-            msg = f"{e} -- training goes on; results are kept in {self.journal.path} until it is free"
-            self.result.warnings.append(msg)
-            self.display.note(f"warning: {msg}")
+        except PermissionError:
+            continue
+        tmp.unlink(missing_ok=True)
+        removed += 1
+    return removed

@@ -59,13 +59,19 @@ def read_events(path: Path) -> list[dict]:
     return events
 
 
-def orphans(directory: str | Path) -> list[tuple[Path, FileLock]]:
-    """Journals whose coordinator is gone, each with its lock now held by us."""
+def orphans(directory: str | Path, exclude: Path | None = None) -> list[tuple[Path, FileLock]]:
+    """Journals whose coordinator is gone, each with its lock now held by us (not `exclude`, our own).
+
+    A journal exists from before its coordinator's first lease to its clean exit, and its
+    lock is held all that time, so a journal whose lock we can take proves its owner dead.
+    """
     found = []
     d = Path(directory)
     if not d.exists():
         return found
     for path in sorted(d.glob("*.jsonl")):
+        if exclude is not None and path == Path(exclude):
+            continue
         lock = FileLock(str(path) + ".lock")
         try:
             lock.acquire(timeout=0)

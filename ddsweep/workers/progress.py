@@ -59,4 +59,4 @@ class Display:
         self.bar.update(self.slot_tasks[slot], description=f"  worker {slot}: idle")
 
     def note(self, message: str) -> None:
-        self.console.print(message, highlight=False, markup=False)
+        self.console.print(message, highlight=False, markup=False, soft_wrap=True)  # one line: grep-able

@@ -13,18 +13,23 @@ import traceback
 
 def worker_main(slot: int, device: str, threads: int, tasks, events, stop, checkpoint_dir: str,
                 checkpoint_every: float) -> None:
-    """`events` is the send end of a pipe to the coordinator; `stop` a shared bool."""
-    """Process entry point: loop over packs until a None task arrives."""
+    """Process entry point: loop over packs until a None task arrives.
+
+    `events` is the send end of a pipe to the coordinator; `stop` a shared bool.
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the coordinator's to handle
     import torch
 
     torch.set_num_threads(threads)
-    while True:
-        pack = tasks.get()
-        if pack is None:
-            return
-        run_pack(pack, slot, device, events.send, lambda: stop.value, checkpoint_dir, checkpoint_every)
-        events.send({"kind": "idle", "slot": slot})
+    try:
+        while True:
+            pack = tasks.get()
+            if pack is None:
+                return
+            run_pack(pack, slot, device, events.send, lambda: stop.value, checkpoint_dir, checkpoint_every)
+            events.send({"kind": "idle", "slot": slot})
+    except (BrokenPipeError, ConnectionError, EOFError):
+        return  # the coordinator is gone; its successor resumes our jobs from their checkpoints
 
 
 def run_pack(jobs: list[dict], slot: int, device: str, put, should_stop, checkpoint_dir, checkpoint_every) -> None:
@@ -41,19 +46,23 @@ def run_pack(jobs: list[dict], slot: int, device: str, put, should_stop, checkpo
                 put({"kind": "released", "slot": slot, "job_id": jid})
             continue
         finished: set[str] = set()
+        horizon = max(j["epochs"] for j in group)
 
-        def emit(event, ids=ids, finished=finished):
+        def emit(event, ids=ids, finished=finished, horizon=horizon):
             event["slot"] = slot
             if event["kind"] == "progress":
                 event["job_ids"] = [j for j in ids if j not in finished]
             elif event["kind"] == "finished":
                 finished.add(event["job_id"])
+                event.setdefault("epochs", horizon)  # trained to; a job whose horizon grew meanwhile reopens
             put(event)
 
         put({"kind": "started", "slot": slot, "job_ids": ids, "config": group[0]["config"],
-             "epochs": max(j["epochs"] for j in group), "pid": os.getpid()})
+             "epochs": horizon, "pid": os.getpid()})
         try:
             outcome = train_pack(group, device, emit, should_stop, checkpoint_dir, checkpoint_every)
+        except (BrokenPipeError, ConnectionError):
+            raise  # the coordinator is gone
         except Exception:
             error = traceback.format_exc()
             for jid in ids:

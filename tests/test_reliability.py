@@ -1,0 +1,484 @@
+"""Nothing lost: kills, signals, stray lock holders, concurrent writers, retries, resume, extend.
+
+Real processes, real signals, real DuckDB files. The reference for "equal metrics" is
+the same jobs trained uninterrupted in this process (one torch thread, as workers use);
+every metric column but `seconds` must match bit for bit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+import pytest
+
+import ddsweep
+from ddsweep.grid import EvalSpec, expand, parse_grid
+from tests.conftest import ROOT, TINY, write_grid
+
+COMPARED = ("step", "train_loss", "train_error", "train_error_clean", "noisy_fit", "test_loss", "test_error", "lr")
+
+# Two packs (widths 64 and 512), long enough epochs (~0.1-0.2 s) to kill a worker mid-epoch.
+SLOW = {
+    "name": "slow",
+    "dataset": {"name": "mnist1d", "pool": 1200, "test": 600},
+    "model": {"name": "mlp", "depth": 2},
+    "train": {"optimizer": "sgd", "lr": 0.05, "momentum": 0.9, "batch_size": 50, "epochs": 16},
+    "eval": {"every": 2},
+    "grid": {"width": [64, 512], "n_train": [1000], "label_noise": [0.0, 0.2], "seed": [0]},
+}
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def train_reference(grid: dict, horizons: list[int] | None = None) -> dict:
+    """{(job_id, epoch): metrics} of every job of `grid` trained uninterrupted, in this process."""
+    import torch
+
+    from ddsweep.train.loop import train_pack
+
+    from ddsweep.workers.packing import make_packs
+
+    # the config as workers get it: through the database's JSON (sorted keys; the data
+    # generators' seeds hash the dataset dict's repr, so key order matters)
+    jobs = [{"job_id": j.job_id, "config": json.loads(json.dumps(j.config, sort_keys=True)), "pack_key": j.pack_key,
+             "epochs": max(horizons or [j.epochs]), "horizons": horizons or list(j.horizons)}
+            for j in expand(parse_grid(grid))]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        events = []
+        for pack in make_packs(jobs, None, "cpu"):
+            train_pack(pack, emit=events.append)
+    finally:
+        torch.set_num_threads(threads)
+    return {(r["job_id"], r["epoch"]): {c: r[c] for c in COMPARED}
+            for e in events if e["kind"] == "metrics" for r in e["rows"]}
+
+
+@pytest.fixture(scope="module")
+def slow_reference():
+    return train_reference(SLOW)
+
+
+def db_metrics(db) -> dict:
+    rows = db_rows(db, f"select job_id, epoch, {', '.join(COMPARED)} from metrics")
+    out = {(r[0], r[1]): dict(zip(COMPARED, r[2:])) for r in rows}
+    assert len(out) == len(rows)  # (job_id, epoch) is unique
+    return out
+
+
+def db_rows(db, sql: str) -> list[tuple]:
+    """Rows of a read-only query; retries while a writer (the coordinator's flush) holds the file."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            con = duckdb.connect(str(db), read_only=True)
+        except duckdb.IOException:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+            continue
+        try:
+            return con.execute(sql).fetchall()
+        finally:
+            con.close()
+
+
+def assert_equal_metrics(db, reference: dict) -> None:
+    got = db_metrics(db)
+    assert set(got) == set(reference), (sorted(set(reference) - set(got))[:5], sorted(set(got) - set(reference))[:5])
+    diff = [k for k in reference if got[k] != reference[k]]
+    assert not diff, f"{len(diff)} rows differ, e.g. {diff[0]}: {got[diff[0]]} != {reference[diff[0]]}"
+
+
+def start_work(db, *args, session=True) -> subprocess.Popen:
+    """`ddsweep work` as a real process (its own process group: kill it and its workers together)."""
+    return subprocess.Popen([sys.executable, "-m", "ddsweep", "work", "--db", str(db), "--no-progress",
+                             *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=ROOT, start_new_session=session)
+
+
+def finish(proc: subprocess.Popen, timeout: float = 120) -> tuple[str, str]:
+    out, err = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout: {out}\nstderr: {err}"
+    return out, err
+
+
+def worker_pids(pid: int) -> list[int]:
+    """Worker processes (multiprocessing spawn children) of the coordinator `pid`."""
+    children = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            children += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    workers = []
+    for c in children:
+        try:
+            cmd = Path(f"/proc/{c}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"spawn_main" in cmd:
+            workers.append(c)
+    return workers
+
+
+def wait_for(predicate, timeout: float = 60, interval: float = 0.05, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def ckpt_dir(db) -> Path:
+    return Path(str(db) + ".ckpt")
+
+
+def job_ids(grid: dict, width: int | None = None) -> list[str]:
+    return [j.job_id for j in expand(parse_grid(grid)) if width is None or j.config["width"] == width]
+
+
+def checkpointed(db, ids) -> bool:
+    return any((ckpt_dir(db) / f"{i}.pt").exists() for i in ids)
+
+
+def checkpoint_epoch(db, job_id: str) -> int:
+    from ddsweep.train.checkpoint import read
+
+    try:
+        state = read(ckpt_dir(db), job_id)
+    except ValueError:  # (being replaced right now)
+        return -1
+    return -1 if state is None else state["epoch"]
+
+
+# ----------------------------------------------------------------------------- kill -9
+
+
+def test_kill_worker_mid_epoch_then_coordinator_then_work_again(tmp_path, slow_reference):
+    db = tmp_path / "r.duckdb"
+    ddsweep.plan(write_grid(tmp_path / "slow.yaml", SLOW), db)
+    wide = job_ids(SLOW, 512)  # one pack of 2, trained first (the costliest)
+    proc = start_work(db, "--cpus", 1, "--checkpoint-every", 0, "--lease", 3)
+    try:
+        # 1. kill -9 the worker mid-epoch: the coordinator requeues its jobs at once (a failed attempt each)
+        wait_for(lambda: checkpointed(db, wide), what="the first checkpoint of the wide pack")
+        time.sleep(0.07)  # into the next epoch
+        (first,) = wait_for(lambda: worker_pids(proc.pid), what="the worker process")
+        killed_at = checkpoint_epoch(db, wide[0])
+        os.kill(first, signal.SIGKILL)
+        # 2. once a new worker has resumed them and checkpointed further, kill -9 the coordinator (and it)
+        wait_for(lambda: (pids := worker_pids(proc.pid)) and pids != [first], what="a new worker")
+        wait_for(lambda: checkpoint_epoch(db, wide[0]) > killed_at, what="the resumed pack's next checkpoint")
+        time.sleep(0.07)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        _, err = proc.communicate()
+    assert "worker 0 died (killed by SIGKILL); 2 job(s) requeued" in err, err
+    assert checkpoint_epoch(db, wide[0]) < SLOW["train"]["epochs"]
+    # Its jobs are still leased to it; its journal holds what it had not written yet.
+    leased = db_rows(db, "select count(*) from jobs where status = 'running' and lease_owner is not null")[0][0]
+    assert leased > 0 and list(Path(str(db) + ".journal").glob("*.jsonl"))
+
+    # 3. work again: replays the dead coordinator's journal, requeues its jobs, resumes them
+    out, err = finish(start_work(db, "--cpus", 2, "--lease", 3))
+    m = re.search(r"requeued (\d+) job\(s\) of a stopped `ddsweep work`", err)
+    assert m and 1 <= int(m.group(1)) <= leased, err  # (fewer if its journal held some job's end)
+    assert not list(Path(str(db) + ".journal").glob("*.jsonl"))  # replayed and removed
+    rows = {r[0]: r[1:] for r in db_rows(db, "select job_id, status, failures, lease_owner from jobs")}
+    assert set(rows.values()) <= {("done", 0, None), ("done", 1, None)}
+    assert all(rows[j] == ("done", 1, None) for j in wide)  # the worker's death: one failed attempt
+    assert_equal_metrics(db, slow_reference)
+
+
+def test_expired_lease_is_reclaimed_a_live_one_is_not(tmp_path):
+    from ddsweep.store import Store
+    from ddsweep.store import jobs as store_jobs
+
+    grid = {**TINY, "train": {**TINY["train"], "epochs": 2}}
+    db = tmp_path / "r.duckdb"
+    ddsweep.plan(write_grid(tmp_path / "g.yaml", grid), db)
+    ghost, live, *_ = job_ids(grid)
+    con = duckdb.connect(str(db))
+    con.execute("update jobs set status = 'running', lease_owner = 'ghost-1-a', heartbeat_at = now() - interval 1 hour, "
+                "lease_until = (current_timestamp at time zone 'UTC') - interval 1 second where job_id = ?", [ghost])
+    con.execute("update jobs set status = 'running', lease_owner = 'other-2-b', heartbeat_at = now(), "
+                "lease_until = (current_timestamp at time zone 'UTC') + interval 1 hour where job_id = ?", [live])
+    con.close()
+    r = ddsweep.work(db, cpus=1, show_progress=False, lease_seconds=2)
+    assert r.done == 3
+    status = dict(db_rows(db, "select job_id, status || ':' || coalesce(lease_owner, '') from jobs"))
+    assert status[ghost] == "done:" and status[live] == "running:other-2-b"
+    # ... until its lease runs out too (a lease_until-less row from an older ddsweep: by its heartbeat)
+    con = duckdb.connect(str(db))
+    con.execute("update jobs set lease_until = null, heartbeat_at = now() - interval 3 second where job_id = ?", [live])
+    con.close()
+    with Store(db).write() as conn:
+        assert store_jobs.reclaim_expired(conn, lease_seconds=60) == 0
+        assert store_jobs.reclaim_expired(conn, lease_seconds=2) == 1
+    assert db_rows(db, f"select status, lease_owner from jobs where job_id = '{live}'") == [("pending", None)]
+
+
+# ----------------------------------------------------------------------------- a stray lock holder
+
+
+HOLDER = """
+import duckdb, sys, time
+while True:
+    try:
+        con = duckdb.connect(sys.argv[1])              # read-write: DuckDB's file lock, as `duckdb r.duckdb` takes
+        break
+    except duckdb.IOException:                         # the coordinator is flushing: try again
+        time.sleep(0.02)
+print(con.execute("select count(*) from metrics").fetchone()[0], flush=True)
+time.sleep(float(sys.argv[2]))
+print(con.execute("select count(*) from metrics").fetchone()[0], flush=True)
+con.close()
+"""
+
+
+def test_stray_lock_holder_delays_writes_loses_nothing_warns_once(tmp_path, slow_reference):
+    db = tmp_path / "r.duckdb"
+    ddsweep.plan(write_grid(tmp_path / "slow.yaml", SLOW), db)
+    expected = len(slow_reference)
+    proc = start_work(db, "--cpus", 1, "--checkpoint-every", 0)
+    holder = None
+    try:
+        # Take the database once the first rows are in, and keep it for 10.5 s while training goes on.
+        wait_for(lambda: db_rows(db, "select count(*) from metrics")[0][0] > 0, interval=0.2, what="first rows")
+        t0 = time.monotonic()
+        holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(db), "10.5"], stdout=subprocess.PIPE,
+                                  text=True)
+        before = int(holder.stdout.readline())
+        out, err = finish(proc)
+        after = int(holder.stdout.readline())
+        held = time.monotonic() - t0
+    finally:
+        for p in (proc, holder):
+            if p is not None and p.poll() is None:
+                p.kill()
+    warnings = [line for line in err.splitlines() if "warning" in line.lower()]
+    assert len(warnings) == 1, err
+    assert f"PID {holder.pid}" in warnings[0] and "training goes on" in warnings[0]
+    assert "database free again: wrote" in err
+    assert 0 < before == after < expected  # nothing reached the file while it was held ...
+    assert held >= 10.5
+    assert "done 4, failed 0" in out
+    assert_equal_metrics(db, slow_reference)  # ... and everything did afterwards, once
+    print(f"\nstray lock: held {held:.1f}s; metric rows {before} while held, {len(db_metrics(db))} after "
+          f"(expected {expected})")
+
+
+# ----------------------------------------------------------------------------- concurrent writers and readers
+
+
+READER = """
+import sys, time, json
+from pathlib import Path
+import ddsweep
+db, stop = sys.argv[1], Path(sys.argv[2])
+ddsweep.status(db)  # imports, schema check
+print("ready", flush=True)
+ok, longest, running_seen = 0, 0.0, []
+while not stop.exists():
+    t = time.monotonic()
+    df = ddsweep.status(db, wait=60)
+    longest = max(longest, time.monotonic() - t)
+    ok += 1
+    base = df[(df.sweep == "base") & (df.running > 0)]
+    if len(base):
+        running_seen.append([base["epochs/s"].iloc[0], base["eta"].iloc[0]])
+    time.sleep(0.1)
+print(json.dumps({"ok": ok, "longest": longest, "running": running_seen}))
+"""
+
+
+def test_eight_planners_a_worker_and_a_reader_at_once(tmp_path):
+    db = tmp_path / "r.duckdb"
+    base = {**SLOW, "name": "base", "train": {**SLOW["train"], "epochs": 40}, "eval": {"every": 8},
+            "grid": {**SLOW["grid"], "width": [512]}}
+    ddsweep.plan(write_grid(tmp_path / "base.yaml", base), db)
+    grids = [base] + [{**TINY, "name": f"p{i}", "train": {**TINY["train"], "epochs": 4},
+                       "grid": {"width": [4 + i, 12 + i], "n_train": [400], "label_noise": [0.1], "seed": [i]}}
+                      for i in range(8)]
+    paths = [write_grid(tmp_path / f"p{i}.yaml", g) for i, g in enumerate(grids[1:])]
+    stop = tmp_path / "stop"
+    reader = subprocess.Popen([sys.executable, "-c", READER, str(db), str(stop)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    work = start_work(db, "--cpus", 1)
+    planners = []
+    try:
+        assert reader.stdout.readline().strip() == "ready"  # polling from now on
+        planners = [subprocess.Popen([sys.executable, "-m", "ddsweep", "plan", str(path), "--db", str(db)],
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+                    for path in paths]
+        for p in planners:
+            out, err = p.communicate(timeout=120)
+            assert p.returncode == 0, out + err
+        out, err = finish(work)
+        stop.touch()
+        r_out, r_err = reader.communicate(timeout=60)
+        assert reader.returncode == 0, r_err
+    finally:
+        for p in (work, reader, *planners):
+            if p.poll() is None:
+                p.kill()
+    polled = json.loads(r_out)
+    assert polled["ok"] > 3 and any(rate > 0 and eta for rate, eta in polled["running"]), polled  # rate, ETA
+    first = int(re.search(r"done (\d+), failed 0", out).group(1))
+    late = db_rows(db, "select count(*) from jobs where status = 'pending'")[0][0]
+    if late:  # planned after that `work` took its last look (a slow machine): the next one trains them
+        finish(start_work(db, "--cpus", 1))
+
+    jobs = [j for g in grids for j in expand(parse_grid(g))]
+    expected = {(j.job_id, e) for j in jobs for e in EvalSpec(**j.config["eval"]).epochs(list(j.horizons))}
+    assert db_rows(db, "select status, count(*) from jobs group by all") == [("done", len(jobs))]
+    assert {r[0] for r in db_rows(db, "select job_id from jobs")} == {j.job_id for j in jobs}
+    got = db_rows(db, "select job_id, epoch from metrics")
+    assert len(got) == len(set(got)) and set(got) == expected
+    print(f"\n8 planners + work + reader: {len(jobs)} jobs ({first} trained by the running `work`, {late} "
+          f"planned after it finished), {len(got)} metric rows; reader polled {polled['ok']} times, "
+          f"longest wait {polled['longest']:.2f}s")
+
+
+# ----------------------------------------------------------------------------- Ctrl-C
+
+
+def test_ctrl_c_checkpoints_and_hands_back_then_resumes(tmp_path):
+    grid = {**SLOW, "train": {**SLOW["train"], "epochs": 32}, "eval": {"every": 8}, "grid": {**SLOW["grid"], "width": [512]}}
+    db = tmp_path / "r.duckdb"
+    ddsweep.plan(write_grid(tmp_path / "long.yaml", grid), db)
+    wide = job_ids(grid)
+
+    def progressed():
+        return db_rows(db, "select max(epochs_done) from jobs")[0][0] >= 1
+
+    # One Ctrl-C (to the whole process group, as a terminal sends it): workers checkpoint, jobs go back.
+    proc = start_work(db, "--cpus", 1)  # checkpoints every 30 s: the one we get is the Ctrl-C's
+    try:
+        wait_for(progressed, interval=0.1, what="an epoch")
+        assert not checkpointed(db, wide)
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = finish(proc, timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert "Stopping: workers checkpoint" in err and "handed back 2" in out, out + err
+    assert db_rows(db, "select status, count(*), count(lease_owner) from jobs group by all") == [("pending", 2, 0)]
+    stopped_at = checkpoint_epoch(db, wide[0])
+    assert 1 <= stopped_at < 32
+
+    # Two Ctrl-Cs: stop at once (workers killed), jobs go back all the same.
+    proc = start_work(db, "--cpus", 1)
+    try:
+        wait_for(lambda: len(worker_pids(proc.pid)) == 1, what="a worker")
+        time.sleep(1.0)
+        os.killpg(proc.pid, signal.SIGINT)
+        time.sleep(0.2)
+        os.killpg(proc.pid, signal.SIGINT)
+        t = time.monotonic()
+        out, err = finish(proc, timeout=30)
+        assert time.monotonic() - t < 10
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert "Stopping at once" in err, err
+    assert db_rows(db, "select count(*) from jobs where status = 'running'") == [(0,)]
+
+    finish(start_work(db, "--cpus", 1))
+    assert db_rows(db, "select status, count(*) from jobs group by all") == [("done", 2)]
+    assert_equal_metrics(db, train_reference(grid))
+
+
+# ----------------------------------------------------------------------------- in-process: resume, extend, failures
+
+
+def test_resumed_pack_is_bit_identical(tmp_path):
+    from ddsweep.train.loop import train_pack
+
+    grid = {**TINY, "eval": {"every": 1}, "train": {**TINY["train"], "optimizer": "adam", "lr": 1e-3}}
+    jobs = [{"job_id": j.job_id, "config": json.loads(json.dumps(j.config, sort_keys=True)), "epochs": j.epochs,
+             "horizons": j.horizons} for j in expand(parse_grid(grid)) if j.config["width"] == 16]
+    reference = train_reference({**grid, "grid": {**grid["grid"], "width": [16]}})
+    events, calls = [], []
+
+    def stop_after_three():
+        calls.append(1)
+        return len(calls) >= 3
+
+    assert train_pack(jobs, emit=events.append, should_stop=stop_after_three, checkpoint_dir=tmp_path,
+                      checkpoint_every=1e9) == "stopped"
+    resumed = []
+    assert train_pack(jobs, emit=resumed.append, checkpoint_dir=tmp_path, checkpoint_every=0) == "done"
+    assert [e["epoch"] for e in resumed if e["kind"] == "progress"] == [4, 5, 6]  # continued, not restarted
+    rows = {(r["job_id"], r["epoch"]): {c: r[c] for c in COMPARED}
+            for e in events + resumed if e["kind"] == "metrics" for r in e["rows"]}
+    assert rows == reference
+    # the resumed run re-sent the rows recorded before its checkpoint (a dead coordinator may have lost them)
+    assert {r["epoch"] for r in resumed[0]["rows"]} == {0, 1, 2, 3}
+
+
+def test_extend_continues_from_final_checkpoints_and_a_corrupt_one_restarts(tmp_path, cli):
+    grid = {**TINY, "eval": {"every": 1}, "grid": {**TINY["grid"], "width": [16]}}
+    db = tmp_path / "r.duckdb"
+    ddsweep.plan(write_grid(tmp_path / "g.yaml", grid), db)
+    assert ddsweep.work(db, cpus=1, show_progress=False).done == 2
+    good, bad = job_ids(grid)
+    path = ckpt_dir(db) / f"{bad}.pt"
+    path.write_bytes(path.read_bytes()[:100])  # truncated
+
+    r = cli("extend", "--epochs", 10, "--db", db)
+    assert r.exit_code == 0 and "extended 2 job(s) to 10 epochs" in r.output, r.output
+    assert db_rows(db, "select distinct status, epochs, horizons from jobs") == [("pending", 10, "[6, 10]")]
+    result = ddsweep.work(db, cpus=1, show_progress=False)
+    assert result.done == 2
+    (warning,) = result.warnings
+    assert bad in warning and "unreadable checkpoint" in warning and "restarting it from scratch" in warning
+    # the continued job and the restarted one both equal a run planned to 10 epochs from the start
+    assert_equal_metrics(db, train_reference(grid, horizons=[6, 10]))
+    assert db_rows(db, "select distinct status, epochs_done from jobs") == [("done", 10)]
+
+
+def test_failures_retries_divergence_and_retry_command(tmp_path, cli):
+    grid = {**TINY, "train": {**TINY["train"], "epochs": 2},
+            "grid": {"width": [16], "n_train": [400], "label_noise": [0.0], "seed": [0], "lr": [0.05, 1e30]}}
+    db = tmp_path / "r.duckdb"
+    ddsweep.plan(write_grid(tmp_path / "g.yaml", grid), db)
+    ok, huge = sorted(expand(parse_grid(grid)), key=lambda j: j.config["train"]["lr"])
+    # A third job that raises in the worker on every attempt.
+    con = duckdb.connect(str(db))
+    config = {**ok.config, "dataset": {**ok.config["dataset"], "name": "no-such-dataset"}}
+    con.execute("insert into jobs (job_id, sweep, status, width, epochs, horizons, config, pack_key) "
+                "values ('broken', 'tiny', 'pending', 16, 2, '[2]', ?, 'broken')", [json.dumps(config)])
+    con.close()
+
+    r = ddsweep.work(db, cpus=1, show_progress=False, retries=2)
+    assert (r.done, r.diverged, r.failed, r.retried) == (1, 1, 1, 2)
+    rows = {r[0]: r[1:] for r in db_rows(db, "select job_id, status, attempts, failures, error from jobs")}
+    assert rows[ok.job_id][:3] == ("done", 1, 0)
+    assert rows[huge.job_id][0] == "diverged" and "non-finite training loss" in rows[huge.job_id][3]
+    status, attempts, failures, error = rows["broken"]
+    assert (status, attempts, failures) == ("failed", 3, 3) and "Traceback" in error and "no-such-dataset" in error
+
+    r = cli("retry", "--db", db)  # failed ones by default
+    assert r.exit_code == 0 and "requeued 1 failed job(s)" in r.output, r.output
+    r = cli("retry", "--diverged", "--db", db)
+    assert r.exit_code == 0 and "requeued 1 diverged job(s)" in r.output, r.output
+    assert sorted(db_rows(db, "select job_id, status, failures from jobs where status != 'done'")) == sorted(
+        [("broken", "pending", 0), (huge.job_id, "pending", 0)])
+
+    r = ddsweep.work(db, cpus=1, show_progress=False, retries=0)
+    assert (r.diverged, r.failed, r.retried) == (1, 1, 0)
+    assert db_rows(db, "select attempts, failures from jobs where job_id = 'broken'") == [(4, 1)]
