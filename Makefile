@@ -21,8 +21,10 @@ demo: $(STAMP)
 	$(BIN)/ddsweep work --db $(DB) --cpus 2
 	$(BIN)/ddsweep plot heatmap --db $(DB) --out out/heatmap.png
 	$(BIN)/ddsweep plot curve --db $(DB) --x width --out out/curve.png
+	$(BIN)/ddsweep summary --db $(DB)
+	$(BIN)/ddsweep report --db $(DB) --out out/report.html
 	@echo
-	@echo "Figures: out/heatmap.png out/curve.png   Database: $(DB)"
+	@echo "Figures: out/heatmap.png out/curve.png   Report: out/report.html   Database: $(DB)"
 	@echo "Try:     $(BIN)/ddsweep query \"select width, test_error from final_metrics order by width\" --db $(DB)"
 
 test: $(STAMP)
