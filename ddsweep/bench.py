@@ -8,7 +8,7 @@ epochs and evaluate on the same epochs. The machine's float32 matmul rate is
 measured in the same run (a large GEMM on the same cores), and model FLOPs
 (forward + backward of the unpadded models) are reported as a share of it.
 
-    python -m ddsweep.bench --epochs 50             # both cases, about 5 minutes on 2 cores
+    python -m ddsweep.bench                         # both cases, about 6 minutes on 2 cores
     python -m ddsweep.bench --cases default --out bench.json
     python -m ddsweep.bench --device cuda           # plain loop on the GPU vs `ddsweep work --gpus 0`
 """
@@ -35,6 +35,9 @@ CASES = {
     # the same widths x 4 seeds x 3 noise levels
     "seeds-noise": {"seed": [0, 1, 2, 3], "label_noise": [0.0, 0.15, 0.3]},
 }
+# Epochs per case unless --epochs is given: long enough that start-up costs (worker
+# processes, imports) are small next to training, short enough for minutes on 2 cores.
+CASE_EPOCHS = {"default": 100, "seeds-noise": 20}
 
 
 def case_grid(name: str, epochs: int, base: Path = DEFAULT_GRID) -> dict:
@@ -205,7 +208,8 @@ def run_case(name: str, epochs: int, cpus: int, device: str, peak: float, workdi
 
 def main(argv=None) -> list[dict]:
     parser = argparse.ArgumentParser(prog="python -m ddsweep.bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=50, help="epochs per run in both arms (default 50)")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help=f"epochs per run in both arms (default per case: {CASE_EPOCHS})")
     parser.add_argument("--cases", default=",".join(CASES), help=f"comma-separated: {', '.join(CASES)}")
     parser.add_argument("--cpus", type=int, default=os.cpu_count() or 1, help="cores: ddsweep workers / plain threads")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
@@ -216,7 +220,8 @@ def main(argv=None) -> list[dict]:
     results = []
     with tempfile.TemporaryDirectory(prefix="ddsweep-bench-") as tmp:
         for name in args.cases.split(","):
-            r = run_case(name.strip(), args.epochs, args.cpus, args.device, peak, Path(tmp))
+            epochs = args.epochs or CASE_EPOCHS[name.strip()]
+            r = run_case(name.strip(), epochs, args.cpus, args.device, peak, Path(tmp))
             r["peak_matmul_gflops"] = peak / 1e9
             results.append(r)
             _print(r)
