@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	# torch and torchvision first, pinned to the releases on local disk (no multi-GB download).
 	$(BIN)/pip install -q "torch==2.14.1" "torchvision==0.29.1"
-	$(BIN)/pip install -q -e ".[dev,tune]"
+	$(BIN)/pip install -q -e ".[dev,tune,ray]"
 	touch $(STAMP)
 
 demo: $(STAMP)

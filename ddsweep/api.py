@@ -14,7 +14,7 @@ from ddsweep.store import jobs as store_jobs
 from ddsweep.workers import WorkResult, work
 
 __all__ = ["plan", "work", "status", "query", "load_metrics", "retry", "extend", "PlanResult", "WorkResult",
-           "emc", "summary", "export", "import_results", "report"]
+           "emc", "summary", "export", "import_results", "report", "refine"]
 
 
 @dataclass
@@ -75,7 +75,8 @@ def query(sql: str, db: str | Path = "results.duckdb", wait: float = 30.0) -> pd
 def load_metrics(db: str | Path = "results.duckdb", sweep: str | None = None, wait: float = 30.0) -> pd.DataFrame:
     """Every metric row joined with its job's axes: one row per (job, evaluated epoch)."""
     sql = ("SELECT j.sweep, j.width, j.n_train, j.label_noise, j.seed, j.lr, j.batch_size, j.momentum, "
-           "j.weight_decay, j.optimizer, j.depth, j.dataset, j.model, j.loss, j.epochs AS horizon, j.status, m.* "
+           "j.weight_decay, j.optimizer, j.depth, j.dataset, j.model, j.loss, j.epochs AS horizon, j.status, "
+           "j.schedule, j.warmup, j.grad_clip, j.grad_penalty, j.flood, j.world, m.* "  # knob axes: migration 0004
            "FROM metrics m JOIN jobs j USING (job_id)")
     args: tuple = ()
     if sweep:
@@ -182,3 +183,33 @@ def report(db: str | Path = "results.duckdb", sweep: str | None = None, out: str
     from ddsweep.report import build_report
 
     return build_report(db, sweep=sweep, out=out, epsilon=epsilon, figures_dir=figures_dir)
+
+
+def refine(db: str | Path = "results.duckdb", sweep: str | None = None, axis: str = "width", target: str = "peak",
+           budget: int = 8, batch: int = 2, early_stopped: bool = False, epsilon: float = 0.1,
+           log: bool | None = None, where: dict | None = None, auto: bool = False, on_round=None,
+           **work_kwargs):
+    """Propose new values of one axis near the peak (or threshold) and plan them as jobs of the sweep.
+
+    Reads the sweep's finished cells, syncs them into an Optuna study beside the database
+    (results.duckdb.optuna/), asks it for up to `batch` new values (at most `batch` pending
+    at a time, `budget` new values in total) and plans them with the sweep's stored grid,
+    the axis replaced. With auto=True it alternates with `work(db, sweep=..., **work_kwargs)`
+    until the budget is spent or the bracket is resolved. Returns a RefineResult
+    (ddsweep.refinement): the estimate, its bracket, what was proposed.
+    """
+    from ddsweep.analysis.frames import pick_sweep
+    from ddsweep.refinement import check_args, refine as _refine, refine_auto
+
+    check_args(target, budget, batch, epsilon, early_stopped)
+    if not Store(db).exists():
+        raise UserError(f"{db}: no such database; plan a grid first: ddsweep plan GRID.yaml --db {db}")
+    name = pick_sweep(db, sweep)
+    kwargs = dict(axis=axis, target=target, budget=budget, batch=batch, early_stopped=early_stopped,
+                  epsilon=epsilon, log=log, where=where)
+    if not auto:
+        if work_kwargs:
+            raise UserError(f"refine: {', '.join(sorted(work_kwargs))} only apply with auto=True (--auto)")
+        return _refine(db, name, **kwargs)
+    work_kwargs.setdefault("show_progress", False)
+    return refine_auto(db, name, lambda: work(db, sweep=name, **work_kwargs), on_round=on_round, **kwargs)

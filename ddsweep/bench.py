@@ -11,6 +11,7 @@ measured in the same run (a large GEMM on the same cores), and model FLOPs
     python -m ddsweep.bench                         # both cases, about 6 minutes on 2 cores
     python -m ddsweep.bench --cases default --out bench.json
     python -m ddsweep.bench --device cuda           # plain loop on the GPU vs `ddsweep work --gpus 0`
+    python -m ddsweep.bench --model mcnn --device cuda   # the 5-layer CNN on CIFAR-shaped data (ddsweep.bench_vision)
 """
 
 from __future__ import annotations
@@ -207,6 +208,11 @@ def run_case(name: str, epochs: int, cpus: int, device: str, peak: float, workdi
 
 
 def main(argv=None) -> list[dict]:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if any(a == "--model" or a.startswith("--model=") for a in argv):  # the conv case: ddsweep.bench_vision
+        from ddsweep.bench_vision import main as vision_main
+
+        return vision_main(argv)
     parser = argparse.ArgumentParser(prog="python -m ddsweep.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=None,
                         help=f"epochs per run in both arms (default per case: {CASE_EPOCHS})")

@@ -83,15 +83,20 @@ def work(db: Path = DB,
          checkpoint_every: float = typer.Option(30.0, "--checkpoint-every", help="Seconds between checkpoints (0: every epoch)."),
          lease: float = typer.Option(120.0, "--lease", help="Seconds a job stays leased without a heartbeat; then another `work` may reclaim it."),
          retries: int = typer.Option(2, "--retries", help="Times a job is tried again after a failed attempt (exception, or its worker died)."),
-         no_progress: bool = typer.Option(False, "--no-progress", help="No live progress display.")):
-    """Train pending jobs with local worker processes until none is left."""
+         no_progress: bool = typer.Option(False, "--no-progress", help="No live progress display."),
+         ray: Optional[str] = typer.Option(None, "--ray", metavar="ADDRESS", help="Train on a Ray cluster: its address (e.g. 10.0.0.1:6379, or auto), or 'local' to start one here. --cpus then caps the number of Ray workers."),
+         gpus_per_job: float = typer.Option(0.0, "--gpus-per-job", help="With --ray: GPUs per Ray worker (fractions share a GPU)."),
+         cpus_per_job: float = typer.Option(1.0, "--cpus-per-job", help="With --ray: CPUs per Ray worker."),
+         checkpoint_dir: Optional[Path] = typer.Option(None, "--checkpoint-dir", help="Where checkpoints go (default <db>.ckpt); with --ray, a path every node can reach.")):
+    """Train pending jobs with local worker processes (or Ray actors: --ray) until none is left."""
     from ddsweep import api
 
     if pack_size is not None and pack_size < 1:
         raise UserError(f"--pack-size = {pack_size}: must be at least 1")
     r = api.work(db, cpus=cpus, gpus=gpus, jobs_per_device=jobs_per_device, sweep=sweep, threads=threads,
                  pack_size=pack_size, checkpoint_every=checkpoint_every, lease_seconds=lease, retries=retries,
-                 show_progress=not no_progress and sys.stderr.isatty())
+                 show_progress=not no_progress and sys.stderr.isatty(), ray=ray, gpus_per_job=gpus_per_job,
+                 cpus_per_job=cpus_per_job, checkpoint_dir=checkpoint_dir)
     out.print(f"done {r.done}, failed {r.failed}, diverged {r.diverged}, handed back {r.released} "
               f"in {r.seconds:.1f}s" + (f" ({r.retried} failed attempt(s) retried)" if r.retried else ""))
     if r.failed:
@@ -193,6 +198,20 @@ def plot_curve(db: Path = DB, sweep: Optional[str] = SWEEP,
     out.print(f"wrote {path}" + (" (test error on the noisy test distribution)" if noisy_test else ""))
 
 
+@plot_app.command("bootstrap")
+@_user_errors
+def plot_bootstrap(db: Path = DB, sweep: Optional[str] = SWEEP,
+                   facet: Optional[str] = typer.Option(None, "--facet", help="One panel per value of this axis (default: the one other axis that varies, e.g. width)."),
+                   where: Optional[List[str]] = WHERE,
+                   out_path: Path = typer.Option(Path("bootstrap.png"), "--out", help="Output file (.png, .svg, .pdf).")):
+    """Deep Bootstrap: real- vs ideal-world test error (and real train error) against steps, with the gap."""
+    from ddsweep.analysis.frames import parse_where
+    from ddsweep.plot import bootstrap
+
+    path = bootstrap(db, sweep=sweep, facet=facet, where=parse_where(where), out=out_path)
+    out.print(f"wrote {path}")
+
+
 @app.command()
 @_user_errors
 def emc(db: Path = DB, sweep: Optional[str] = SWEEP,
@@ -279,6 +298,55 @@ def report(db: Path = DB, sweep: Optional[str] = SWEEP,
 
     path = api.report(db, sweep=sweep, out=out_path, epsilon=epsilon, figures_dir=figures)
     out.print(f"wrote {path}")
+
+
+@app.command()
+@_user_errors
+def refine(db: Path = DB, sweep: Optional[str] = SWEEP,
+           axis: str = typer.Option("width", "--axis", help="Grid axis to refine (width, n_train, lr, ...)."),
+           target: str = typer.Option("peak", "--target", help="peak: the test-error peak; threshold: the smallest value with train error <= epsilon."),
+           budget: int = typer.Option(8, "--budget", help="New axis values in total (over all refine calls)."),
+           batch: int = typer.Option(2, "--batch", help="New values proposed per round (at most this many pending at a time)."),
+           early_stopped: bool = typer.Option(False, "--early-stopped", help="Peak of the early-stopped test error (minimum over epochs) instead of the final one."),
+           epsilon: float = typer.Option(0.1, "--epsilon", help="Train-error level of the threshold."),
+           log: Optional[bool] = typer.Option(None, "--log/--linear", help="Sample the axis in log / linear space (default: log when the grid is geometric)."),
+           where: Optional[List[str]] = WHERE,
+           auto: bool = typer.Option(False, "--auto", help="Alternate refine and work until the budget is spent."),
+           cpus: Optional[int] = typer.Option(None, "--cpus", help="With --auto: CPU worker processes."),
+           gpus: Optional[str] = typer.Option(None, "--gpus", help="With --auto: GPU ids, e.g. 0,1.")):
+    """Propose new axis values near the peak (or threshold) from the finished results; plan them as jobs."""
+    from ddsweep import api
+    from ddsweep.analysis.frames import parse_where
+    from ddsweep.refinement import describe
+
+    extra = {k: v for k, v in (("cpus", cpus), ("gpus", gpus)) if v is not None}
+    if extra and not auto:
+        raise UserError(f"--{' and --'.join(extra)}: only with --auto (otherwise run `ddsweep work`)")
+
+    def show(r):
+        for line in describe(r):
+            out.print(line, highlight=False, markup=False, soft_wrap=True)
+
+    done_rounds = []
+
+    def on_round(r):
+        done_rounds.append(r)
+        out.print(f"-- round {len(done_rounds)}", highlight=False)
+        show(r)
+
+    r = api.refine(db, sweep, axis=axis, target=target, budget=budget, batch=batch, early_stopped=early_stopped,
+                   epsilon=epsilon, log=log, where=parse_where(where), auto=auto,
+                   on_round=on_round if auto else None, **extra)
+    if auto:
+        short = {"width": "h", "n_train": "n"}.get(r.axis, r.axis)
+        at = f"{short} = {r.estimate.at:g}" if r.estimate.at is not None else "not found"
+        out.print(f"refined {r.used} new value(s) of {r.axis} in {len(r.rounds)} round(s), {r.trained} job(s) "
+                  f"trained in {r.seconds:.1f}s; {r.target}: {at}", highlight=False, soft_wrap=True)
+    else:
+        show(r)
+        if r.proposed:
+            out.print(f"next: ddsweep work --db {db}, then ddsweep refine again", highlight=False)
+    out.print(f"study: {r.storage}", highlight=False, soft_wrap=True)
 
 
 def main() -> None:

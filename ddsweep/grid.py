@@ -13,9 +13,11 @@ schedule, and a `grid` of axes whose Cartesian product is the set of jobs:
       label_noise: [0.15]
 
 A job is defined by its resolved config; its id is a hash of that config. The
-training horizon (`epochs`) is left out of the hash because the schedules here do
-not depend on it: runs that differ only in epochs are one job trained to the
-longest horizon, whose per-epoch rows give every shorter run.
+training horizon (`epochs`) is left out of the hash because the constant and
+inverse-sqrt schedules do not depend on it: runs that differ only in epochs are one
+job trained to the longest horizon, whose per-epoch rows give every shorter run.
+The horizon-dependent schedules (step at fractions of the horizon, cosine) keep
+`epochs` in the hash: there each horizon is a job of its own.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from typing import Any, Literal
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator
 
 from ddsweep.errors import MISSING, GridError
 
@@ -43,12 +45,27 @@ class _Strict(BaseModel):
 
 
 class DatasetSpec(_Strict):
-    """Which data: `name` from the dataset registry, plus its generation knobs."""
+    """Which data: `name` from the dataset registry, plus the knobs that apply to it.
+
+    MNIST-1D is generated: `pool`, `test`, `seed` (defaults 8000, 4000, 42). The image
+    sets (cifar10, cifar100, mnist, fashion_mnist, svhn) are read from torchvision's
+    on-disk formats: `root`, `download`, `verify`, `augment` (see ddsweep.data.vision).
+    `config()` is what a job's config holds.
+    """
 
     name: str = "mnist1d"
-    pool: int = Field(8000, gt=0, description="training pool size; n_train takes a prefix of it")
-    test: int = Field(4000, gt=0, description="test set size")
-    seed: int = Field(42, ge=0, description="seed of the data generator (not of the run)")
+    pool: int | None = Field(None, gt=0, description="MNIST-1D: training pool size (default 8000)")
+    test: int | None = Field(None, gt=0, description="MNIST-1D: test set size (default 4000)")
+    seed: int | None = Field(None, ge=0, description="MNIST-1D: seed of the data generator (default 42)")
+    root: str | None = Field(None, min_length=1, description="images: torchvision root (default $DDSWEEP_DATA)")
+    download: StrictBool = Field(False, description="images: let torchvision download a missing dataset")
+    verify: StrictBool = Field(True, description="images: load through torchvision (MD5-checked) or read directly")
+    augment: StrictBool = Field(False, description="images: random crop 32 (4-pixel padding) + horizontal flip")
+
+    def config(self) -> dict:
+        from ddsweep.data import dataset_config
+
+        return dataset_config(self.model_dump())
 
 
 class ModelSpec(_Strict):
@@ -61,13 +78,90 @@ class ModelSpec(_Strict):
 class TrainSpec(_Strict):
     """The training recipe; every field can also be a grid axis."""
 
-    optimizer: Literal["sgd", "adam"] = "sgd"
+    optimizer: Literal["sgd", "adam", "lars"] = "sgd"
     lr: float = Field(0.01, gt=0)
     momentum: float = Field(0.0, ge=0, lt=1)
     weight_decay: float = Field(0.0, ge=0)
-    batch_size: int = Field(100, gt=0)
+    batch_size: int | Literal["full"] = Field(100, description="samples per step; full: the whole training set")
     epochs: int = Field(100, gt=0, le=1_000_000)
     loss: Literal["cross_entropy", "mse"] = "cross_entropy"
+    # auto: bf16 autocast (BatchNorm and the loss in float32) for conv models on a GPU, float32 otherwise
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    # the knobs of the neighbouring phenomena (issue 7; ddsweep.train.knobs); see KNOB_DEFAULTS
+    schedule: Literal["constant", "step", "cosine", "inverse_sqrt"] = "constant"
+    warmup: int = Field(0, ge=0, le=100_000_000, description="steps of linear warmup")
+    inv_sqrt_steps: int = Field(512, gt=0, description="inverse_sqrt: lr / sqrt(1 + floor(step / this))")
+    step_milestones: tuple[float, ...] = Field((0.5, 0.75), description="step: fractions of the horizon")
+    step_factor: float = Field(0.1, gt=0, description="step: lr multiplied by this at each milestone")
+    grad_clip: float = Field(0.0, ge=0, description="clip each run's gradient to this global 2-norm; 0: off")
+    grad_penalty: float = Field(0.0, ge=0, description="strength of the gradient-norm penalty; 0: off")
+    flood: float = Field(0.0, ge=0, description="flood level b: train on |L - b| + b; 0: off")
+    trust: float = Field(0.001, gt=0, le=1, description="lars: trust coefficient")
+    world: Literal["real", "ideal"] = "real"
+
+    @field_validator("batch_size", mode="before")
+    @classmethod
+    def _batch_size(cls, v):
+        if v == "full":
+            return v
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not float(v).is_integer() or v <= 0:
+            raise ValueError("must be a positive integer or full (the whole training set per step)")
+        return int(v)
+
+    @field_validator("step_milestones")
+    @classmethod
+    def _milestones(cls, v):
+        if any(not 0 < m <= 1 for m in v) or list(v) != sorted(v):
+            raise ValueError("must be increasing fractions of the horizon in (0, 1], e.g. [0.5, 0.75]")
+        return v
+
+
+# Train keys left out of a job's config while at these defaults, so that adding them did
+# not change the ids of jobs planned before they existed (readers use .get(key, default)).
+SPARSE_TRAIN = {"precision": "auto"}
+
+# The knobs of issue 7 (ddsweep.train.knobs) are sparse too, and more: a knob that does
+# not matter for the job (KNOB_NEEDS: it only acts with that other setting) is left out
+# as well, so equal runs get equal ids. Read a job's full recipe with `train_recipe`.
+KNOB_DEFAULTS = {name: TrainSpec.model_fields[name].default for name in (
+    "schedule", "warmup", "inv_sqrt_steps", "step_milestones", "step_factor", "grad_clip", "grad_penalty",
+    "flood", "trust", "world")}
+KNOB_NEEDS = {"inv_sqrt_steps": ("schedule", "inverse_sqrt"), "step_milestones": ("schedule", "step"),
+              "step_factor": ("schedule", "step"), "trust": ("optimizer", "lars")}
+KNOB_COLUMNS = ("schedule", "warmup", "grad_clip", "grad_penalty", "flood", "world")  # also columns of `jobs`
+HORIZON_SCHEDULES = ("step", "cosine")  # schedules that depend on the horizon: `epochs` joins the job id
+IDEAL_DATASETS = ("mnist1d",)  # datasets with a generator for the ideal world (fresh samples every step)
+
+
+def canonical_train(train: dict, n_train: int) -> dict:
+    """The knobs' part of the train section a job id hashes.
+
+    batch_size `full` becomes n_train; knobs at their defaults, and knobs that do not act
+    for this job, are dropped. (`expand` adds `epochs` back for horizon-dependent schedules.)
+    """
+    out = dict(train)
+    if out.get("batch_size") == "full":
+        out["batch_size"] = int(n_train)
+    if "step_milestones" in out:
+        out["step_milestones"] = [float(m) for m in out["step_milestones"]]
+    for name, default in KNOB_DEFAULTS.items():
+        need = KNOB_NEEDS.get(name)
+        idle = need is not None and out.get(need[0], KNOB_DEFAULTS.get(need[0])) != need[1]
+        if name in out and (idle or out[name] == (list(default) if isinstance(default, tuple) else default)):
+            del out[name]
+    return out
+
+
+def train_recipe(config: dict) -> dict:
+    """A job's whole training recipe: its train section with every omitted knob at its default.
+
+    `epochs` is there only for horizon-dependent schedules (else None: the loop's horizon).
+    """
+    t = {k: (list(v) if isinstance(v, tuple) else v) for k, v in KNOB_DEFAULTS.items()}
+    t.update(SPARSE_TRAIN)
+    t.update(config["train"])
+    t.setdefault("epochs", None)
+    return t
 
 
 class EvalSpec(_Strict):
@@ -102,7 +196,8 @@ CELL_AXES = ("width", "n_train", "label_noise", "seed")
 TRAIN_AXES = tuple(TrainSpec.model_fields)  # includes epochs
 MODEL_AXES = ("depth",)
 INT_AXES = {"width", "n_train", "seed", "batch_size", "epochs", "depth"}
-TEXT_AXES = {"optimizer", "loss"}  # every other axis takes numbers only
+TEXT_AXES = {"optimizer", "loss", "precision", "schedule", "world"}  # every other axis takes numbers only
+WORD_VALUES = {"batch_size": ("full",)}  # numeric axes that also take these words
 ALL_AXES = CELL_AXES + TRAIN_AXES + MODEL_AXES
 
 
@@ -154,6 +249,8 @@ class Job:
             "batch_size": c["train"]["batch_size"], "optimizer": c["train"]["optimizer"],
             "loss": c["train"]["loss"],
         }
+        if c["train"].get("precision", "auto") != "auto":  # one autocast setting per pack
+            key["precision"] = c["train"]["precision"]
         return _hash(key)
 
 
@@ -292,8 +389,8 @@ def _pydantic_error(e: ValidationError, path) -> GridError:
 
 
 def _check_registry(spec: GridSpec, path) -> None:
-    from ddsweep.data import DATASETS
-    from ddsweep.models import MODELS
+    from ddsweep.data import DATASETS, availability_problem, spec_problem
+    from ddsweep.models import CONV_MODELS, MODELS
 
     if spec.dataset.name not in DATASETS:
         raise GridError(path, "dataset.name", spec.dataset.name,
@@ -301,6 +398,26 @@ def _check_registry(spec: GridSpec, path) -> None:
     if spec.model.name not in MODELS:
         raise GridError(path, "model.name", spec.model.name,
                         f"unknown model (known: {', '.join(sorted(MODELS))})")
+    raw = spec.dataset.model_dump()
+    problem = spec_problem(raw)
+    if problem:
+        raise GridError(path, f"dataset.{problem[0]}", raw[problem[0]], problem[1])
+    if spec.model.name in CONV_MODELS:
+        if "depth" in spec.model.model_fields_set or "depth" in spec.grid:
+            raise GridError(path, "model.depth" if "depth" in spec.model.model_fields_set else "grid.depth",
+                            MISSING, f"{spec.model.name} has a fixed depth; only its width varies")
+        from ddsweep.data import is_vision
+
+        if not is_vision(spec.dataset.name):
+            raise GridError(path, "model.name", spec.model.name,
+                            f"a conv model needs an image dataset, not {spec.dataset.name}")
+    elif spec.train.precision == "bf16":
+        raise GridError(path, "train.precision", "bf16",
+                        f"bf16 is for the conv models ({', '.join(sorted(CONV_MODELS))}); "
+                        f"{spec.model.name} trains in float32")
+    missing = availability_problem(raw)
+    if missing:
+        raise GridError(path, "dataset.root" if spec.dataset.root else "dataset", MISSING, missing)
 
 
 # ----------------------------------------------------------------------------- axes
@@ -311,9 +428,9 @@ def axis_values(name: str, raw: Any, path) -> list:
     return _dedup(name, _axis_list(name, raw, path))
 
 
-def _axis_list(name: str, raw: Any, path) -> list:
+def _axis_list(name: str, raw: Any, path, key: str | None = None) -> list:
     """An axis as the list of values it gives, in order, duplicates kept (so errors index the file)."""
-    key = f"grid.{name}"
+    key = key or f"grid.{name}"
     if isinstance(raw, dict):
         if len(raw) != 1:
             raise GridError(path, key, raw, "an axis generator has exactly one of geom, range, linspace")
@@ -330,8 +447,17 @@ def _axis_list(name: str, raw: Any, path) -> list:
             raise GridError(path, f"{key}.{kind}", args, "generates values too large to represent")
         if name in INT_AXES:
             values = [int(round(v)) for v in values]
-    elif isinstance(raw, list):
-        values = raw
+    elif isinstance(raw, list):  # values, and generators whose values are spliced in: [{range: [1, 32]}, 96]
+        values = []
+        for i, item in enumerate(raw):
+            if isinstance(item, dict):
+                values.extend(_axis_list(name, item, path, f"{key}[{i}]"))
+            elif isinstance(item, list):
+                raise GridError(path, f"{key}[{i}]", item, "axis values must be single values, not lists")
+            else:
+                values.append(item)
+            if len(values) > MAX_JOBS:
+                raise GridError(path, key, MISSING, f"more than {MAX_JOBS} values, the most cells a grid may have")
     else:
         values = [raw]
     if not values:
@@ -418,13 +544,18 @@ def expand(spec: GridSpec, path: str | Path = "<grid>", pool_size: int | None = 
         shape = " x ".join(f"{k}={len(v)}" for k, v in axes.items())
         raise GridError(path, "grid", size, f"absurd grid size ({shape}); the limit is {MAX_JOBS} cells")
     _validate_axis_values(spec, written, path)
-    pool = pool_size if pool_size is not None else spec.dataset.pool
+    if pool_size is None:
+        from ddsweep.data import pool_size as dataset_pool_size
+
+        pool_size = dataset_pool_size(spec.dataset.model_dump())
+    pool = pool_size
     for i, n in enumerate(written["n_train"]):
         if n > pool:
             key = "grid.n_train" if len(written["n_train"]) == 1 else f"grid.n_train[{i}]"
             raise GridError(path, key, n, f"larger than the dataset's training pool ({pool})")
 
     names = list(axes)
+    dataset = spec.dataset.config()
     merged: dict[str, dict] = {}
     for values in itertools.product(*(axes[n] for n in names)):
         cell = dict(zip(names, values))
@@ -436,9 +567,19 @@ def expand(spec: GridSpec, path: str | Path = "<grid>", pool_size: int | None = 
             elif k in MODEL_AXES:
                 model[k] = v
         epochs = int(train.pop("epochs"))
+        for k, default in SPARSE_TRAIN.items():
+            if train.get(k) == default:
+                del train[k]
+        train = canonical_train(train, cell["n_train"])
+        if train.get("schedule") in HORIZON_SCHEDULES:
+            train["epochs"] = epochs  # the schedule depends on the horizon: each horizon is its own job
+        if train.get("world") == "ideal" and spec.dataset.name not in IDEAL_DATASETS:
+            raise GridError(path, "grid.world" if "world" in cell else "train.world", "ideal",
+                            f"the ideal world needs a dataset with a generator ({', '.join(IDEAL_DATASETS)}); "
+                            f"{spec.dataset.name} has a fixed pool")
         config = {
             "sweep": spec.name,
-            "dataset": spec.dataset.model_dump(),
+            "dataset": dict(dataset),
             "model": model,
             "width": int(cell["width"]),
             "n_train": int(cell["n_train"]),
@@ -465,7 +606,7 @@ def _validate_axis_values(spec: GridSpec, axes: dict[str, list], path) -> None:
                 raise GridError(path, key, v, "axis values must be scalars")
             if name not in TEXT_AXES and isinstance(v, bool):
                 raise GridError(path, key, v, "must be a number, not true/false")
-            if name not in TEXT_AXES and isinstance(v, str):
+            if name not in TEXT_AXES and isinstance(v, str) and v not in WORD_VALUES.get(name, ()):
                 raise GridError(path, key, v, "must be a number, not text" + (_TEXT_NUMBER_HINT if _looks_numeric(v) else ""))
             if name in INT_AXES and isinstance(v, float) and not v.is_integer():
                 raise GridError(path, key, v, "must be an integer")

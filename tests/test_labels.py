@@ -47,3 +47,11 @@ def test_identical_across_widths_and_test_labels_clean():
             assert torch.equal(a, b)
     assert sets[0][2].any()
     assert torch.equal(load_dataset(DATASET).y_test, data.y_test)  # test labels: untouched
+
+
+def test_draws_do_not_depend_on_key_order():
+    shuffled = {"seed": 42, "test": 600, "pool": 1200, "name": "mnist1d"}
+    assert torch.equal(training_subset(DATASET, 1200, 300, 1), training_subset(shuffled, 1200, 300, 1))
+    y = torch.randint(0, 10, (1200,))
+    idx = torch.arange(1200)
+    assert torch.equal(noisy_labels(DATASET, y, idx, 0.3, 1, 10)[0], noisy_labels(shuffled, y, idx, 0.3, 1, 10)[0])

@@ -8,7 +8,7 @@ import pandas as pd
 from ddsweep.errors import UserError
 
 JOB_AXES = ("width", "n_train", "label_noise", "seed", "lr", "batch_size", "momentum", "weight_decay",
-            "depth", "horizon")
+            "depth", "horizon", "schedule", "warmup", "grad_clip", "grad_penalty", "flood", "world")
 
 
 def pick_sweep(db, sweep: str | None) -> str:
@@ -58,7 +58,8 @@ def seed_mean(df: pd.DataFrame, by: list[str], metrics: list[str]) -> pd.DataFra
 # Axes that tell one cell of a grid from another (seed aside): a curve or a map is
 # drawn over one or two of them with every other varying axis held fixed.
 CELL_AXES = ("width", "n_train", "label_noise", "depth", "lr", "momentum", "weight_decay", "batch_size",
-             "optimizer", "dataset", "model", "loss")
+             "optimizer", "dataset", "model", "loss", "schedule", "warmup", "grad_clip", "grad_penalty", "flood",
+             "world")
 
 
 def varying_axes(df: pd.DataFrame) -> list[str]:

@@ -10,10 +10,86 @@ from __future__ import annotations
 
 import importlib
 
-DATASETS = {"mnist1d": "ddsweep.data.mnist1d:load_mnist1d"}
+DATASETS = {
+    "mnist1d": "ddsweep.data.mnist1d:load_mnist1d",
+    # torchvision's on-disk formats, held on the device as uint8 images (ddsweep.data.vision)
+    "cifar10": "ddsweep.data.vision:load_vision",
+    "cifar100": "ddsweep.data.vision:load_vision",
+    "mnist": "ddsweep.data.vision:load_vision",
+    "fashion_mnist": "ddsweep.data.vision:load_vision",
+    "svhn": "ddsweep.data.vision:load_vision",
+}
+MNIST1D_DEFAULTS = {"pool": 8000, "test": 4000, "seed": 42}  # generation knobs (only MNIST-1D has them)
+# Keys of a dataset spec that say where and how to read or augment it, not which samples
+# it holds: left out of what the training subset and label noise draws are seeded by, so a
+# copy at another root, or augmentation on and off, get the same subsets and noisy labels.
+NOT_IDENTITY = ("root", "download", "verify", "augment")
 
 
 def load_dataset(spec: dict):
     """Load (generating or reading the cache) the dataset a job config names -> Tensors."""
     module, name = DATASETS[spec["name"]].split(":")
     return getattr(importlib.import_module(module), name)(spec)
+
+
+# ----------------------------------------------------------------------------- torch-free, for planning
+
+
+def is_vision(name: str) -> bool:
+    return DATASETS.get(name, "").startswith("ddsweep.data.vision:")
+
+
+def dataset_config(spec: dict) -> dict:
+    """The dataset dict a job config holds (its id hashes it): the knobs that apply, defaults filled in.
+
+    MNIST-1D's is {name, pool, test, seed} as it always was; a vision set's is its name plus
+    only the location and augmentation knobs that differ from their defaults.
+    """
+    name = spec["name"]
+    if not is_vision(name):
+        return {"name": name, **{k: d if spec.get(k) is None else spec[k] for k, d in MNIST1D_DEFAULTS.items()}}
+    out = {"name": name}
+    if spec.get("root") is not None:
+        out["root"] = str(spec["root"])
+    if spec.get("download"):
+        out["download"] = True
+    if spec.get("verify") is False:
+        out["verify"] = False
+    if spec.get("augment"):
+        out["augment"] = True
+    return out
+
+
+def dataset_identity(config: dict) -> dict:
+    """What a job's training subset and label noise are seeded by: the dataset config without NOT_IDENTITY."""
+    return {k: v for k, v in config.items() if k not in NOT_IDENTITY}
+
+
+def spec_problem(spec: dict) -> tuple[str, str] | None:
+    """(key, problem) when the dataset section has knobs that do not apply to the named dataset."""
+    if is_vision(spec["name"]):
+        from ddsweep.data import vision
+
+        return vision.spec_problem(spec)
+    for key, default in (("root", None), ("download", False), ("verify", True), ("augment", False)):
+        if spec.get(key, default) != default:
+            return key, f"applies to the image datasets only ({', '.join(n for n in DATASETS if is_vision(n))})"
+    return None
+
+
+def pool_size(spec: dict) -> int:
+    """Size of the training pool n_train draws from, without loading the data."""
+    if is_vision(spec["name"]):
+        from ddsweep.data import vision
+
+        return vision.pool_size(spec)
+    return int(dataset_config(spec)["pool"])
+
+
+def availability_problem(spec: dict) -> str | None:
+    """Why the dataset cannot be loaded here as specified (one line), or None."""
+    if is_vision(spec["name"]):
+        from ddsweep.data import vision
+
+        return vision.availability_problem(spec)
+    return None

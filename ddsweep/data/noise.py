@@ -18,8 +18,17 @@ import torch
 
 
 def _generator(*parts) -> torch.Generator:
-    digest = hashlib.sha256(repr(parts).encode()).digest()
+    """A generator seeded by a hash of `parts`; dicts count by content, not key order."""
+    digest = hashlib.sha256(repr(_sorted(parts)).encode()).digest()
     return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
+
+
+def _sorted(x):
+    if isinstance(x, dict):
+        return {k: _sorted(x[k]) for k in sorted(x)}
+    if isinstance(x, (list, tuple)):
+        return type(x)(_sorted(v) for v in x)
+    return x
 
 
 def training_subset(dataset: dict, pool_size: int, n_train: int, seed: int) -> torch.Tensor:

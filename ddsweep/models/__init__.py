@@ -5,10 +5,16 @@ The registry names classes by import path so that validating a grid does not imp
 
 import importlib
 
-from ddsweep.models.padding import padded_width
+from ddsweep.models.padding import conv_padded_width, padded_width
 
-MODELS = {"mlp": "ddsweep.models.mlp:PackedMLP"}
-PADDED = {"mlp": padded_width}  # models whose narrow members train padded (torch-free lookup)
+MODELS = {
+    "mlp": "ddsweep.models.mlp:PackedMLP",
+    "mcnn": "ddsweep.models.mcnn:PackedMCNN",  # Deep Double Descent's 5-layer CNN
+    "preact_resnet18": "ddsweep.models.resnet:PackedPreActResNet18",
+}
+CONV_MODELS = {"mcnn", "preact_resnet18"}  # image models, built from the job config (ddsweep.models.arch)
+# models whose narrow members train padded (torch-free lookup)
+PADDED = {"mlp": padded_width, "mcnn": conv_padded_width, "preact_resnet18": conv_padded_width}
 
 
 def _module(config: dict):
@@ -27,4 +33,6 @@ def build_model(config: dict, input_dim: int, num_classes: int, members: int, de
     module, name = _module(config)
     cls = getattr(module, name)
     width = width or train_width(config, str(device))
+    if config["model"]["name"] in CONV_MODELS:  # image shape, normalization and precision from the config
+        return cls.from_config(config, members, width, input_dim, num_classes, device)
     return cls(members, input_dim, width, num_classes, depth=config["model"]["depth"], device=device)

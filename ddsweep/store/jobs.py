@@ -11,10 +11,13 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from ddsweep.grid import Job
+from ddsweep.grid import KNOB_COLUMNS, Job, train_recipe
 
 METRIC_COLUMNS = ("job_id", "epoch", "step", "train_loss", "train_error", "train_error_clean",
-                  "noisy_fit", "test_loss", "test_error", "lr", "seconds")
+                  "noisy_fit", "test_loss", "test_error", "lr", "seconds",
+                  # migration 0004: null where they do not apply (see the README's metrics table)
+                  "grad_norm", "dist_from_init", "weight_norm", "noise_scale", "flooded_loss", "ascent_fraction",
+                  "clip_rate")
 TERMINAL = ("done", "failed", "diverged")
 
 
@@ -38,6 +41,7 @@ def _job_row(job: Job) -> dict:
         "optimizer": t["optimizer"], "lr": t["lr"], "momentum": t["momentum"],
         "weight_decay": t["weight_decay"], "batch_size": t["batch_size"], "loss": t["loss"],
         "pack_key": job.pack_key, "config": json.dumps(c, sort_keys=True),
+        **{k: v for k, v in train_recipe(c).items() if k in KNOB_COLUMNS},  # the knobs' axes (migration 0004)
     }
 
 

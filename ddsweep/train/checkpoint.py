@@ -1,7 +1,9 @@
 """Per-job checkpoints: each member of a pack saves its own slice, atomically.
 
 A checkpoint holds the member's weights, optimizer state, data-order RNG state and
-position (epoch, step, seconds). Saving per job, not per pack, lets a resumed job
+position (epoch, step, seconds); for models with running statistics (BatchNorm) their
+row of `model.buffers`, and for augmented data the member's augmentation RNG state;
+and any `extra` per-member rows the loop keeps (its initial weights theta_0). Saving per job, not per pack, lets a resumed job
 join any pack of jobs at the same epoch; the coordinator groups them so.
 Files are written to a temporary name and renamed, so a kill at any moment leaves
 either the old or the new checkpoint, never a torn one.
@@ -29,7 +31,7 @@ def path_for(checkpoint_dir, job_id: str) -> Path:
 
 
 def save_pack(checkpoint_dir, members, model, opt, epoch: int, step: int, seconds: float,
-              rows: dict[str, list[dict]] | None = None) -> None:
+              rows: dict[str, list[dict]] | None = None, extra: dict | None = None) -> None:
     """Checkpoint every live member; `rows` (job_id -> metric rows so far) are kept with it.
 
     The rows ride along because a checkpoint must never be ahead of what was
@@ -37,6 +39,8 @@ def save_pack(checkpoint_dir, members, model, opt, epoch: int, step: int, second
     otherwise be skipped by the resumed run. A resumed run sends them again.
     """
     Path(checkpoint_dir).mkdir(parents=True, exist_ok=True)
+    buffers = getattr(model, "buffers", None)  # [K, Q] running statistics (conv models), or None
+    buffers = buffers.cpu() if buffers is not None else None
     for k, m in enumerate(members):
         if not m.alive:
             continue
@@ -50,7 +54,12 @@ def save_pack(checkpoint_dir, members, model, opt, epoch: int, step: int, second
             "opt": {name: (v[k].cpu().clone() if v.dim() else v.clone()) for name, v in opt.state.items()},
             "order_rng": m.order_rng.get_state(),
             "rows": list((rows or {}).get(m.job_id, ())),
+            "extra": {name: v[k].cpu().clone() for name, v in (extra or {}).items()},  # row k of each [K, ...]
         }
+        if buffers is not None:
+            state["buffers"] = buffers[k].clone()
+        if getattr(m, "aug_rng", None) is not None:
+            state["aug_rng"] = m.aug_rng.get_state()
         path = path_for(checkpoint_dir, m.job_id)
         tmp = path.with_suffix(f".tmp{os.getpid()}")
         torch.save(state, tmp)
@@ -74,10 +83,12 @@ def read(checkpoint_dir, job_id: str) -> dict | None:
 
 
 @torch.no_grad()
-def load_pack(checkpoint_dir, members, model, opt, rows: dict[str, list[dict]] | None = None):
+def load_pack(checkpoint_dir, members, model, opt, rows: dict[str, list[dict]] | None = None,
+              extra: dict | None = None):
     """Restore every member; (epoch, step, seconds), or None when no member has a checkpoint.
 
-    With `rows`, each member's saved metric rows are put in rows[job_id].
+    With `rows`, each member's saved metric rows are put in rows[job_id]; with `extra`
+    (name -> [K, ...] tensor), row k of each is restored where the checkpoint has it.
     """
     states, bad = [], {}
     for m in members:
@@ -93,6 +104,13 @@ def load_pack(checkpoint_dir, members, model, opt, rows: dict[str, list[dict]] |
     for m, s in zip(members, states):
         if m.job_id not in bad and (s is None or s["epoch"] != target):
             bad[m.job_id] = "no checkpoint" if s is None else f"checkpoint at epoch {s['epoch']}, pack at {target}"
+    buffers = getattr(model, "buffers", None)
+    for m, s in zip(members, states):
+        if m.job_id not in bad and s is not None:
+            if buffers is not None and "buffers" not in s:
+                bad[m.job_id] = "checkpoint has no running statistics"
+            elif getattr(m, "aug_rng", None) is not None and "aug_rng" not in s:
+                bad[m.job_id] = "checkpoint has no augmentation state"
     if bad:
         raise CheckpointMismatch(bad)
     for k, (m, s) in enumerate(zip(members, states)):
@@ -103,8 +121,17 @@ def load_pack(checkpoint_dir, members, model, opt, rows: dict[str, list[dict]] |
             else:
                 v.copy_(s["opt"][name])
         m.order_rng.set_state(s["order_rng"])
+        for name, v in (extra or {}).items():
+            if name in s.get("extra", {}):
+                v[k].copy_(s["extra"][name])
+        if buffers is not None:
+            buffers[k].copy_(s["buffers"])
+        if getattr(m, "aug_rng", None) is not None:
+            m.aug_rng.set_state(s["aug_rng"])
         if rows is not None:
             rows[m.job_id] = list(s.get("rows", ()))
+    if buffers is not None:
+        model.buffers = buffers  # `buffers` is a copy: hand the restored rows back
     return target, states[0]["step"], states[0]["seconds"]
 
 

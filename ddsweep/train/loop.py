@@ -5,6 +5,11 @@ evaluate at epoch 0, then for each epoch draw every member's own permutation and
 take its batches by index from data resident on the device; evaluate on the
 chosen epochs; checkpoint now and then. Every member has its own RNG streams, so
 its numbers do not depend on which other jobs share its pack.
+
+The knobs of ddsweep.train.knobs (flooding, gradient penalty, clipping), the lr
+schedules of ddsweep.train.schedule and the ideal world (ddsweep.data.ideal: fresh
+samples every step instead of the shuffled training set) each cost nothing when no
+member of the pack uses them: one `if` per step.
 """
 
 from __future__ import annotations
@@ -17,12 +22,15 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from ddsweep.data import load_dataset
+from ddsweep.data import dataset_identity, load_dataset
+from ddsweep.data.augment import augmentation
 from ddsweep.data.noise import _generator, noisy_labels, training_subset
-from ddsweep.grid import EvalSpec
+from ddsweep.grid import EvalSpec, train_recipe
 from ddsweep.models import build_model, train_width
 from ddsweep.train import checkpoint
+from ddsweep.train.knobs import StepKnobs
 from ddsweep.train.optim import build_optimizer
+from ddsweep.train.schedule import Schedule, is_constant
 
 EVAL_CHUNK = 8192  # samples per evaluation batch (per member)
 
@@ -38,6 +46,7 @@ class Member:
     flipped: torch.Tensor  # [n] bool
     order_rng: torch.Generator
     alive: bool = True
+    aug_rng: torch.Generator | None = None  # the member's augmentation draws (image datasets with augment)
 
 
 def train_pack(jobs: list[dict], device: str = "cpu", emit: Emit = lambda e: None,
@@ -67,6 +76,10 @@ def train_pack(jobs: list[dict], device: str = "cpu", emit: Emit = lambda e: Non
                               flipped.to(device), _generator("order", c["seed"])))
         subsets.append(idx)
     K = len(members)
+    augment = augmentation(cfg["dataset"])
+    if augment is not None:
+        for m in members:
+            m.aug_rng = _generator("augment", m.config["seed"])
     x_train = data.x_pool[torch.stack(subsets).to(device)]  # [K, n, d], resident on the device
     y_train = torch.stack([m.labels for m in members])  # [K, n]
     widths = {train_width(m.config, str(device)) for m in members}
@@ -75,14 +88,19 @@ def train_pack(jobs: list[dict], device: str = "cpu", emit: Emit = lambda e: Non
     model = build_model(cfg, data.input_dim, data.num_classes, K, device, width=widths.pop())
     for k, m in enumerate(members):
         model.init_member(k, _generator("init", m.config["seed"]), m.config["width"])
-    opt = build_optimizer(cfg["train"]["optimizer"], model, [m.config["train"] for m in members])
+    recipes = [train_recipe(m.config) for m in members]  # each member's recipe, every knob filled in
+    opt = build_optimizer(cfg["train"]["optimizer"], model, recipes)
     loss_name = cfg["train"]["loss"]
-    lr = [m.config["train"]["lr"] for m in members]
+    lr = [r["lr"] for r in recipes]
+    theta0 = model.flat.clone()  # the init, for dist_from_init (checkpoints keep it)
+    schedule = None if all(map(is_constant, recipes)) else Schedule(recipes, lr, steps_per_epoch, epochs, device)
+    knobs = StepKnobs(recipes, device)  # flooding, gradient penalty, clipping: knobs.active if any member uses one
+    ideal = _ideal_streams(members, recipes, data.num_classes)  # member -> stream of fresh samples
 
     start_epoch, step, seconds_before = 0, 0, 0.0
     history: dict[str, list[dict]] = {m.job_id: [] for m in members}  # rows so far; checkpoints keep them
     if checkpoint_dir is not None:
-        resumed = checkpoint.load_pack(checkpoint_dir, members, model, opt, history)
+        resumed = checkpoint.load_pack(checkpoint_dir, members, model, opt, history, extra={"theta0": theta0})
         if resumed is not None:
             start_epoch, step, seconds_before = resumed
             if any(history.values()):  # rows sent before the checkpoint may have been lost: resend (idempotent)
@@ -93,11 +111,15 @@ def train_pack(jobs: list[dict], device: str = "cpu", emit: Emit = lambda e: Non
 
     def emit_rows(epoch: int) -> None:
         rows = _evaluate(model, members, x_train, y_train, data, loss_name)
+        probes = _probe(model, x_train, y_train, theta0, loss_name)
+        stats = knobs.epoch_stats() if epoch > start_epoch else [{} for _ in members]
+        lr_now = schedule.lr(max(step - 1, 0)) if schedule is not None else lr  # the lr of the epoch's last step
         out = []
         for k, (m, r) in enumerate(zip(members, rows)):
             if m.alive:
-                out.append({"job_id": m.job_id, "epoch": epoch, "step": step, "lr": lr[k],
-                            "seconds": seconds(), **r})
+                g = _noise_scale(recipes[k], lr_now[k], n) if k not in ideal else None
+                out.append({"job_id": m.job_id, "epoch": epoch, "step": step, "lr": lr_now[k],
+                            "seconds": seconds(), **r, **probes[k], "noise_scale": g, **stats[k]})
                 history[m.job_id].append(out[-1])
         emit({"kind": "metrics", "rows": out})
 
@@ -106,7 +128,11 @@ def train_pack(jobs: list[dict], device: str = "cpu", emit: Emit = lambda e: Non
 
     def evaluate(epoch: int) -> None:
         t = time.perf_counter()
+        if hasattr(model, "train"):  # BatchNorm: evaluate with running statistics
+            model.train(False)
         emit_rows(epoch)
+        if hasattr(model, "train"):
+            model.train(True)
         timing["eval_seconds"] += time.perf_counter() - t
 
     if start_epoch == 0:
@@ -116,13 +142,25 @@ def train_pack(jobs: list[dict], device: str = "cpu", emit: Emit = lambda e: Non
         t_epoch = time.perf_counter()
         order = torch.stack([torch.randperm(n, generator=m.order_rng) for m in members]).to(device)
         # each member's epoch, shuffled once; a batch is then a slice (no gather per step)
-        x_epoch = torch.take_along_dim(x_train, order[..., None], dim=1)
+        x_epoch = torch.take_along_dim(x_train, order.view(*order.shape, *[1] * (x_train.dim() - 2)), dim=1)
+        if augment is not None:  # each member's crops and flips for this epoch, from its own stream
+            codes = torch.stack([augment.draw(n, m.aug_rng) for m in members]).to(device)
         y_epoch = torch.take_along_dim(y_train, order, dim=1)
+        for k, stream in ideal.items():  # the ideal world: the next n samples of the stream, never seen before
+            x_epoch[k], y_epoch[k] = (t.to(device) for t in stream.take((epoch - 1) * n, n))
+        lrs = schedule.epoch(epoch) if schedule is not None else None  # [steps, K, 1]: each step's lr
+        knobs.start_epoch()
         epoch_loss = torch.zeros(K, device=device)
         for s in range(steps_per_epoch):
             xb = x_epoch[:, s * batch:(s + 1) * batch]  # [K, b, d]: each member's own batch
             yb = y_epoch[:, s * batch:(s + 1) * batch]
+            if augment is not None:
+                xb = augment(xb, codes[:, s * batch:(s + 1) * batch])
+            if lrs is not None:
+                opt.lr = lrs[s]
             loss = model.loss_and_grad(xb, yb, loss_name)  # [K] mean losses; fills model.grad
+            if knobs.active:  # flood, penalise, clip: model.grad becomes each member's step direction
+                knobs.apply(model, loss, xb, yb, loss_name, opt.lr)
             opt.step()
             epoch_loss += loss.detach()
             step += 1
@@ -132,7 +170,7 @@ def train_pack(jobs: list[dict], device: str = "cpu", emit: Emit = lambda e: Non
         timing["train_samples"] += K * n
 
         for k in _newly_diverged(members, epoch_loss):
-            _freeze(model, opt, k)
+            _freeze(model, opt, k, schedule)
             emit({"kind": "finished", "job_id": members[k].job_id, "status": "diverged",
                   "error": f"non-finite training loss in epoch {epoch}"})
         if epoch in eval_epochs:
@@ -144,7 +182,8 @@ def train_pack(jobs: list[dict], device: str = "cpu", emit: Emit = lambda e: Non
         stopping = should_stop()
         due = time.perf_counter() - last_ckpt >= checkpoint_every
         if checkpoint_dir is not None and (stopping or due) and epoch < epochs:
-            checkpoint.save_pack(checkpoint_dir, members, model, opt, epoch, step, seconds(), history)
+            checkpoint.save_pack(checkpoint_dir, members, model, opt, epoch, step, seconds(), history,
+                                 extra={"theta0": theta0})
             emit({"kind": "checkpoint", "job_ids": [m.job_id for m in members if m.alive], "epoch": epoch})
             last_ckpt = time.perf_counter()
         if stopping and epoch < epochs:
@@ -153,7 +192,8 @@ def train_pack(jobs: list[dict], device: str = "cpu", emit: Emit = lambda e: Non
 
     emit({"kind": "timing", **timing})
     if checkpoint_dir is not None:  # the final state, saved before "done", lets a longer horizon continue it
-        checkpoint.save_pack(checkpoint_dir, members, model, opt, epochs, step, seconds(), history)
+        checkpoint.save_pack(checkpoint_dir, members, model, opt, epochs, step, seconds(), history,
+                             extra={"theta0": theta0})
     for m in members:
         if m.alive:
             emit({"kind": "finished", "job_id": m.job_id, "status": "done"})
@@ -162,8 +202,9 @@ def train_pack(jobs: list[dict], device: str = "cpu", emit: Emit = lambda e: Non
 
 def training_set(config: dict, data) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(pool indices, noisy labels, flipped mask) of a job: depends on dataset, n_train, p, seed only."""
-    idx = training_subset(config["dataset"], len(data.y_pool), config["n_train"], config["seed"])
-    labels, flipped = noisy_labels(config["dataset"], data.y_pool, idx, config["label_noise"], config["seed"],
+    dataset = dataset_identity(config["dataset"])  # e.g. a vision set's root or augmentation: no effect
+    idx = training_subset(dataset, len(data.y_pool), config["n_train"], config["seed"])
+    labels, flipped = noisy_labels(dataset, data.y_pool, idx, config["label_noise"], config["seed"],
                                    data.num_classes)
     return idx, labels, flipped
 
@@ -184,12 +225,14 @@ def _evaluate(model, members, x_train, y_train, data, loss_name) -> list[dict]:
     clean = torch.stack([m.clean for m in members])
     flipped = torch.stack([m.flipped for m in members])
 
+    chunk = getattr(model, "eval_chunk", EVAL_CHUNK)  # conv models size it to their activations
+
     def run(x, y):  # x [K, N, d], y [K, N] -> summed loss [K], predictions [K, N]
         loss_sum = torch.zeros(K, device=x.device)
         preds = []
-        for i in range(0, x.shape[1], EVAL_CHUNK):
-            logits = model(x[:, i:i + EVAL_CHUNK])
-            loss_sum += _loss(logits, y[:, i:i + EVAL_CHUNK], loss_name) * logits.shape[1]
+        for i in range(0, x.shape[1], chunk):
+            logits = model(x[:, i:i + chunk])
+            loss_sum += _loss(logits, y[:, i:i + chunk], loss_name) * logits.shape[1]
             preds.append(logits.argmax(-1))
         return loss_sum / x.shape[1], torch.cat(preds, 1)
 
@@ -225,7 +268,49 @@ def _newly_diverged(members, epoch_loss) -> list[int]:
 
 
 @torch.no_grad()
-def _freeze(model, opt, k: int) -> None:
+def _freeze(model, opt, k: int, schedule=None) -> None:
     """Park a diverged member: zero weights and lr, so its NaNs cost nothing more."""
     model.flat[k].zero_()
     opt.lr[k] = 0.0
+    if schedule is not None:
+        schedule.base[k] = 0.0
+
+
+def _ideal_streams(members, recipes, num_classes) -> dict:
+    """member index -> its stream of fresh samples, for members in the ideal world."""
+    if not any(r["world"] == "ideal" for r in recipes):
+        return {}
+    from ddsweep.data.ideal import IdealStream
+
+    return {k: IdealStream(m.config["dataset"], m.config["seed"], m.config["label_noise"], num_classes)
+            for k, (m, r) in enumerate(zip(members, recipes)) if r["world"] == "ideal"}
+
+
+def _noise_scale(recipe: dict, lr: float, n: int) -> float | None:
+    """Smith & Le's SGD noise scale g = lr (N/B - 1) / (1 - momentum); None for other optimizers."""
+    if recipe["optimizer"] != "sgd":
+        return None
+    return lr * (n / min(recipe["batch_size"], n) - 1) / (1 - recipe["momentum"])
+
+
+def _probe(model, x_train, y_train, theta0, loss_name) -> list[dict]:
+    """Per member: the full-batch gradient norm on its training set, ||theta - theta0||, ||theta||.
+
+    The gradient takes one forward/backward over the training set (in chunks) and
+    overwrites model.grad, which every step writes afresh. Models with BatchNorm (they
+    have a train mode) get no grad_norm: a forward in train mode would move their
+    running statistics, and in eval mode it is another function than the one trained.
+    """
+    K, N = y_train.shape
+    with torch.no_grad():
+        norms = torch.stack([(model.flat - theta0).norm(dim=1), model.flat.norm(dim=1)], 1)
+    if hasattr(model, "train"):
+        return [{"grad_norm": None, "dist_from_init": d, "weight_norm": w} for d, w in norms.tolist()]
+    full = torch.zeros_like(model.grad)
+    for i in range(0, N, EVAL_CHUNK):
+        xb, yb = x_train[:, i:i + EVAL_CHUNK], y_train[:, i:i + EVAL_CHUNK]
+        model.loss_and_grad(xb, yb, loss_name)
+        full.add_(model.grad, alpha=yb.shape[1] / N)
+    stats = torch.cat([full.norm(dim=1, keepdim=True), norms], 1)
+    keys = ("grad_norm", "dist_from_init", "weight_norm")
+    return [dict(zip(keys, s)) for s in stats.tolist()]

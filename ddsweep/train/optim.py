@@ -1,9 +1,10 @@
-"""SGD and Adam over a pack's flat parameters [K, P], with per-member hyperparameters.
+"""SGD, Adam and LARS over a pack's flat parameters [K, P], with per-member hyperparameters.
 
 Each hyperparameter is a [K, 1] tensor, so members of one pack can differ in lr,
 momentum and weight decay. The update rules are torch.optim's (SGD with dampening
 0, Adam with L2 weight decay) written out so they broadcast over members; the
-whole pack updates in a few elementwise ops.
+whole pack updates in a few elementwise ops. LARS (You et al. 2017) is the paper's
+Algorithm 1, per member and per layer tensor (see PackedLARS).
 """
 
 from __future__ import annotations
@@ -64,10 +65,56 @@ class PackedAdam:
         self.params.addcdiv_(m * (self.lr / bias1), denom, value=-1.0)
 
 
+class PackedLARS:
+    """LARS (You, Gitman, Ginsburg 2017, Algorithm 1), per member and per layer tensor l:
+
+        local_lr = trust * ||w_l|| / (||g_l|| + wd * ||w_l||)     (1 where a norm is 0)
+        v_l     <- momentum * v_l + lr * local_lr * (g_l + wd * w_l)
+        w_l     <- w_l - v_l
+
+    Every weight matrix and every bias vector is its own layer tensor (`layer_slices`);
+    lr is the global (scheduled) learning rate. Padded entries (0 weight, 0 gradient)
+    neither change the norms nor move.
+    """
+
+    def __init__(self, params: torch.Tensor, grad: torch.Tensor, slices, lr, momentum, weight_decay, trust):
+        self.params, self.grad, self.slices = params, grad, list(slices)
+        self.lr = _per_member(lr, params.device)
+        self.momentum = _per_member(momentum, params.device)
+        self.weight_decay = _per_member(weight_decay, params.device)
+        self.trust = _per_member(trust, params.device)
+        self.state = {"buf": torch.zeros_like(params)}
+
+    @torch.no_grad()
+    def step(self) -> None:
+        buf = self.state["buf"]
+        for a, b in self.slices:
+            w, g, v = self.params[:, a:b], self.grad[:, a:b], buf[:, a:b]
+            w_norm = w.norm(dim=1, keepdim=True)
+            denom = g.norm(dim=1, keepdim=True) + self.weight_decay * w_norm
+            ratio = torch.where((w_norm > 0) & (denom > 0), self.trust * w_norm / denom, torch.ones_like(w_norm))
+            v.mul_(self.momentum).add_(g.addcmul(w, self.weight_decay).mul_(self.lr * ratio))
+            w.sub_(v)
+
+
+def layer_slices(model) -> list[tuple[int, int]]:
+    """Column ranges [a, b) of model.flat holding each weight and bias tensor of a member."""
+    if hasattr(model, "layer_slices"):
+        return list(model.layer_slices())
+    if hasattr(model, "shapes") and hasattr(model, "_layout"):  # PackedMLP: weight, bias per layer
+        offsets = model._layout()
+        sizes = [size for fan_in, fan_out in model.shapes for size in (fan_in * fan_out, fan_out)]
+        return [(o, o + size) for o, size in zip(offsets, sizes)]
+    raise ValueError(f"optimizer lars needs per-layer slices of the parameters; {type(model).__name__} has none")
+
+
 def build_optimizer(name: str, model, members: list[dict]):
     """The packed optimizer for the members' train configs (same optimizer name)."""
     lr = [m["lr"] for m in members]
     wd = [m["weight_decay"] for m in members]
+    if name == "lars":
+        return PackedLARS(model.flat, model.grad, layer_slices(model), lr, [m["momentum"] for m in members], wd,
+                          [m.get("trust", 0.001) for m in members])
     if name == "sgd":
         return PackedSGD(model.flat, model.grad, lr, [m["momentum"] for m in members], wd)
     if name == "adam":

@@ -50,6 +50,7 @@ class Slot:
     pack: list[dict] | None = None  # jobs assigned and not finished yet
     done_ids: set = field(default_factory=set)  # jobs of `pack` that ended (or will be retried)
     retry: list[dict] = field(default_factory=list)  # jobs of `pack` to requeue when the worker is free
+    node: str | None = None  # where its current pack runs (Ray: the node's address)
 
 
 @dataclass
@@ -103,12 +104,19 @@ def resolve_slots(cpus: int | None, gpus: str | None, jobs_per_device: int) -> l
 def work(db: str | Path = "results.duckdb", cpus: int | None = None, gpus: str | None = None,
          jobs_per_device: int = 1, sweep: str | None = None, threads: int = 1, pack_size: int | None = None,
          lease_seconds: float = 120.0, flush_every: float = 2.0, checkpoint_every: float = 30.0,
-         show_progress: bool = True, flush_wait: float = 1.0, retries: int = 2) -> WorkResult:
+         show_progress: bool = True, flush_wait: float = 1.0, retries: int = 2, ray: str | None = None,
+         gpus_per_job: float = 0.0, cpus_per_job: float = 1.0,
+         checkpoint_dir: str | Path | None = None) -> WorkResult:
     """Train every pending job (of `sweep`, or all) with local worker processes; returns counts.
 
     `lease_seconds`: how long a job stays leased to this coordinator without a heartbeat
     (after that another `ddsweep work` may take it over); `retries`: how many more times a
     job is tried after a failed attempt (an exception, or its worker process died).
+
+    `ray`: a Ray cluster's address (or "local": start one here, or use the one this
+    process already has) whose actors train the packs instead of local processes, each
+    with `cpus_per_job` CPUs and `gpus_per_job` GPUs; `cpus` then caps the number of
+    actors. `checkpoint_dir` (default `<db>.ckpt`) must be reachable from every node.
     """
     if not lease_seconds > 0:
         raise UserError(f"--lease = {lease_seconds}: must be more than 0 seconds")
@@ -119,17 +127,80 @@ def work(db: str | Path = "results.duckdb", cpus: int | None = None, gpus: str |
     store = Store(db)
     if not store.exists():
         raise UserError(f"{db}: no such database; plan a grid first: ddsweep plan GRID.yaml --db {db}")
-    slots = [Slot(i, dev, env) for i, (dev, env) in enumerate(resolve_slots(cpus, gpus, jobs_per_device))]
     host = re.sub(r"[^A-Za-z0-9.-]", "_", socket.gethostname())
     owner = f"{host}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-    return Coordinator(store, slots, owner, sweep, threads, pack_size, lease_seconds, flush_every,
-                       checkpoint_every, show_progress, flush_wait, retries).run()
+    if ray is None:
+        transport = LocalTransport()
+        specs = resolve_slots(cpus, gpus, jobs_per_device)
+    else:
+        if gpus is not None:
+            raise UserError("--ray and --gpus: on a cluster, give --gpus-per-job F instead")
+        from ddsweep.workers.ray_backend import RayTransport
+
+        transport = RayTransport(str(ray), cpus, gpus_per_job, cpus_per_job, jobs_per_device)
+        specs = transport.slot_specs()
+    slots = [Slot(i, dev, env) for i, (dev, env) in enumerate(specs)]
+    try:
+        coordinator = Coordinator(store, slots, owner, sweep, threads, pack_size, lease_seconds, flush_every,
+                                  checkpoint_every, show_progress, flush_wait, retries, transport=transport,
+                                  checkpoint_dir=checkpoint_dir)
+        return coordinator.run()
+    finally:
+        transport.close()
+
+
+class LocalTransport:
+    """Slots as local worker processes: a task queue in, a pipe of events out, a shared stop flag."""
+
+    kind = "local"
+
+    def start(self, slot: Slot, coordinator: "Coordinator") -> None:
+        from ddsweep.workers.worker import worker_main
+
+        # Fresh channels per process: a worker killed mid-write breaks only its own pipe.
+        slot.tasks = coordinator.ctx.Queue()
+        slot.reader, writer = coordinator.ctx.Pipe(duplex=False)
+        saved = {k: os.environ.get(k) for k in slot.env}
+        os.environ.update(slot.env)  # spawn copies the environment: pins CUDA_VISIBLE_DEVICES
+        # The child starts with Ctrl-C ignored (an ignored signal stays ignored across exec):
+        # the coordinator alone decides what a Ctrl-C does, even while the child is importing.
+        sigint = None
+        if threading.current_thread() is threading.main_thread():
+            sigint = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            slot.process = coordinator.ctx.Process(
+                target=worker_main, name=f"ddsweep-worker-{slot.index}",
+                args=(slot.index, slot.device, coordinator.threads, slot.tasks, writer, coordinator.stop,
+                      coordinator.checkpoint_dir, coordinator.checkpoint_every), daemon=True)
+            slot.process.start()
+            writer.close()  # the child holds it now; EOF on reader then means the worker is gone
+        finally:
+            if sigint is not None:
+                signal.signal(signal.SIGINT, sigint)
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+
+    def stopping(self, slots) -> None:
+        """Graceful stop: nothing to send, the workers read the shared flag."""
+
+    def describe(self) -> str:
+        return ""
+
+    def usage(self, slots) -> str:
+        return ""
+
+    def close(self) -> None:
+        pass
 
 
 class Coordinator:
     def __init__(self, store: Store, slots, owner, sweep, threads, pack_size, lease_seconds, flush_every,
-                 checkpoint_every, show_progress, flush_wait, retries=2):
+                 checkpoint_every, show_progress, flush_wait, retries=2, transport=None, checkpoint_dir=None):
         self.store, self.slots, self.owner, self.sweep = store, slots, owner, sweep
+        self.transport = transport if transport is not None else LocalTransport()
         self.threads, self.pack_size, self.lease_seconds = threads, pack_size, lease_seconds
         self.flush_every, self.checkpoint_every, self.flush_wait = flush_every, checkpoint_every, flush_wait
         self.retries = retries
@@ -137,7 +208,7 @@ class Coordinator:
         self.heartbeat_every = min(lease_seconds / 3, 30.0)
         self.recover_every = max(2.0, min(lease_seconds, 30.0))  # look for dead coordinators' jobs
         self.poll_every = flush_every  # look for newly planned jobs once out of work
-        self.checkpoint_dir = str(store.path.with_name(store.path.name + ".ckpt"))
+        self.checkpoint_dir = str(checkpoint_dir or store.path.with_name(store.path.name + ".ckpt"))
         self.journal_dir = store.path.with_name(store.path.name + ".journal")
         self.ctx = mp.get_context("spawn")
         # A lock-free flag: a worker killed at any moment cannot leave it locked.
@@ -167,6 +238,9 @@ class Coordinator:
             self.journal = Journal(self.journal_dir, self.owner)
             with self.display:
                 self.display.set_totals(*self._scope_totals())
+                if self.transport.describe():
+                    self.display.note(self.transport.describe())
+                    self.display.cluster(self.transport.usage(self.slots))
                 self._loop()
                 if not self.stop.value:
                     self._note_foreign_leases()
@@ -226,12 +300,12 @@ class Coordinator:
         if self.interrupts == 1:
             self.display.note("Stopping: workers checkpoint and hand their jobs back "
                               "(Ctrl-C again to stop at once)")
-            self.stop.value = True
+            self._set_stop()
             self._release_queue()
             return False
         self.display.note("Stopping at once: workers killed, their jobs handed back "
                           "(they resume from their last checkpoints)")
-        self.stop.value = True
+        self._set_stop()
         self._kill_workers()
         return True
 
@@ -239,7 +313,8 @@ class Coordinator:
 
     def _recover_at_start(self) -> None:
         """Write the events of dead coordinators' journals, requeue their jobs and expired leases."""
-        _remove_stale_temporaries(self.checkpoint_dir)
+        if self.transport.kind == "local":  # (PIDs of other nodes' writers mean nothing here)
+            _remove_stale_temporaries(self.checkpoint_dir)
         found = orphans(self.journal_dir)
         try:
             with self.store.write() as conn:
@@ -380,33 +455,11 @@ class Coordinator:
     # ------------------------------------------------------------------ workers
 
     def _start_worker(self, slot: Slot) -> None:
-        from ddsweep.workers.worker import worker_main
+        self.transport.start(slot, self)
 
-        # Fresh channels per process: a worker killed mid-write breaks only its own pipe.
-        slot.tasks = self.ctx.Queue()
-        slot.reader, writer = self.ctx.Pipe(duplex=False)
-        saved = {k: os.environ.get(k) for k in slot.env}
-        os.environ.update(slot.env)  # spawn copies the environment: pins CUDA_VISIBLE_DEVICES
-        # The child starts with Ctrl-C ignored (an ignored signal stays ignored across exec):
-        # the coordinator alone decides what a Ctrl-C does, even while the child is importing.
-        sigint = None
-        if threading.current_thread() is threading.main_thread():
-            sigint = signal.signal(signal.SIGINT, signal.SIG_IGN)
-        try:
-            slot.process = self.ctx.Process(
-                target=worker_main, name=f"ddsweep-worker-{slot.index}",
-                args=(slot.index, slot.device, self.threads, slot.tasks, writer, self.stop,
-                      self.checkpoint_dir, self.checkpoint_every), daemon=True)
-            slot.process.start()
-            writer.close()  # the child holds it now; EOF on reader then means the worker is gone
-        finally:
-            if sigint is not None:
-                signal.signal(signal.SIGINT, sigint)
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
+    def _set_stop(self) -> None:
+        self.stop.value = True
+        self.transport.stopping(self.slots)
 
     def _assign(self) -> None:
         for slot in self.slots:
@@ -453,6 +506,7 @@ class Coordinator:
             if slot.pack is None and not slot.retry:
                 continue
             code = slot.process.exitcode
+            reason = getattr(slot.process, "reason", None)  # a Ray actor's says how it died
             self._receive(timeout=0)  # take whatever it sent before dying
             rest = [j for j in (slot.pack or []) if j["job_id"] not in slot.done_ids]
             requeue, slot.retry = slot.retry, []
@@ -460,7 +514,7 @@ class Coordinator:
             if not rest:
                 self._requeue(requeue)
                 continue
-            why = _exit_reason(code)
+            why = reason or _exit_reason(code)
             if self.stop.value:
                 self._release(rest)
             else:
@@ -504,7 +558,7 @@ class Coordinator:
     def _shutdown(self) -> None:
         """Stop the workers (those still busy checkpoint first), hand back what is left, write the rest."""
         if any(s.pack for s in self.slots):  # leaving early (an error): let busy workers checkpoint
-            self.stop.value = True
+            self._set_stop()
         for slot in self.slots:
             if slot.process is not None and slot.process.is_alive():
                 try:
@@ -595,6 +649,7 @@ class Coordinator:
             elif kind == "progress":
                 self.display.epoch_done(slot.index, e)
             elif kind == "started":
+                slot.node = e.get("node")
                 self.display.started(slot.index, e)
             elif kind == "timing":
                 for key in self.result.timing:
@@ -602,6 +657,9 @@ class Coordinator:
             elif kind == "warning":
                 self.result.warnings.append(e["message"])
                 self.display.note(f"warning: {e['message']}")
+        usage = self.transport.usage(self.slots)
+        if usage:
+            self.display.cluster(usage)
         return urgent
 
 

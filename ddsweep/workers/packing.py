@@ -6,26 +6,78 @@ from __future__ import annotations
 # small models amortize per-step overhead, small enough to stay in cache / memory.
 PACK_PARAM_BUDGET = {"cpu": 4_000_000, "cuda": 200_000_000}
 MAX_MEMBERS = {"cpu": 64, "cuda": 512}
+# Memory one pack of conv models may use (parameters, optimizer state, one batch's
+# activations, each member's copy of its training images); $DDSWEEP_PACK_MEMORY_GB
+# overrides it (e.g. less with --jobs-per-device 2 or more, or on a smaller GPU).
+PACK_MEMORY_BUDGET = {"cpu": 4 << 30, "cuda": 32 << 30}
+# On a CPU a grouped convolution costs about twice as much per sample as the same
+# member's dense one (measured: mcnn k=2..16, oneDNN, 1 thread), so conv jobs train one
+# per pack there and the worker processes give the parallelism.
+MAX_CONV_MEMBERS = {"cpu": 1, "cuda": 512}
 
 
 def model_params(config: dict, input_dim: int = 40, classes: int = 10, device: str = "cpu") -> int:
-    """Parameter count of one member (MLP) at the width it trains at on `device`."""
-    from ddsweep.models import train_width
+    """Parameter count of one member at the width it trains at on `device`."""
+    from ddsweep.models import CONV_MODELS, train_width
+
+    if config["model"]["name"] in CONV_MODELS:
+        from ddsweep.models.arch import arch_for
+
+        return arch_for(config, train_width(config, device)).size
 
     h, depth = train_width(config, device), config["model"]["depth"]
     dims = [input_dim] + [h] * depth + [classes]
     return sum(i * o + o for i, o in zip(dims[:-1], dims[1:]))
 
 
+def member_bytes(config: dict, device: str) -> int:
+    """Estimated memory of one conv member in training: parameters with gradient, copies and Adam's
+    state (~28 bytes each), one batch's activations (x1.5 for autograd's extras), its images twice
+    (its training set and the epoch's shuffled copy)."""
+    from ddsweep.data.vision import IMAGE_SIZE, VISION
+    from ddsweep.models import train_width
+    from ddsweep.models.arch import arch_for
+
+    arch = arch_for(config, train_width(config, device))
+    bf16 = config["train"].get("precision", "auto") == "bf16" or (
+        device.startswith("cuda") and config["train"].get("precision", "auto") == "auto")
+    image = VISION[config["dataset"]["name"]].channels * IMAGE_SIZE * IMAGE_SIZE
+    return int(28 * arch.size + 1.5 * (2 if bf16 else 4) * arch.activations * config["train"]["batch_size"]
+               + 2 * image * config["n_train"])
+
+
+def pack_memory_budget(device: str) -> int:
+    import os
+
+    override = os.environ.get("DDSWEEP_PACK_MEMORY_GB")
+    if override:
+        return int(float(override) * (1 << 30))
+    return PACK_MEMORY_BUDGET["cuda" if device.startswith("cuda") else "cpu"]
+
+
 def auto_pack_size(config: dict, device: str) -> int:
+    from ddsweep.models import CONV_MODELS
+
     kind = "cuda" if device.startswith("cuda") else "cpu"
-    return max(1, min(MAX_MEMBERS[kind], PACK_PARAM_BUDGET[kind] // max(1, model_params(config, device=device))))
+    size = min(MAX_MEMBERS[kind], PACK_PARAM_BUDGET[kind] // max(1, model_params(config, device=device)))
+    if config["model"]["name"] in CONV_MODELS:
+        size = min(size, MAX_CONV_MEMBERS[kind], pack_memory_budget(device) // max(1, member_bytes(config, device)))
+    return max(1, size)
 
 
 def cost(pack: list[dict]) -> float:
-    """Rough work of a pack (for largest-first scheduling): members x params x samples x epochs."""
+    """Rough work of a pack (for largest-first scheduling): members x params x samples x epochs
+    (multiply-adds per sample instead of params for conv models, whose weights are reused)."""
+    from ddsweep.models import CONV_MODELS
+
     c = pack[0]["config"]
-    return len(pack) * model_params(c) * c["n_train"] * max(j["epochs"] for j in pack)
+    if c["model"]["name"] in CONV_MODELS:
+        from ddsweep.models.arch import arch_for
+
+        per_sample = arch_for(c).macs
+    else:
+        per_sample = model_params(c)
+    return len(pack) * per_sample * c["n_train"] * max(j["epochs"] for j in pack)
 
 
 def make_packs(jobs: list[dict], pack_size: int | None, device: str) -> list[list[dict]]:

@@ -25,6 +25,7 @@ class Display:
         self.slot_tasks = [self.bar.add_task(f"  worker {i}: idle", total=None, visible=enabled)
                            for i in range(slots)]
         self.slot_epoch = [0] * slots
+        self.cluster_task = None  # a line on the cluster's use (Ray), added on demand
 
     def __enter__(self):
         self.bar.start()
@@ -57,6 +58,13 @@ class Display:
 
     def idle(self, slot: int) -> None:
         self.bar.update(self.slot_tasks[slot], description=f"  worker {slot}: idle")
+
+    def cluster(self, text: str) -> None:
+        """The cluster line (`ddsweep work --ray`): workers busy, nodes and GPUs in use."""
+        if self.cluster_task is None:
+            self.cluster_task = self.bar.add_task(text, total=None, visible=self.enabled)
+        else:
+            self.bar.update(self.cluster_task, description=text)
 
     def note(self, message: str) -> None:
         self.console.print(message, highlight=False, markup=False, soft_wrap=True)  # one line: grep-able

@@ -7,6 +7,7 @@ small dict on the event queue (the transport a cluster backend can replace).
 from __future__ import annotations
 
 import os
+import queue
 import signal
 import traceback
 
@@ -21,9 +22,15 @@ def worker_main(slot: int, device: str, threads: int, tasks, events, stop, check
     import torch
 
     torch.set_num_threads(threads)
+    parent = os.getppid()
     try:
         while True:
-            pack = tasks.get()
+            try:
+                pack = tasks.get(timeout=2.0)
+            except queue.Empty:
+                if os.getppid() != parent:  # the coordinator died (kill -9): nobody will send a task
+                    return
+                continue
             if pack is None:
                 return
             run_pack(pack, slot, device, events.send, lambda: stop.value, checkpoint_dir, checkpoint_every)
