@@ -182,10 +182,11 @@ def matmul_rate(device: str, threads: int, n: int = 2048, repeats: int = 10) -> 
 # ----------------------------------------------------------------------------- main
 
 
-def run_case(name: str, epochs: int, cpus: int, device: str, peak: float, workdir: Path) -> dict:
+def run_case(name: str, epochs: int, cpus: int, device: str, peak: float, workdir: Path,
+             base: Path = DEFAULT_GRID) -> dict:
     from ddsweep.grid import expand, parse_grid
 
-    grid = case_grid(name, epochs)
+    grid = case_grid(name, epochs, base)
     jobs = expand(parse_grid(grid))
     flops = train_flops(jobs)
     a = plain_loop(jobs, device, threads=cpus)
@@ -219,6 +220,7 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--cases", default=",".join(CASES), help=f"comma-separated: {', '.join(CASES)}")
     parser.add_argument("--cpus", type=int, default=os.cpu_count() or 1, help="cores: ddsweep workers / plain threads")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--grid", default=str(DEFAULT_GRID), help="base grid file (default: the embedded default)")
     parser.add_argument("--out", default="bench-results.json", help="JSON file for the results")
     args = parser.parse_args(argv)
     os.environ.setdefault("DDSWEEP_CACHE", str(Path.home() / ".cache" / "ddsweep"))
@@ -227,7 +229,7 @@ def main(argv=None) -> list[dict]:
     with tempfile.TemporaryDirectory(prefix="ddsweep-bench-") as tmp:
         for name in args.cases.split(","):
             epochs = args.epochs or CASE_EPOCHS[name.strip()]
-            r = run_case(name.strip(), epochs, args.cpus, args.device, peak, Path(tmp))
+            r = run_case(name.strip(), epochs, args.cpus, args.device, peak, Path(tmp), Path(args.grid))
             r["peak_matmul_gflops"] = peak / 1e9
             results.append(r)
             _print(r)

@@ -4,13 +4,21 @@ import json
 import subprocess
 import sys
 
+import yaml
+
+from tests.conftest import TINY
+
 
 def test_bench_smoke(tmp_path):
     out = tmp_path / "bench.json"
-    subprocess.run([sys.executable, "-m", "ddsweep.bench", "--epochs", "1", "--cases", "default",
-                    "--cpus", "1", "--out", str(out)], check=True, capture_output=True, text=True, cwd=tmp_path)
-    (r,) = json.loads(out.read_text())
-    assert r["jobs"] == 18 and r["epochs"] == 1
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(yaml.safe_dump({**TINY, "grid": {**TINY["grid"], "label_noise": [0.2]}}))
+    subprocess.run([sys.executable, "-m", "ddsweep.bench", "--epochs", "2", "--cases", "default,seeds-noise",
+                    "--cpus", "1", "--grid", str(grid), "--out", str(out)],
+                   check=True, capture_output=True, text=True, cwd=tmp_path)
+    default, seeds = json.loads(out.read_text())
+    assert (default["jobs"], seeds["jobs"]) == (2, 2 * 4 * 3) and default["epochs"] == 2
+    r = default
     assert r["plain_seconds"] > 0 and r["ddsweep_seconds"] > 0
     assert r["speedup"] == r["plain_seconds"] / r["ddsweep_seconds"]
     assert 0 <= r["outside_training_share"] <= 1 and r["peak_matmul_gflops"] > 0

@@ -1,8 +1,8 @@
 """Datasets: a registry from name to loader, and the label-noise/subset rules.
 
-A loader returns a `Tensors` bundle (float inputs, int64 labels) for the training
-pool and the test set. Subsets and label noise are applied on top, per job, by
-`ddsweep.data.noise`, identically for every dataset. The registry names loaders
+A loader returns a `Tensors` bundle (float inputs, or uint8 images, and int64
+labels) for the training pool and the test set. Subsets and label noise are applied
+on top, per job, by `ddsweep.data.noise`, identically for every dataset. The registry names loaders
 by import path so that validating a grid does not import torch.
 """
 

@@ -11,7 +11,7 @@ import torch
 class Tensors:
     """Training pool and test set; moved to the worker's device once and kept there."""
 
-    x_pool: torch.Tensor  # [pool, features...] float32
+    x_pool: torch.Tensor  # [pool, features...] float32, or uint8 images [pool, C, 32, 32] (ddsweep.data.vision)
     y_pool: torch.Tensor  # [pool] int64
     x_test: torch.Tensor
     y_test: torch.Tensor

@@ -123,6 +123,11 @@ class PackedConvNet:
                 corner.copy_((torch.rand(q.shape, generator=generator) * 2 - 1).mul_(bound))
             elif q.init == "ones":
                 corner.fill_(1.0)
+        self.reset_stats(k)
+
+    @torch.no_grad()
+    def reset_stats(self, k: int) -> None:
+        """Member k's BatchNorm running statistics back to mean 0, variance 1."""
         for name, c in self.arch.bn:
             mean, var = self.running[name]
             mean.view(self.members, c)[k].zero_()

@@ -271,6 +271,8 @@ def _newly_diverged(members, epoch_loss) -> list[int]:
 def _freeze(model, opt, k: int, schedule=None) -> None:
     """Park a diverged member: zero weights and lr, so its NaNs cost nothing more."""
     model.flat[k].zero_()
+    if hasattr(model, "reset_stats"):  # BatchNorm running statistics may hold the divergence's NaNs
+        model.reset_stats(k)
     opt.lr[k] = 0.0
     if schedule is not None:
         schedule.base[k] = 0.0
