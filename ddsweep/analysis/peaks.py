@@ -175,7 +175,7 @@ def describe(row) -> str:
     axis = r["axis"]
     fixed = [_fmt_level(k, r[k]) for k in ("label_noise", "n_train", "width", "lr", "batch_size", "optimizer",
                                             "depth", "momentum", "weight_decay", "dataset", "model", "loss")
-             if k in r and k != axis and not _isnan(r[k])]
+             if k in r and k != axis and not _isnan(r[k])] + _knob_levels(r, axis)
     head = f"{r['curve']} {r['measure']} test error ({', '.join(fixed)}; epoch {r['epoch']})"
     if _isnan(r["peak"]):
         return (f"{head}: no peak; lowest {_fmt(r['first_min'])} at {_at(axis, r['first_min_at'])}; "
@@ -215,6 +215,15 @@ def _isnan(v) -> bool:
     return v is None or (isinstance(v, float) and math.isnan(v))
 
 
+KNOB_DEFAULTS = {"schedule": "constant", "warmup": 0, "grad_clip": 0, "grad_penalty": 0, "flood": 0, "world": "real"}
+
+
+def _knob_levels(r: dict, axis: str) -> list[str]:
+    """The training knobs (issue 7) of a curve that are not at their defaults, e.g. 'flood = 0.25'."""
+    return [_fmt_level(k, r[k]) for k, d in KNOB_DEFAULTS.items()
+            if k in r and k != axis and not _isnan(r[k]) and r[k] != d]
+
+
 def _fmt_level(k, v) -> str:
     if k == "label_noise":
         return f"noise {v:.0%}"
@@ -228,7 +237,7 @@ def describe_lines(row) -> list[str]:
     axis = r["axis"]
     fixed = [_fmt_level(k, r[k]) for k in ("label_noise", "n_train", "width", "lr", "batch_size", "optimizer",
                                             "depth", "momentum", "weight_decay", "dataset", "model", "loss")
-             if k in r and k != axis and not _isnan(r[k])]
+             if k in r and k != axis and not _isnan(r[k])] + _knob_levels(r, axis)
     lines = [f"{r['curve']}, {r['measure']} test error ({', '.join(fixed)}; epoch {r['epoch']}):"]
     if _isnan(r["peak"]):
         lines.append(f"  no peak; lowest {_fmt(r['first_min'])} at {_at(axis, r['first_min_at'])}")

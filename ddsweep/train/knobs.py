@@ -17,7 +17,8 @@ clipping norm as [K, 1] tensors; a member with a knob at 0 is left exactly as it
    difference quotient is no Hessian-vector product; at 1e-3 it matches autograd's
    double backward to about 0.05% in float32 (tests/test_knobs.py asserts < 1%).
    The penalty is that of the step's batch (the whole training set with batch_size
-   full); Geiping et al. average it over 128-sample blocks of the full batch.
+   full); Geiping et al. average it over 128-sample blocks of the full batch. A model's
+   BatchNorm running statistics are put back after the extra forward.
 2. Flooding (Ishida et al. 2020): the objective |L - b| + b has gradient sign(L - b) g,
    so a member whose mini-batch loss is below its flood level b steps uphill (gradient
    ascent) on that step. The penalty term is not flipped (||grad |L - b| || = ||g||).
@@ -79,9 +80,12 @@ class StepKnobs:
             norm = g0.norm(dim=1, keepdim=True).clamp_min(1e-30)
             on = self.strength > 0
             e = torch.where(on, FD_RADIUS / norm, torch.zeros_like(norm))  # members without a penalty stay put
+            stats = getattr(model, "buffers", None)  # BatchNorm running statistics: the probe must not move them
             model.flat.add_(g0 * e)
             model.loss_and_grad(xb, yb, loss_name)  # g(theta + e g) into model.grad
             model.flat.copy_(theta)
+            if stats is not None:
+                model.buffers = stats
             # d = g0 + a * eta / 4 * (g1 - g0) / e; the coefficient is exactly 0 without a penalty
             coef = torch.where(on, self.strength * lr * 0.25 * norm / FD_RADIUS, torch.zeros_like(norm))
             g.sub_(g0).mul_(coef).add_(g0)

@@ -112,7 +112,7 @@ def train_pack(jobs: list[dict], device: str = "cpu", emit: Emit = lambda e: Non
     def emit_rows(epoch: int) -> None:
         rows = _evaluate(model, members, x_train, y_train, data, loss_name)
         probes = _probe(model, x_train, y_train, theta0, loss_name)
-        stats = knobs.epoch_stats() if epoch > start_epoch else [{} for _ in members]
+        stats = knobs.epoch_stats()  # the evaluated epoch's flood and clip counts ({} before any step)
         lr_now = schedule.lr(max(step - 1, 0)) if schedule is not None else lr  # the lr of the epoch's last step
         out = []
         for k, (m, r) in enumerate(zip(members, rows)):
