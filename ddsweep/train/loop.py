@@ -109,9 +109,14 @@ def train_pack(jobs: list[dict], device: str = "cpu", emit: Emit = lambda e: Non
     def seconds() -> float:
         return seconds_before + time.perf_counter() - t0
 
+    # The full-batch gradient norm costs one more pass over the training set per
+    # evaluation (as much as the evaluation itself): measured only where a knob
+    # acts on gradients (flood, penalty, clipping, LARS, full batch), else NULL.
+    measure_grad_norm = knobs.active or any(r["optimizer"] == "lars" or r["batch_size"] >= n for r in recipes)
+
     def emit_rows(epoch: int) -> None:
         rows = _evaluate(model, members, x_train, y_train, data, loss_name)
-        probes = _probe(model, x_train, y_train, theta0, loss_name)
+        probes = _probe(model, x_train, y_train, theta0, loss_name, with_grad=measure_grad_norm)
         stats = knobs.epoch_stats()  # the evaluated epoch's flood and clip counts ({} before any step)
         lr_now = schedule.lr(max(step - 1, 0)) if schedule is not None else lr  # the lr of the epoch's last step
         out = []
@@ -295,7 +300,7 @@ def _noise_scale(recipe: dict, lr: float, n: int) -> float | None:
     return lr * (n / min(recipe["batch_size"], n) - 1) / (1 - recipe["momentum"])
 
 
-def _probe(model, x_train, y_train, theta0, loss_name) -> list[dict]:
+def _probe(model, x_train, y_train, theta0, loss_name, with_grad: bool = True) -> list[dict]:
     """Per member: the full-batch gradient norm on its training set, ||theta - theta0||, ||theta||.
 
     The gradient takes one forward/backward over the training set (in chunks) and
@@ -306,7 +311,7 @@ def _probe(model, x_train, y_train, theta0, loss_name) -> list[dict]:
     K, N = y_train.shape
     with torch.no_grad():
         norms = torch.stack([(model.flat - theta0).norm(dim=1), model.flat.norm(dim=1)], 1)
-    if hasattr(model, "train"):
+    if hasattr(model, "train") or not with_grad:
         return [{"grad_norm": None, "dist_from_init": d, "weight_norm": w} for d, w in norms.tolist()]
     full = torch.zeros_like(model.grad)
     for i in range(0, N, EVAL_CHUNK):
