@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import write_grid
+from conftest import TINY, write_grid
 from ddsweep.refinement import (Axis, Cell, ask, is_geometric, locate, propose, simulate, study_dir, study_name,
                                 sync_study)
 
@@ -158,14 +158,8 @@ def test_study_names():
 # ----------------------------------------------------------------------------- database wiring, synthetic results
 
 
-GRID = {
-    "name": "syn",
-    "dataset": {"name": "mnist1d", "pool": 1200, "test": 600},
-    "model": {"name": "mlp", "depth": 2},
-    "train": {"optimizer": "sgd", "lr": 0.05, "momentum": 0.9, "batch_size": 50, "epochs": 8},
-    "eval": {"every": 4},
-    "grid": {"width": {"geom": [2, 300, 6]}, "n_train": [400], "label_noise": [0.1, 0.2], "seed": [0, 1]},
-}
+GRID = {**TINY, "name": "syn", "train": {**TINY["train"], "epochs": 8}, "eval": {"every": 4},
+        "grid": {"width": {"geom": [2, 300, 6]}, "n_train": [400], "label_noise": [0.1, 0.2], "seed": [0, 1]}}
 
 
 def fake_work(db, test_error, train_error=lambda w: 0.5):

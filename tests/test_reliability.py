@@ -28,14 +28,8 @@ from tests.conftest import ROOT, TINY, write_grid
 COMPARED = tuple(c for c in METRIC_COLUMNS if c not in ("job_id", "epoch", "seconds"))
 
 # Two packs (widths 64 and 512), long enough epochs (~0.1-0.2 s) to kill a worker mid-epoch.
-SLOW = {
-    "name": "slow",
-    "dataset": {"name": "mnist1d", "pool": 1200, "test": 600},
-    "model": {"name": "mlp", "depth": 2},
-    "train": {"optimizer": "sgd", "lr": 0.05, "momentum": 0.9, "batch_size": 50, "epochs": 16},
-    "eval": {"every": 2},
-    "grid": {"width": [64, 512], "n_train": [1000], "label_noise": [0.0, 0.2], "seed": [0]},
-}
+SLOW = {**TINY, "name": "slow", "train": {**TINY["train"], "epochs": 16},
+        "grid": {"width": [64, 512], "n_train": [1000], "label_noise": [0.0, 0.2], "seed": [0]}}
 
 
 # ----------------------------------------------------------------------------- helpers
