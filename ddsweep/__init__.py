@@ -16,7 +16,7 @@ __version__ = "0.1.0"
 # of "nanobind: leaked instances" at exit (duckdb 2.0, duckdb-engine 0.17, torch 2.14).
 
 __all__ = ["plan", "work", "status", "query", "load_metrics", "emc", "summary", "export", "import_results",
-           "report", "__version__"]
+           "report", "retry", "extend", "refine", "__version__"]
 
 
 def __getattr__(name):  # lazy: `ddsweep --help` should not import torch
