@@ -41,9 +41,21 @@ CASES = {
 CASE_EPOCHS = {"default": 100, "seeds-noise": 20}
 
 
-def case_grid(name: str, epochs: int, base: Path = DEFAULT_GRID) -> dict:
-    grid = yaml.safe_load(base.read_text())
-    grid = copy.deepcopy(grid)
+def case_grid(name: str, epochs: int, base: Path = DEFAULT_GRID, eval_as_grid: bool = False) -> dict:
+    """The case's grid, shortened to `epochs`.
+
+    Unless `eval_as_grid`, the shortened runs evaluate as often per epoch as the grid's
+    full horizon does (every k-th epoch, k = full epochs / evaluated epochs): a log-spaced
+    schedule cut at a short horizon would evaluate nearly every epoch (19 of 20), and the
+    benchmark would then measure evaluation, not the recipe's per-epoch cost.
+    """
+    grid = copy.deepcopy(yaml.safe_load(base.read_text()))
+    full = grid["train"]["epochs"]
+    if not eval_as_grid and epochs < full:
+        from ddsweep.grid import EvalSpec
+
+        evaluated = len(EvalSpec(**grid.get("eval", {})).epochs([full]))
+        grid["eval"] = {"every": max(1, round(full / evaluated))}
     grid["name"] = f"bench-{name}"
     grid["train"]["epochs"] = epochs
     grid["grid"].update(CASES[name])
@@ -183,10 +195,10 @@ def matmul_rate(device: str, threads: int, n: int = 2048, repeats: int = 10) -> 
 
 
 def run_case(name: str, epochs: int, cpus: int, device: str, peak: float, workdir: Path,
-             base: Path = DEFAULT_GRID) -> dict:
-    from ddsweep.grid import expand, parse_grid
+             base: Path = DEFAULT_GRID, eval_as_grid: bool = False) -> dict:
+    from ddsweep.grid import EvalSpec, expand, parse_grid
 
-    grid = case_grid(name, epochs, base)
+    grid = case_grid(name, epochs, base, eval_as_grid)
     jobs = expand(parse_grid(grid))
     flops = train_flops(jobs)
     a = plain_loop(jobs, device, threads=cpus)
@@ -194,6 +206,7 @@ def run_case(name: str, epochs: int, cpus: int, device: str, peak: float, workdi
     slot_seconds = b["seconds"] * b["slots"]
     return {
         "case": name, "jobs": len(jobs), "epochs": epochs, "device": device, "cpus": cpus,
+        "eval": grid["eval"], "evaluated_epochs": len(EvalSpec(**grid["eval"]).epochs([epochs])),
         "plain_seconds": a["seconds"], "ddsweep_seconds": b["seconds"],
         "speedup": a["seconds"] / b["seconds"],
         "plain_runs_per_s": len(jobs) / a["seconds"], "ddsweep_runs_per_s": len(jobs) / b["seconds"],
@@ -221,6 +234,9 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--cpus", type=int, default=os.cpu_count() or 1, help="cores: ddsweep workers / plain threads")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--grid", default=str(DEFAULT_GRID), help="base grid file (default: the embedded default)")
+    parser.add_argument("--eval-as-grid", action="store_true",
+                        help="evaluate on the grid's own schedule cut at the short horizon (default: as often "
+                             "per epoch as over the grid's full horizon)")
     parser.add_argument("--out", default="bench-results.json", help="JSON file for the results")
     args = parser.parse_args(argv)
     os.environ.setdefault("DDSWEEP_CACHE", str(Path.home() / ".cache" / "ddsweep"))
@@ -229,7 +245,8 @@ def main(argv=None) -> list[dict]:
     with tempfile.TemporaryDirectory(prefix="ddsweep-bench-") as tmp:
         for name in args.cases.split(","):
             epochs = args.epochs or CASE_EPOCHS[name.strip()]
-            r = run_case(name.strip(), epochs, args.cpus, args.device, peak, Path(tmp), Path(args.grid))
+            r = run_case(name.strip(), epochs, args.cpus, args.device, peak, Path(tmp), Path(args.grid),
+                         args.eval_as_grid)
             r["peak_matmul_gflops"] = peak / 1e9
             results.append(r)
             _print(r)
@@ -242,7 +259,8 @@ def _print(r: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    t = Table(title=f"{r['case']}: {r['jobs']} runs x {r['epochs']} epochs on {r['device']} ({r['cpus']} cores)")
+    t = Table(title=f"{r['case']}: {r['jobs']} runs x {r['epochs']} epochs ({r['evaluated_epochs']} evaluated) "
+                    f"on {r['device']} ({r['cpus']} cores)")
     for col in ("arm", "wall s", "runs/s", "samples/s", "model FLOP/s vs matmul peak"):
         t.add_column(col, justify="right")
     t.add_row("plain loop", f"{r['plain_seconds']:.1f}", f"{r['plain_runs_per_s']:.3f}",

@@ -23,3 +23,16 @@ def test_bench_smoke(tmp_path):
     assert r["speedup"] == r["plain_seconds"] / r["ddsweep_seconds"]
     assert 0 <= r["outside_training_share"] <= 1 and r["peak_matmul_gflops"] > 0
     assert r["plain_samples_per_s"] > 0 and r["ddsweep_samples_per_s"] > 0
+
+
+def test_shortened_cases_evaluate_as_often_per_epoch_as_the_full_recipe():
+    from ddsweep.bench import DEFAULT_GRID, case_grid
+    from ddsweep.grid import EvalSpec
+
+    full = yaml.safe_load(DEFAULT_GRID.read_text())
+    full_rate = len(EvalSpec(**full["eval"]).epochs([full["train"]["epochs"]])) / full["train"]["epochs"]
+    short = case_grid("default", 100)
+    rate = len(EvalSpec(**short["eval"]).epochs([100])) / 100
+    assert abs(rate - full_rate) < 0.03, (rate, full_rate)
+    assert case_grid("default", 100, eval_as_grid=True)["eval"] == full["eval"]
+    assert case_grid("default", full["train"]["epochs"])["eval"] == full["eval"]  # the full horizon: as planned

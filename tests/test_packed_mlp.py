@@ -92,3 +92,16 @@ def test_packed_optimizers_match_torch_optim(optimizer):
         F.cross_entropy(net(x[0]), y[0]).backward()
         ref.step()
     torch.testing.assert_close(m(x)[0], net(x[0]), rtol=1e-4, atol=1e-5)
+
+
+def test_epoch_shuffle_is_each_members_own_permutation():
+    import torch
+
+    from ddsweep.train.loop import _shuffled
+
+    g = torch.Generator().manual_seed(0)
+    for shape in ((3, 50, 7), (2, 40, 3, 4, 4)):
+        x = torch.randn(*shape, generator=g)
+        order = torch.stack([torch.randperm(shape[1], generator=g) for _ in range(shape[0])])
+        expected = torch.stack([x[k][order[k]] for k in range(shape[0])])
+        assert torch.equal(_shuffled(x, order), expected)

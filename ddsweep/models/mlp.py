@@ -100,6 +100,15 @@ class PackedMLP:
                 delta = torch.ops.aten.threshold_backward(delta, acts[i], 0)
         return per_member
 
+    @property
+    def eval_chunk(self) -> int:
+        """Samples per member in one evaluation forward pass. On a CPU, activations that stay
+        in cache beat one huge matmul (measured: 20-40% faster than 8192 rows); the chunk
+        depends on the width only, so a member's numbers never depend on its pack-mates."""
+        if self.flat.device.type == "cuda":
+            return 8192
+        return 1024 if self.width < 256 else 512
+
     def flops_per_sample(self) -> int:
         """Multiply-adds x 2 of one forward pass of one member (at the pack's width)."""
         return sum(2 * i * o for i, o in self.shapes)
