@@ -38,7 +38,7 @@ CASES = {
 }
 # Epochs per case unless --epochs is given: long enough that start-up costs (worker
 # processes, imports) are small next to training, short enough for minutes on 2 cores.
-CASE_EPOCHS = {"default": 100, "seeds-noise": 20}
+CASE_EPOCHS = {"default": 200, "seeds-noise": 20}
 
 
 def case_grid(name: str, epochs: int, base: Path = DEFAULT_GRID, eval_as_grid: bool = False) -> dict:

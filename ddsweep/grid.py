@@ -84,6 +84,9 @@ class TrainSpec(_Strict):
     weight_decay: float = Field(0.0, ge=0)
     batch_size: int | Literal["full"] = Field(100, description="samples per step; full: the whole training set")
     epochs: int = Field(100, gt=0, le=1_000_000)
+    # a horizon in optimizer steps instead: each job trains ceil(steps / its steps per epoch)
+    # whole epochs, so runs on different n_train get (about) the same number of updates
+    steps: int | None = Field(None, gt=0, le=1_000_000_000, description="horizon in optimizer steps")
     loss: Literal["cross_entropy", "mse"] = "cross_entropy"
     # auto: bf16 autocast (BatchNorm and the loss in float32) for conv models on a GPU, float32 otherwise
     precision: Literal["auto", "fp32", "bf16"] = "auto"
@@ -195,7 +198,7 @@ class EvalSpec(_Strict):
 CELL_AXES = ("width", "n_train", "label_noise", "seed")
 TRAIN_AXES = tuple(TrainSpec.model_fields)  # includes epochs
 MODEL_AXES = ("depth",)
-INT_AXES = {"width", "n_train", "seed", "batch_size", "epochs", "depth"}
+INT_AXES = {"width", "n_train", "seed", "batch_size", "epochs", "steps", "depth"}
 TEXT_AXES = {"optimizer", "loss", "precision", "schedule", "world"}  # every other axis takes numbers only
 WORD_VALUES = {"batch_size": ("full",)}  # numeric axes that also take these words
 ALL_AXES = CELL_AXES + TRAIN_AXES + MODEL_AXES
@@ -566,7 +569,7 @@ def expand(spec: GridSpec, path: str | Path = "<grid>", pool_size: int | None = 
                 train[k] = v
             elif k in MODEL_AXES:
                 model[k] = v
-        epochs = int(train.pop("epochs"))
+        epochs = _horizon(spec, cell, train, path)
         for k, default in SPARSE_TRAIN.items():
             if train.get(k) == default:
                 del train[k]
@@ -595,6 +598,22 @@ def expand(spec: GridSpec, path: str | Path = "<grid>", pool_size: int | None = 
         Job(jid, spec.name, e["config"], max(e["horizons"]), tuple(sorted(e["horizons"])))
         for jid, e in merged.items()
     ]
+
+
+def _horizon(spec: GridSpec, cell: dict, train: dict, path) -> int:
+    """The cell's horizon in epochs (popping `epochs` and `steps` off its train section)."""
+    epochs, steps = int(train.pop("epochs")), train.pop("steps")
+    if steps is None:
+        return epochs
+    where = "grid.steps" if "steps" in cell else "train.steps"
+    if "epochs" in cell or "epochs" in spec.train.model_fields_set:
+        raise GridError(path, where, steps, "give the horizon as either epochs or steps, not both")
+    n = int(cell["n_train"])
+    batch = n if train["batch_size"] == "full" else min(int(train["batch_size"]), n)
+    epochs = -(-int(steps) // -(-n // batch))
+    if epochs > 1_000_000:
+        raise GridError(path, where, steps, f"{epochs} epochs at n_train={n}, batch {batch}: the limit is 1000000")
+    return epochs
 
 
 def _validate_axis_values(spec: GridSpec, axes: dict[str, list], path) -> None:

@@ -112,3 +112,28 @@ def test_bad_values_name_the_key(patch, key):
     with pytest.raises(GridError) as e:
         expand(parse_grid(g, "g.yaml"), "g.yaml")
     assert str(e.value).startswith(f"g.yaml: {key}")
+
+
+def test_horizon_in_steps_gives_each_n_train_its_epochs():
+    g = copy.deepcopy(TINY)
+    del g["train"]["epochs"]
+    g["train"]["steps"] = 1000
+    g["train"]["batch_size"] = 64
+    g["grid"]["n_train"] = [100, 640, 1000]
+    epochs = {j.config["n_train"]: j.epochs for j in jobs_of(g)}
+    assert epochs == {100: 500, 640: 100, 1000: 63}  # ceil(1000 / ceil(n / 64)) whole epochs
+    assert all("steps" not in j.config["train"] and "epochs" not in j.config["train"] for j in jobs_of(g))
+    # the same runs as epochs: the same jobs (ids) where the horizons agree
+    g2 = copy.deepcopy(g)
+    del g2["train"]["steps"]
+    g2["train"]["epochs"] = 100
+    g2["grid"]["n_train"] = [640]
+    assert {j.job_id for j in jobs_of(g2)} <= {j.job_id for j in jobs_of(g)}
+    g["train"]["epochs"] = 5
+    with pytest.raises(GridError, match="either epochs or steps"):
+        jobs_of(g)
+    del g["train"]["epochs"]
+    g["train"]["steps"] = 10**9
+    g["train"]["batch_size"] = "full"
+    with pytest.raises(GridError, match="the limit is 1000000"):
+        jobs_of(g)

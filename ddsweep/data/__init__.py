@@ -18,6 +18,7 @@ DATASETS = {
     "mnist": "ddsweep.data.vision:load_vision",
     "fashion_mnist": "ddsweep.data.vision:load_vision",
     "svhn": "ddsweep.data.vision:load_vision",
+    "imagefolder": "ddsweep.data.vision:load_vision",  # ROOT/train/<class>/*, ROOT/test/<class>/*
 }
 MNIST1D_DEFAULTS = {"pool": 8000, "test": 4000, "seed": 42}  # generation knobs (only MNIST-1D has them)
 # Keys of a dataset spec that say where and how to read or augment it, not which samples

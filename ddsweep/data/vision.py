@@ -1,4 +1,5 @@
-"""Image datasets read from torchvision's on-disk formats: CIFAR-10/100, MNIST, Fashion-MNIST, SVHN.
+"""Image datasets read from torchvision's on-disk formats: CIFAR-10/100, MNIST, Fashion-MNIST, SVHN,
+and any ImageFolder tree (`name: imagefolder`).
 
 A grid names one with `dataset: {name: cifar10, root: DIR, download: false, verify: true}`:
 
@@ -25,6 +26,7 @@ reads the metadata and checks that the files are there.
 
 from __future__ import annotations
 
+import functools
 import os
 import pickle
 from dataclasses import dataclass
@@ -67,6 +69,122 @@ VISION = {
 LOCATION_KEYS = ("root", "download", "verify")  # where and how to read; not what is read
 IMAGE_SIZE = 32
 
+# Any image classification set as an ImageFolder tree: ROOT/train/<class>/<image> and
+# ROOT/test/<class>/<image> (or ROOT/val/...). Classes are the train folder's subfolders in
+# sorted order, images files with these extensions anywhere below them (torchvision's
+# ImageFolder rules); they are read as RGB and resized to 32x32. The constants normalize
+# [0, 255] to about [-2, 2]; BatchNorm right after the first convolution makes the exact
+# values immaterial.
+IMAGEFOLDER = "imagefolder"
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+FOLDER_MEAN, FOLDER_STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
+FOLDER_TEST_SPLITS = ("test", "val")
+
+
+def vision_info(spec: dict) -> VisionSet:
+    """The fixed facts of a vision dataset; for an ImageFolder tree, read from the tree (no torch)."""
+    if spec["name"] != IMAGEFOLDER:
+        return VISION[spec["name"]]
+    return _folder_info(str(data_root(spec)))
+
+
+@functools.lru_cache(maxsize=16)  # a tree is listed once per process (workers build a model per pack)
+def _folder_info(root: str) -> VisionSet:
+    root = Path(root)
+    classes = _folder_classes(root / "train")
+    test = _folder_test_split(root)
+    return VisionSet("ImageFolder", 3, len(classes), len(_folder_files(root / "train", classes)),
+                     len(_folder_files(root / test, classes)), FOLDER_MEAN, FOLDER_STD, ("train",), (test,))
+
+
+def _folder_classes(split: Path) -> list[str]:
+    return sorted(e.name for e in os.scandir(split) if e.is_dir()) if split.is_dir() else []
+
+
+def _folder_test_split(root: Path) -> str:
+    return next((s for s in FOLDER_TEST_SPLITS if (root / s).is_dir()), FOLDER_TEST_SPLITS[0])
+
+
+def _folder_files(split: Path, classes: list[str]) -> list[tuple[Path, int]]:
+    """(image path, class index) below split/<class>/, in torchvision ImageFolder's order."""
+    out = []
+    for index, name in enumerate(classes):
+        folder = split / name
+        if not folder.is_dir():
+            continue
+        for dirpath, _, files in sorted(os.walk(folder, followlinks=True)):
+            out.extend((Path(dirpath) / f, index) for f in sorted(files) if f.lower().endswith(IMAGE_EXTENSIONS))
+    return out
+
+
+def _folder_problem(spec: dict) -> str | None:
+    """What is wrong with an ImageFolder dataset spec or tree (None: loadable)."""
+    if not spec.get("root"):
+        return "imagefolder needs dataset.root: a folder with train/<class>/ and test/<class>/ (or val/) of images"
+    if spec.get("download"):
+        return "imagefolder reads a local tree; download does not apply"
+    root = data_root(spec)
+    classes = _folder_classes(root / "train")
+    if len(classes) < 2:
+        return (f"imagefolder under {root}: train/ must hold one folder per class (found "
+                f"{len(classes)}): ROOT/train/<class>/<image>, ROOT/test/<class>/<image>")
+    test = _folder_test_split(root)
+    if not (root / test).is_dir():
+        return f"imagefolder under {root}: no test/ (or val/) folder next to train/"
+    extra = sorted(set(_folder_classes(root / test)) - set(classes))
+    if extra:
+        return f"imagefolder under {root}: {test}/ has classes that train/ lacks: {', '.join(extra[:5])}"
+    for split in ("train", test):
+        if not _folder_files(root / split, classes):
+            return f"imagefolder under {root}: no images ({', '.join(IMAGE_EXTENSIONS)}) in {split}/"
+    return None
+
+
+def _read_folder(root: Path) -> list:
+    """[(uint8 images [N, 32, 32, 3], labels) for train, test] of an ImageFolder tree, decoded once
+    and cached (keyed by every file's path, size and mtime) in $DDSWEEP_CACHE."""
+    import hashlib
+
+    import numpy as np
+    from filelock import FileLock
+
+    from ddsweep.data.mnist1d import cache_dir
+
+    classes = _folder_classes(root / "train")
+    splits = [_folder_files(root / s, classes) for s in ("train", _folder_test_split(root))]
+    h = hashlib.sha256(f"{root.resolve()}|{IMAGE_SIZE}".encode())
+    for files in splits:
+        for path, label in files:
+            st = path.stat()
+            h.update(f"{path.relative_to(root)}|{label}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    cache = cache_dir() / f"imagefolder-{h.hexdigest()[:20]}.npz"
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(cache) + ".lock"):  # workers starting together decode once
+        if not cache.exists():
+            arrays = {}
+            for name, files in zip(("train", "test"), splits):
+                arrays[f"x_{name}"] = np.stack([_decode(p) for p, _ in files])
+                arrays[f"y_{name}"] = np.asarray([label for _, label in files], dtype=np.int64)
+            tmp = cache.with_suffix(f".tmp{os.getpid()}.npz")
+            np.savez(tmp, **arrays)
+            os.replace(tmp, cache)
+        with np.load(cache) as d:
+            return [(d["x_train"], d["y_train"]), (d["x_test"], d["y_test"])]
+
+
+def _decode(path: Path):
+    import numpy as np
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            im = im.convert("RGB")
+            if im.size != (IMAGE_SIZE, IMAGE_SIZE):
+                im = im.resize((IMAGE_SIZE, IMAGE_SIZE), Image.BILINEAR)
+            return np.asarray(im, dtype=np.uint8)
+    except OSError as e:
+        raise UserError(f"{path}: not a readable image ({e})") from None
+
 
 def data_root(spec: dict) -> Path:
     """The directory a vision dataset is read from: the spec's root, $DDSWEEP_DATA, or ~/.cache/ddsweep/data."""
@@ -76,12 +194,14 @@ def data_root(spec: dict) -> Path:
 
 def missing_files(spec: dict) -> list[Path]:
     """Files the dataset needs that are not under its root (empty: loadable without a download)."""
-    info, root = VISION[spec["name"]], data_root(spec)
+    info, root = vision_info(spec), data_root(spec)
     return [root / f for f in info.train_files + info.test_files if not (root / f).exists()]
 
 
 def availability_problem(spec: dict) -> str | None:
     """Why the dataset cannot be loaded as specified (None if it can): one line, where and how to get it."""
+    if spec["name"] == IMAGEFOLDER:
+        return _folder_problem(spec)
     if spec.get("download"):
         return None
     missing = missing_files(spec)
@@ -107,12 +227,15 @@ def load_vision(spec: dict):
 
     from ddsweep.data.tensors import Tensors
 
-    name, info = spec["name"], VISION[spec["name"]]
+    name = spec["name"]
     root = data_root(spec)
     problem = availability_problem(spec)
     if problem:
         raise UserError(problem)
-    if spec.get("download"):
+    info = vision_info(spec)
+    if name == IMAGEFOLDER:
+        parts = _read_folder(root)
+    elif spec.get("download"):
         root.mkdir(parents=True, exist_ok=True)
         with FileLock(str(root / f".ddsweep-{name}.lock")):  # workers starting together download once
             parts = _via_torchvision(name, root, download=True)
@@ -213,13 +336,17 @@ def _read_idx(path: Path):
 
 
 def pool_size(spec: dict) -> int:
-    return VISION[spec["name"]].train_size
+    if spec["name"] == IMAGEFOLDER and _folder_problem(spec):
+        return 0  # planning reports the tree's problem (availability_problem) before the pool matters
+    return vision_info(spec).train_size
 
 
 def spec_problem(spec: dict) -> tuple[str, str] | None:
     """(key, problem) if the spec's knobs do not apply to a vision dataset."""
     for key in ("pool", "test", "seed"):
         if spec.get(key) is not None:
+            if spec["name"] == IMAGEFOLDER:
+                return key, "MNIST-1D's generation knob; an ImageFolder tree's train/ is the pool, test/ the test set"
             info = VISION[spec["name"]]
             return key, (f"MNIST-1D's generation knob; {spec['name']} has a fixed training set "
                          f"({info.train_size}, the pool n_train draws from) and test set ({info.test_size})")

@@ -17,6 +17,14 @@ Inputs may be uint8 images: they are normalized per channel on the fly. On a GPU
 pack runs in channels_last with bf16 autocast by default (`precision: auto`);
 BatchNorm keeps float32 parameters and statistics, and the loss is taken in float32.
 
+GPU speed paths (each measured on an H100; numbers in the GPU notes of the report):
+- every training step (forward + backward) replays a CUDA graph captured once per batch
+  shape (ddsweep.models.cuda_graphs); $DDSWEEP_CUDA_GRAPHS=0 steps eagerly, same numbers;
+- with $DDSWEEP_COMPILE=1, wide bf16 members (width >= DENSE_WIDTH) run one after another
+  as dense networks (cuDNN's grouped convolution copies every group's channels out and back);
+- $DDSWEEP_COMPILE=1 runs the network through torch.compile (fuses BatchNorm, ReLU, pooling
+  and the bias gradients; about 30 s of compilation per shape, so opt-in: it pays in long runs).
+
 A member narrower than the pack's width (ddsweep.models.padding.conv_padded_width)
 keeps its extra channels at exactly zero: their weights and BatchNorm scale start at
 0, so they output 0, and every gradient reaching them is 0.
@@ -26,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +43,12 @@ from ddsweep.models.arch import ARCHS, Arch
 
 BN_MOMENTUM, BN_EPS = 0.1, 1e-5
 EVAL_BYTES = {"cpu": 256 << 20, "cuda": 2 << 30}  # activations of one evaluation chunk
+# Width from which a GPU pack runs its members as dense networks one after another (see
+# PackedConvNet.dense_members); narrower members train as one grouped network. Measured on an
+# H100 (bf16, packs of 32, CUDA graphs): mcnn k=64 dense 74K samples/s vs grouped 73K eager,
+# 117K vs 97K compiled; k=32 dense 126K vs grouped 150K eager, 190K vs 200K compiled.
+# preact_resnet18 is not measured: it stays grouped.
+DENSE_WIDTH = {"mcnn": 64}
 
 
 def resolve_precision(precision: str, device) -> str:
@@ -67,6 +82,10 @@ class PackedConvNet:
         self.channels_last = cuda
         if cuda:
             torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels
+        # a training step (forward + backward) replays a CUDA graph captured once per batch shape
+        self.cuda_graphs = cuda and os.environ.get("DDSWEEP_CUDA_GRAPHS", "1") != "0"
+        self._graphs: dict = {}
+        self._graph_pool = None
         # x_normalized = x * scale + shift, per channel of [B, K*C, H, W], for uint8 (0..255) input
         mean_t = torch.tensor(mean, dtype=torch.float32, device=device).repeat(members)
         std_t = torch.tensor(std, dtype=torch.float32, device=device).repeat(members)
@@ -76,9 +95,9 @@ class PackedConvNet:
 
     @classmethod
     def from_config(cls, config: dict, members: int, width: int, input_dim: int, num_classes: int, device="cpu"):
-        from ddsweep.data.vision import IMAGE_SIZE, VISION
+        from ddsweep.data.vision import IMAGE_SIZE, vision_info
 
-        info = VISION[config["dataset"]["name"]]
+        info = vision_info(config["dataset"])
         if input_dim != info.channels * IMAGE_SIZE * IMAGE_SIZE:
             raise ValueError(f"{cls.arch_name} expects {info.channels}x{IMAGE_SIZE}x{IMAGE_SIZE} images, "
                              f"got {input_dim} values per sample")
@@ -135,50 +154,58 @@ class PackedConvNet:
 
     # ------------------------------------------------------------------ compute
 
-    def _weights(self, p: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The layers' weights from the flat [K, P] parameters (differentiable through `p`).
+    def _weights(self, p: torch.Tensor, k: int | None = None) -> dict[str, torch.Tensor]:
+        """The layers' weights from flat parameters p [G, P] (differentiable through `p`), and the
+        BatchNorm running statistics they update: G = K members as one grouped network, or
+        (k given) G = 1, member k alone.
 
-        Conv weights become [K*out, in, kh, kw] for groups=K, BatchNorm's [K*C], the linear
-        layer's [K, out, in] and [K, 1, out].
+        Conv weights become [G*out, in, kh, kw] for groups=G, BatchNorm's [G*C], the linear
+        layer's [G, out, in] and [G, 1, out]; "<bn>.running" holds (mean, var) views [G*C].
         """
-        K, out = self.members, {}
+        G, out = p.shape[0], {}
         for spec, piece in zip(self.arch.params, torch.split(p, self.sizes, dim=1)):
             if len(spec.shape) == 4:
-                w = piece.reshape(K * spec.shape[0], *spec.shape[1:])
+                w = piece.reshape(G * spec.shape[0], *spec.shape[1:])
                 out[spec.name] = w.contiguous(memory_format=torch.channels_last) if self.channels_last else w
             elif len(spec.shape) == 2:
-                out[spec.name] = piece.view(K, *spec.shape)
+                out[spec.name] = piece.view(G, *spec.shape)
             elif spec.name.startswith(self._linear_name):
-                out[spec.name] = piece.view(K, 1, spec.shape[0])
+                out[spec.name] = piece.view(G, 1, spec.shape[0])
             else:
                 out[spec.name] = piece.reshape(-1)
+        for name, c in self.arch.bn:
+            mean, var = self.running[name]
+            out[f"{name}.running"] = (mean, var) if k is None else (
+                mean.view(self.members, c)[k], var.view(self.members, c)[k])
         return out
 
     _linear_name = "fc."
 
-    def _prep(self, x: torch.Tensor) -> torch.Tensor:
-        """[K, B, C, H, W] (uint8 or float) -> normalized float [B, K*C, H, W] (channels_last on a GPU)."""
-        K, B, C, H, W = x.shape
+    def _prep(self, x: torch.Tensor, k: int | None = None) -> torch.Tensor:
+        """[G, B, C, H, W] (uint8 or float) -> normalized float [B, G*C, H, W] (channels_last on a GPU);
+        G = K, or 1 for member k alone."""
+        G, B, C, H, W = x.shape
         if self.channels_last:
-            x = x.permute(1, 3, 4, 0, 2).reshape(B, H, W, K * C).permute(0, 3, 1, 2)
+            x = x.permute(1, 3, 4, 0, 2).reshape(B, H, W, G * C).permute(0, 3, 1, 2)
         else:
-            x = x.transpose(0, 1).reshape(B, K * C, H, W)
+            x = x.transpose(0, 1).reshape(B, G * C, H, W)
+        own = slice(None) if k is None else slice(k * C, (k + 1) * C)
         if x.dtype == torch.uint8:
-            return x.float().mul_(self._scale).add_(self._shift)
-        return x.float().mul(self._float_scale).add_(self._shift)
+            return x.float().mul_(self._scale[own]).add_(self._shift[own])
+        return x.float().mul(self._float_scale[own]).add_(self._shift[own])
 
     def _conv(self, x, w, b=None, stride: int = 1, padding: int = 1):
-        return F.conv2d(x, w, b, stride, padding, 1, self.members)
+        return F.conv2d(x, w, b, stride, padding, 1, x.shape[1] // w.shape[1])
 
     def _bn(self, x, W: dict, name: str):
-        mean, var = self.running[name]
+        mean, var = W[f"{name}.running"]
         return F.batch_norm(x, mean, var, W[f"{name}.weight"], W[f"{name}.bias"], self.training,
                             BN_MOMENTUM, BN_EPS)
 
     def _head(self, h, W: dict, name: str):
-        """[B, K*F, 1, 1] -> logits [K, B, classes] through each member's linear layer."""
-        B = h.shape[0]
-        h = h.reshape(B, self.members, -1).transpose(0, 1)
+        """[B, G*F, 1, 1] -> logits [G, B, classes] through each member's linear layer."""
+        B, G = h.shape[0], W[f"{name}.weight"].shape[0]
+        h = h.reshape(B, G, -1).transpose(0, 1)
         return torch.baddbmm(W[f"{name}.bias"], h, W[f"{name}.weight"].transpose(1, 2))
 
     def _forward(self, W: dict, x: torch.Tensor) -> torch.Tensor:
@@ -189,23 +216,72 @@ class PackedConvNet:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
+    def _net(self, W: dict, x: torch.Tensor) -> torch.Tensor:
+        with self._autocast():
+            return self._forward(W, x)
+
+    @property
+    def dense_members(self) -> bool:
+        """Whether members run one after another as dense networks rather than as one grouped network:
+        on a GPU at widths >= DENSE_WIDTH[arch] (cuDNN's grouped convolution copies each group's
+        channels out and back; a wide member fills the GPU alone). $DDSWEEP_DENSE_MEMBERS=0/1 forces it."""
+        forced = os.environ.get("DDSWEEP_DENSE_MEMBERS")
+        if forced is not None:
+            return forced == "1" and self.members > 1
+        # Only with torch.compile (opt-in), the one place it pays (eager: 74K vs 73K samples/s
+        # at k=64), and bf16 only: float32 dense members on a GPU failed with a CUDA error once
+        # (H100, k=64, not yet understood), so everything else stays grouped.
+        return (self.device.type == "cuda" and self.members > 1 and self.amp_dtype is not None
+                and os.environ.get("DDSWEEP_COMPILE", "0") == "1"
+                and self.width >= DENSE_WIDTH.get(self.arch_name, 1 << 30))
+
+    def _logits(self, ps, x: torch.Tensor) -> torch.Tensor:
+        """Logits [K, B, classes] from parameters (a [K, P] tensor, or K rows [P] in dense-member mode)."""
+        net = self._compiled_net()
+        if not self.dense_members:
+            return net(self._weights(ps), self._prep(x))
+        return torch.cat([net(self._weights(p.unsqueeze(0), k), self._prep(x[k:k + 1], k))
+                          for k, p in enumerate(ps)])
+
+    def _compiled_net(self):
+        if os.environ.get("DDSWEEP_COMPILE", "0") != "1" or self.device.type != "cuda":
+            return self._net
+        if getattr(self, "_compiled", None) is None:
+            self._compiled = torch.compile(self._net, dynamic=False)
+        return self._compiled
+
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Images [K, B, C, H, W] -> float32 logits [K, B, classes] (BatchNorm per the mode set by train())."""
-        with self._autocast():
-            logits = self._forward(self._weights(self.flat), self._prep(x))
-        return logits.float()
+        ps = self.flat.unbind(0) if self.dense_members else self.flat
+        return self._logits(ps, x).float()
 
     __call__ = forward
 
     def loss_and_grad(self, x: torch.Tensor, y: torch.Tensor, loss: str) -> torch.Tensor:
-        """Per-member mean loss [K] on a batch (batch statistics); writes its gradient into `grad`."""
-        p = self.flat.detach().requires_grad_(True)
-        with self._autocast():
-            logits = self._forward(self._weights(p), self._prep(x))
-        per_member = member_loss(logits.float(), y, loss)
-        (g,) = torch.autograd.grad(per_member.sum(), p)
-        self.grad.copy_(g)
+        """Per-member mean loss [K] on a batch (batch statistics); writes its gradient into `grad`.
+
+        On a GPU the step replays a CUDA graph of itself, captured at the first batch of each
+        shape (ddsweep.models.cuda_graphs): the same kernels, without their launch costs."""
+        if self.cuda_graphs and x.is_cuda:
+            from ddsweep.models.cuda_graphs import graphed_loss_and_grad
+
+            out = graphed_loss_and_grad(self, x, y, loss)
+            if out is not None:
+                return out
+        return self._loss_and_grad(x, y, loss)
+
+    def _loss_and_grad(self, x: torch.Tensor, y: torch.Tensor, loss: str) -> torch.Tensor:
+        if self.dense_members:  # one leaf per member: each gradient is its own row, no [K, P] zeros per member
+            ps = [row.detach().requires_grad_(True) for row in self.flat.unbind(0)]
+        else:
+            ps = self.flat.detach().requires_grad_(True)
+        per_member = member_loss(self._logits(ps, x).float(), y, loss)
+        grads = torch.autograd.grad(per_member.sum(), ps)
+        if self.dense_members:
+            torch.stack(grads, out=self.grad)
+        else:
+            self.grad.copy_(grads[0])
         return per_member.detach()
 
     def layer_slices(self) -> list[tuple[int, int]]:
