@@ -23,6 +23,8 @@ inside its training steps alone (no start-up, data loading or evaluation).
 
     python -m ddsweep.bench --model mcnn --device cuda                  # about 10 minutes on one H100
     python -m ddsweep.bench --model mcnn --micro --device cuda          # training steps only, about 1 minute
+    python -m ddsweep.bench --model mcnn --loop --device cuda --widths 1,64 --packs 1,8 --epochs 4
+                                                                        # epoch by epoch inside the training loop
     python -m ddsweep.bench --model mcnn --widths 1,2 --n-train 256 --epochs 1   # a CPU smoke run
 """
 
@@ -168,6 +170,43 @@ def device_name(device: str) -> str:
 
 
 # ----------------------------------------------------------------------------- training steps only
+
+
+def in_loop(args) -> list[dict]:
+    """Epoch by epoch inside ddsweep's training loop (train_pack in this process: augmentation,
+    shuffles and all), for each width x pack size; the steady rate is the best epoch after the
+    first (the first holds cuDNN's autotuning and CUDA-graph capture)."""
+    import torch
+
+    from ddsweep.grid import expand, parse_grid
+    from ddsweep.train.loop import train_pack
+
+    torch.set_num_threads(args.cpus)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="ddsweep-bench-loop-") as tmp:
+        root = write_synthetic_cifar(Path(tmp), args.n_train, args.n_test)
+        for k in args.widths:
+            for members in args.packs:
+                g = grid(f"loop-k{k}", root, [k], members, args.n_train, args.epochs, args.precision)
+                g["eval"] = {"every": args.epochs + 1}  # epoch 0 and the last only
+                jobs = [{"job_id": j.job_id, "config": j.config, "epochs": j.epochs, "horizons": list(j.horizons)}
+                        for j in expand(parse_grid(g))]
+                marks = [time.perf_counter()]
+
+                def emit(event, marks=marks):
+                    if event["kind"] == "progress":
+                        if args.device.startswith("cuda"):
+                            torch.cuda.synchronize()
+                        marks.append(time.perf_counter())
+
+                train_pack(jobs, args.device, emit=emit)
+                epochs = [b - a for a, b in zip(marks, marks[1:])]
+                steady = min(epochs[1:]) if len(epochs) > 1 else epochs[0]
+                rows.append({"k": k, "members": members, "epoch_seconds": epochs,
+                             "steady_samples_per_s": members * args.n_train / steady})
+                print(f"k={k:3d} pack of {members:2d}: epochs {', '.join(f'{e:.2f}' for e in epochs)} s; "
+                      f"steady {rows[-1]['steady_samples_per_s']:,.0f} samples/s", flush=True)
+    return rows
 
 
 def micro(args) -> list[dict]:
@@ -327,7 +366,10 @@ def main(argv=None) -> list[dict]:
                         help="DataLoader worker processes of the plain arm (default: min(8, cores) on cuda, 0 on cpu)")
     parser.add_argument("--micro", action="store_true",
                         help="training steps only, in this process: plain nn.Module vs packs of --packs members")
-    parser.add_argument("--packs", default="1,8", help="with --micro: pack sizes (comma-separated)")
+    parser.add_argument("--packs", default="1,8", help="with --micro or --loop: pack sizes (comma-separated)")
+    parser.add_argument("--loop", action="store_true",
+                        help="epoch by epoch inside ddsweep's training loop, in this process (steady rate "
+                             "after the first epoch), for --widths x --packs")
     parser.add_argument("--out", default="bench-mcnn.json")
     args = parser.parse_args(argv)
     args.packs = [int(p) for p in str(args.packs).split(",") if p.strip()]
@@ -339,6 +381,11 @@ def main(argv=None) -> list[dict]:
     os.environ.setdefault("DDSWEEP_CACHE", str(Path.home() / ".cache" / "ddsweep"))
     if args.model != "mcnn" and not args.micro:
         parser.error("--model preact_resnet18 is measured with --micro only")
+    if args.loop:
+        rows = in_loop(args)
+        Path(args.out).write_text(json.dumps(rows, indent=2))
+        print(f"wrote {args.out}")
+        return rows
     if args.micro:
         rows = micro(args)
         Path(args.out).write_text(json.dumps(rows, indent=2))

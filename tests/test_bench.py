@@ -36,3 +36,13 @@ def test_shortened_cases_evaluate_as_often_per_epoch_as_the_full_recipe():
     assert abs(rate - full_rate) < 0.03, (rate, full_rate)
     assert case_grid("default", 100, eval_as_grid=True)["eval"] == full["eval"]
     assert case_grid("default", full["train"]["epochs"])["eval"] == full["eval"]  # the full horizon: as planned
+
+
+def test_vision_bench_times_epochs_inside_the_loop(tmp_path):
+    out = tmp_path / "loop.json"
+    subprocess.run([sys.executable, "-m", "ddsweep.bench", "--model", "mcnn", "--loop", "--widths", "1",
+                    "--packs", "1,2", "--epochs", "2", "--n-train", "64", "--n-test", "16", "--cpus", "1",
+                    "--out", str(out)], check=True, capture_output=True, text=True, cwd=tmp_path)
+    rows = json.loads(out.read_text())
+    assert [(r["k"], r["members"]) for r in rows] == [(1, 1), (1, 2)]
+    assert all(len(r["epoch_seconds"]) == 2 and r["steady_samples_per_s"] > 0 for r in rows)
