@@ -30,6 +30,15 @@ EPSILON = 0.1  # the paper's eps
 FACTOR = 2.0   # default width of the critical regime: EMC within a factor 2 of n
 
 
+def _finite_sorted(x, err) -> tuple[np.ndarray, np.ndarray]:
+    """(x, err) as float arrays without NaN errors, in increasing x."""
+    x, err = np.asarray(x, dtype=float), np.asarray(err, dtype=float)
+    ok = np.isfinite(err)
+    x, err = x[ok], err[ok]
+    order = np.argsort(x)
+    return x[order], err[order]
+
+
 def emc_over_n(n, err, epsilon: float = EPSILON) -> tuple[float, str]:
     """EMC from train errors at sample sizes n: (value, bound) with bound '', '>' or '<'.
 
@@ -37,14 +46,9 @@ def emc_over_n(n, err, epsilon: float = EPSILON) -> tuple[float, str]:
     value = min n). Otherwise the largest fitted n, interpolated in log n towards the
     next grid point. NaN errors are ignored.
     """
-    n = np.asarray(n, dtype=float)
-    err = np.asarray(err, dtype=float)
-    ok = np.isfinite(err)
-    n, err = n[ok], err[ok]
+    n, err = _finite_sorted(n, err)
     if n.size == 0:
         return math.nan, ""
-    order = np.argsort(n)
-    n, err = n[order], err[order]
     fits = err <= epsilon
     if not fits.any():
         return float(n[0]), "<"
@@ -65,14 +69,9 @@ def threshold_over_width(width, err, epsilon: float = EPSILON) -> tuple[float, s
     '<' when already the smallest width fits (threshold at or below it), '>' with
     value = the largest width when none fits.
     """
-    w = np.asarray(width, dtype=float)
-    err = np.asarray(err, dtype=float)
-    ok = np.isfinite(err)
-    w, err = w[ok], err[ok]
+    w, err = _finite_sorted(width, err)
     if w.size == 0:
         return math.nan, ""
-    order = np.argsort(w)
-    w, err = w[order], err[order]
     fits = np.flatnonzero(err <= epsilon)
     if fits.size == 0:
         return float(w[-1]), ">"

@@ -88,13 +88,27 @@ def vision_info(spec: dict) -> VisionSet:
     return _folder_info(str(data_root(spec)))
 
 
-@functools.lru_cache(maxsize=16)  # a tree is listed once per process (workers build a model per pack)
-def _folder_info(root: str) -> VisionSet:
+@dataclass(frozen=True)
+class FolderTree:
+    classes: tuple[str, ...]  # train/'s class folders, sorted
+    test: str  # "test" or "val"
+    train_files: tuple[tuple[Path, int], ...]  # (image, class index)
+    test_files: tuple[tuple[Path, int], ...]
+
+
+@functools.lru_cache(maxsize=16)  # a tree is listed once per process (planning checks it, workers read it)
+def _folder_tree(root: str) -> FolderTree:
     root = Path(root)
     classes = _folder_classes(root / "train")
     test = _folder_test_split(root)
-    return VisionSet("ImageFolder", 3, len(classes), len(_folder_files(root / "train", classes)),
-                     len(_folder_files(root / test, classes)), FOLDER_MEAN, FOLDER_STD, ("train",), (test,))
+    return FolderTree(tuple(classes), test, tuple(_folder_files(root / "train", classes)),
+                      tuple(_folder_files(root / test, classes)))
+
+
+def _folder_info(root: str) -> VisionSet:
+    tree = _folder_tree(root)
+    return VisionSet("ImageFolder", 3, len(tree.classes), len(tree.train_files), len(tree.test_files),
+                     FOLDER_MEAN, FOLDER_STD, ("train",), (tree.test,))
 
 
 def _folder_classes(split: Path) -> list[str]:
@@ -124,18 +138,17 @@ def _folder_problem(spec: dict) -> str | None:
     if spec.get("download"):
         return "imagefolder reads a local tree; download does not apply"
     root = data_root(spec)
-    classes = _folder_classes(root / "train")
-    if len(classes) < 2:
+    tree = _folder_tree(str(root))
+    if len(tree.classes) < 2:
         return (f"imagefolder under {root}: train/ must hold one folder per class (found "
-                f"{len(classes)}): ROOT/train/<class>/<image>, ROOT/test/<class>/<image>")
-    test = _folder_test_split(root)
-    if not (root / test).is_dir():
+                f"{len(tree.classes)}): ROOT/train/<class>/<image>, ROOT/test/<class>/<image>")
+    if not (root / tree.test).is_dir():
         return f"imagefolder under {root}: no test/ (or val/) folder next to train/"
-    extra = sorted(set(_folder_classes(root / test)) - set(classes))
+    extra = sorted(set(_folder_classes(root / tree.test)) - set(tree.classes))
     if extra:
-        return f"imagefolder under {root}: {test}/ has classes that train/ lacks: {', '.join(extra[:5])}"
-    for split in ("train", test):
-        if not _folder_files(root / split, classes):
+        return f"imagefolder under {root}: {tree.test}/ has classes that train/ lacks: {', '.join(extra[:5])}"
+    for split, files in (("train", tree.train_files), (tree.test, tree.test_files)):
+        if not files:
             return f"imagefolder under {root}: no images ({', '.join(IMAGE_EXTENSIONS)}) in {split}/"
     return None
 
@@ -150,8 +163,8 @@ def _read_folder(root: Path) -> list:
 
     from ddsweep.data.mnist1d import cache_dir
 
-    classes = _folder_classes(root / "train")
-    splits = [_folder_files(root / s, classes) for s in ("train", _folder_test_split(root))]
+    tree = _folder_tree(str(root))
+    splits = [tree.train_files, tree.test_files]
     h = hashlib.sha256(f"{root.resolve()}|{IMAGE_SIZE}".encode())
     for files in splits:
         for path, label in files:
@@ -336,8 +349,6 @@ def _read_idx(path: Path):
 
 
 def pool_size(spec: dict) -> int:
-    if spec["name"] == IMAGEFOLDER and _folder_problem(spec):
-        return 0  # planning reports the tree's problem (availability_problem) before the pool matters
     return vision_info(spec).train_size
 
 
