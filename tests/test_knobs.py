@@ -50,7 +50,7 @@ def autograd_member(model, k, x, y, create_graph=False):
     theta = model.flat[k].detach().clone().requires_grad_(True)
     ref = PackedMLP(1, D, model.width, C, depth=model.depth)
     h = x[k:k + 1]
-    ws, bs = ref._views(theta[None])
+    ws, bs = ref.matrices(theta[None])
     for i, (w, b) in enumerate(zip(ws, bs)):
         h = torch.baddbmm(b, h, w)
         h = torch.relu(h) if i < len(ws) - 1 else h

@@ -11,7 +11,7 @@ from ddsweep.train.optim import PackedAdam, PackedSGD
 
 def autograd_reference(model: PackedMLP, x, y, loss):
     flat = model.flat.detach().clone().requires_grad_(True)
-    weights, biases = model._views(flat)
+    weights, biases = model.matrices(flat)
     h = x
     for i, (w, b) in enumerate(zip(weights, biases)):
         h = torch.baddbmm(b, h, w)

@@ -258,8 +258,9 @@ class PackedConvNet:
 
     __call__ = forward
 
-    def loss_and_grad(self, x: torch.Tensor, y: torch.Tensor, loss: str) -> torch.Tensor:
+    def loss_and_grad(self, x: torch.Tensor, y: torch.Tensor, loss: str, with_loss: bool = True) -> torch.Tensor:
         """Per-member mean loss [K] on a batch (batch statistics); writes its gradient into `grad`.
+        (The loss comes free with autograd's backward pass: returned whatever `with_loss` says.)
 
         On a GPU the step replays a CUDA graph of itself, captured at the first batch of each
         shape (ddsweep.models.cuda_graphs): the same kernels, without their launch costs."""

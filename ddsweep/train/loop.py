@@ -155,7 +155,6 @@ def train_pack(jobs: list[dict], device: str = "cpu", emit: Emit = lambda e: Non
             x_epoch[k], y_epoch[k] = (t.to(device) for t in stream.take((epoch - 1) * n, n))
         lrs = schedule.epoch(epoch) if schedule is not None else None  # [steps, K, 1]: each step's lr
         knobs.start_epoch()
-        epoch_loss = torch.zeros(K, device=device)
         for s in range(steps_per_epoch):
             xb = x_epoch[:, s * batch:(s + 1) * batch]  # [K, b, d]: each member's own batch
             yb = y_epoch[:, s * batch:(s + 1) * batch]
@@ -163,21 +162,21 @@ def train_pack(jobs: list[dict], device: str = "cpu", emit: Emit = lambda e: Non
                 xb = augment(xb, codes[:, s * batch:(s + 1) * batch])
             if lrs is not None:
                 opt.lr = lrs[s]
-            loss = model.loss_and_grad(xb, yb, loss_name)  # [K] mean losses; fills model.grad
+            # fills model.grad; the [K] mean losses only where a knob needs them (else None)
+            loss = model.loss_and_grad(xb, yb, loss_name, with_loss=knobs.active)
             if knobs.active:  # flood, penalise, clip: model.grad becomes each member's step direction
                 knobs.apply(model, loss, xb, yb, loss_name, opt.lr)
             opt.step()
-            epoch_loss += loss.detach()
             step += 1
         if str(device).startswith("cuda"):
             torch.cuda.synchronize()  # so the training-time budget below is honest
         timing["train_seconds"] += time.perf_counter() - t_epoch
         timing["train_samples"] += K * n
 
-        for k in _newly_diverged(members, epoch_loss):
+        for k in _newly_diverged(members, model):
             _freeze(model, opt, k, schedule)
             emit({"kind": "finished", "job_id": members[k].job_id, "status": "diverged",
-                  "error": f"non-finite training loss in epoch {epoch}"})
+                  "error": f"non-finite weights (the training loss diverged) in epoch {epoch}"})
         if epoch in eval_epochs:
             evaluate(epoch)
         emit({"kind": "progress", "epoch": epoch, "epochs": epochs, "step": step})
@@ -273,8 +272,11 @@ def _evaluate(model, members, x_train, y_train, data, loss_name) -> list[dict]:
     return rows
 
 
-def _newly_diverged(members, epoch_loss) -> list[int]:
-    finite = torch.isfinite(epoch_loss).tolist()
+def _newly_diverged(members, model) -> list[int]:
+    """Members whose weights became non-finite this epoch. (A non-finite loss makes a
+    non-finite gradient, and the step after it non-finite weights: one check per epoch
+    instead of the loss at every step.)"""
+    finite = torch.isfinite(model.flat).all(dim=1).tolist()
     out = []
     for k, (m, ok) in enumerate(zip(members, finite)):
         if m.alive and not ok:

@@ -620,7 +620,8 @@ class Coordinator:
             else:
                 events.append(e)
         durable = [e for e in events if e["kind"] in DURABLE]
-        self.journal.append(durable)  # received = journaled
+        # received = journaled (and synced, unless all it holds is progress counters)
+        self.journal.append(durable, sync=any(e["kind"] != "progress" for e in durable))
         self.buffer.extend(durable)
         urgent = False
         for e in events:

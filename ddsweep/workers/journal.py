@@ -25,12 +25,15 @@ class Journal:
         self._lock.acquire(timeout=0)  # held for our lifetime: marks the journal as live
         self._file = open(self.path, "a", encoding="utf-8")
 
-    def append(self, events: list[dict]) -> None:
+    def append(self, events: list[dict], sync: bool = True) -> None:
+        """Append events; `sync=False` leaves them to the OS (they survive the coordinator's death,
+        not the machine's): for progress counters, which every epoch sends and nothing needs kept."""
         if not events:
             return
         self._file.write("".join(json.dumps(e, separators=(",", ":")) + "\n" for e in events))
         self._file.flush()
-        os.fsync(self._file.fileno())
+        if sync:
+            os.fsync(self._file.fileno())
 
     def clear(self) -> None:
         """Everything appended so far is in the database."""
