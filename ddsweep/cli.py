@@ -81,6 +81,7 @@ def work(db: Path = DB,
          threads: int = typer.Option(1, "--threads", help="torch threads per worker."),
          pack_size: Optional[int] = typer.Option(None, "--pack-size", help="Jobs trained together per step (default: automatic)."),
          checkpoint_every: float = typer.Option(30.0, "--checkpoint-every", help="Seconds between checkpoints (0: every epoch)."),
+         flush_every: float = typer.Option(5.0, "--flush-every", help="Seconds between writes of results to the database (and at each job's end); readers get in between."),
          lease: float = typer.Option(120.0, "--lease", help="Seconds a job stays leased without a heartbeat; then another `work` may reclaim it."),
          retries: int = typer.Option(2, "--retries", help="Times a job is tried again after a failed attempt (exception, or its worker died)."),
          no_progress: bool = typer.Option(False, "--no-progress", help="No live progress display."),
@@ -94,7 +95,8 @@ def work(db: Path = DB,
     if pack_size is not None and pack_size < 1:
         raise UserError(f"--pack-size = {pack_size}: must be at least 1")
     r = api.work(db, cpus=cpus, gpus=gpus, jobs_per_device=jobs_per_device, sweep=sweep, threads=threads,
-                 pack_size=pack_size, checkpoint_every=checkpoint_every, lease_seconds=lease, retries=retries,
+                 pack_size=pack_size, checkpoint_every=checkpoint_every, flush_every=flush_every,
+                 lease_seconds=lease, retries=retries,
                  show_progress=not no_progress and sys.stderr.isatty(), ray=ray, gpus_per_job=gpus_per_job,
                  cpus_per_job=cpus_per_job, checkpoint_dir=checkpoint_dir)
     out.print(f"done {r.done}, failed {r.failed}, diverged {r.diverged}, handed back {r.released} "

@@ -146,3 +146,12 @@ def test_bad_grids_as_real_processes(planned_db, odd_paths):
         assert "Traceback" not in r.stderr and "\x1b[" not in r.stderr, r.stderr
         check_error(r.stderr, r.stdout, path, expect)
     check_untouched(db, before)
+
+
+@pytest.mark.parametrize("option, value", [("--flush-every", "0"), ("--lease", "-1"), ("--pack-size", "0")])
+def test_bad_work_options_are_one_line_exit_2_and_touch_nothing(option, value, planned_db, cli):
+    db, before = planned_db
+    r = cli("work", "--db", db, "--cpus", "1", "--no-progress", option, value)
+    assert r.exit_code == 2 and isinstance(r.exception, SystemExit), (r.output, r.exception)
+    assert option in r.stderr and value in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    check_untouched(db, before)

@@ -367,7 +367,8 @@ def test_ctrl_c_checkpoints_and_hands_back_then_resumes(tmp_path):
         return db_rows(db, "select max(epochs_done) from jobs")[0][0] >= 1
 
     # One Ctrl-C (to the whole process group, as a terminal sends it): workers checkpoint, jobs go back.
-    proc = start_work(db, "--cpus", 1)  # checkpoints every 30 s: the one we get is the Ctrl-C's
+    # (Checkpoints every 30 s: the one we get is the Ctrl-C's; epochs reach the database within 0.2 s.)
+    proc = start_work(db, "--cpus", 1, "--flush-every", 0.2)
     try:
         wait_for(progressed, interval=0.1, what="an epoch")
         os.killpg(proc.pid, signal.SIGINT)

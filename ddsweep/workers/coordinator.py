@@ -103,7 +103,7 @@ def resolve_slots(cpus: int | None, gpus: str | None, jobs_per_device: int) -> l
 
 def work(db: str | Path = "results.duckdb", cpus: int | None = None, gpus: str | None = None,
          jobs_per_device: int = 1, sweep: str | None = None, threads: int = 1, pack_size: int | None = None,
-         lease_seconds: float = 120.0, flush_every: float = 2.0, checkpoint_every: float = 30.0,
+         lease_seconds: float = 120.0, flush_every: float = 5.0, checkpoint_every: float = 30.0,
          show_progress: bool = True, flush_wait: float = 1.0, retries: int = 2, ray: str | None = None,
          gpus_per_job: float = 0.0, cpus_per_job: float = 1.0,
          checkpoint_dir: str | Path | None = None) -> WorkResult:
@@ -122,6 +122,8 @@ def work(db: str | Path = "results.duckdb", cpus: int | None = None, gpus: str |
         raise UserError(f"--lease = {lease_seconds}: must be more than 0 seconds")
     if retries < 0:
         raise UserError(f"--retries = {retries}: must be 0 or more")
+    if not flush_every > 0:
+        raise UserError(f"--flush-every = {flush_every}: must be more than 0 seconds")
     if checkpoint_every < 0:
         raise UserError(f"--checkpoint-every = {checkpoint_every}: must be 0 (every epoch) or more")
     store = Store(db)

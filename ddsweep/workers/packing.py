@@ -67,8 +67,8 @@ def auto_pack_size(config: dict, device: str) -> int:
 
 # A CPU step of a pack of K MLPs with P parameters each costs about STEP_US + MEMBER_US K +
 # PARAM_US K P microseconds (fitted on 1 thread, batch 100, widths 2..300, K = 1..10: a
-# pack of ten width-32 members costs about as much as one width-227 model).
-STEP_US, MEMBER_US, PARAM_US = 250.0, 35.0, 0.009
+# pack of ten width-32 members costs about as much as one width-172 model).
+STEP_US, MEMBER_US, PARAM_US = 160.0, 25.0, 0.008
 
 
 def cost(pack: list[dict]) -> float:
