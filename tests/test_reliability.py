@@ -438,6 +438,40 @@ def test_resumed_pack_is_bit_identical(tmp_path):
     assert {r["epoch"] for r in resumed[0]["rows"]} == {0, 1, 2, 3}
 
 
+def test_checkpoints_of_another_parameter_layout_restart_from_scratch(tmp_path):
+    """A checkpoint written by a ddsweep that laid parameters out differently is not resumed
+    as if it fitted: the jobs restart (with a warning) and train exactly as from scratch."""
+    import torch
+
+    from ddsweep.train.checkpoint import path_for
+    from ddsweep.train.loop import train_pack
+
+    grid = {**TINY, "eval": {"every": 1}}
+    jobs = [{"job_id": j.job_id, "config": json.loads(json.dumps(j.config, sort_keys=True)), "epochs": j.epochs,
+             "horizons": j.horizons} for j in expand(parse_grid(grid)) if j.config["width"] == 16]
+    reference = train_reference({**grid, "grid": {**grid["grid"], "width": [16]}})
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        calls = []
+        assert train_pack(jobs, should_stop=lambda: calls.append(1) or len(calls) >= 2, checkpoint_dir=tmp_path,
+                          checkpoint_every=1e9) == "stopped"
+        for j in jobs:  # as an older ddsweep wrote them: no layout recorded (layout 1)
+            state = torch.load(path_for(tmp_path, j["job_id"]), weights_only=False)
+            del state["layout"]
+            torch.save(state, path_for(tmp_path, j["job_id"]))
+        events = []
+        assert train_pack(jobs, emit=events.append, checkpoint_dir=tmp_path) == "done"
+    finally:
+        torch.set_num_threads(threads)
+    warnings = [e["message"] for e in events if e["kind"] == "warning"]
+    assert len(warnings) == len(jobs) and all("layout 1" in w and "from scratch" in w for w in warnings), warnings
+    assert [e["epoch"] for e in events if e["kind"] == "progress"][0] == 1  # restarted, not continued
+    rows = {(r["job_id"], r["epoch"]): {c: r.get(c) for c in COMPARED}
+            for e in events if e["kind"] == "metrics" for r in e["rows"]}
+    assert rows == reference
+
+
 def test_extend_continues_from_final_checkpoints_and_a_corrupt_one_restarts(tmp_path, cli):
     grid = {**TINY, "eval": {"every": 1}, "grid": {**TINY["grid"], "width": [16]}}
     db = tmp_path / "r.duckdb"

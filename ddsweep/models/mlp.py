@@ -27,6 +27,10 @@ ALIGN = 16  # floats: 64 bytes
 
 
 class PackedMLP:
+    # Version of the parameter layout, kept in checkpoints: 2 stores narrowing layers out-major,
+    # so a checkpoint of layout 1 (all in-major) must not be resumed as if it were one of these.
+    LAYOUT = 2
+
     def __init__(self, members: int, input_dim: int, width: int, num_classes: int, depth: int = 2,
                  device="cpu"):
         self.members, self.width, self.depth = members, width, depth

@@ -180,32 +180,39 @@ def apply_events(conn, owner: str, events: list[dict], lease_seconds: float | No
         if e["kind"] == "progress":
             for jid in e["job_ids"]:
                 progress[jid] = max(progress.get(jid, 0), e["epoch"])
-    for jid, epoch in progress.items():
-        conn.exec_driver_sql("UPDATE jobs SET epochs_done = greatest(epochs_done, ?) WHERE job_id = ?",
-                             (epoch, jid))
     raw = conn.connection.driver_connection
-    for e in events:
-        kind = e["kind"]
-        if kind == "finished":
-            # `epochs` is the horizon the job was trained to; a job whose horizon grew meanwhile
-            # (plan / extend while it ran) is not done: it goes back to pending and continues.
-            raw.execute(
-                "UPDATE jobs SET "
-                "status = CASE WHEN $status = 'done' AND coalesce($trained, epochs) < epochs THEN 'pending' "
-                "ELSE $status END, "
-                "finished_at = CASE WHEN $status = 'done' AND coalesce($trained, epochs) < epochs THEN NULL "
-                "ELSE current_timestamp END, "
-                "error = $error, lease_owner = NULL, lease_until = NULL, "
-                "epochs_done = CASE WHEN $status = 'done' THEN least(coalesce($trained, epochs), epochs) "
-                "ELSE epochs_done END, "
-                "failures = coalesce($failures, failures), attempts = coalesce($attempts, attempts) "
-                "WHERE job_id = $job_id",
-                {"status": e["status"], "trained": e.get("epochs"), "error": e.get("error"),
-                 "failures": e.get("failures"), "attempts": e.get("attempts"), "job_id": e["job_id"]})
-        elif kind == "retry":  # a failed attempt that will be tried again (the job stays leased)
+    if progress:  # one statement for the batch (a pack of 64 sends 64 job ids per epoch)
+        raw.execute("UPDATE jobs SET epochs_done = greatest(jobs.epochs_done, p.epoch) "
+                    "FROM (SELECT unnest($ids::VARCHAR[]) AS job_id, unnest($epochs::INTEGER[]) AS epoch) AS p "
+                    "WHERE jobs.job_id = p.job_id",
+                    {"ids": list(progress), "epochs": list(progress.values())})
+    for e in events:  # failed attempts that will be tried again (the job stays leased): before any end
+        if e["kind"] == "retry":
             conn.exec_driver_sql("UPDATE jobs SET failures = ?, attempts = greatest(attempts, ?), error = ? "
                                  "WHERE job_id = ?", (e["failures"], e["attempts"], e.get("error"), e["job_id"]))
-        elif kind == "released":  # stopped before the end (Ctrl-C): back to the queue
+    # Job ends, one statement per batch. `epochs` is the horizon the job was trained to; a job whose
+    # horizon grew meanwhile (plan / extend while it ran) is not done: it goes back to pending and continues.
+    ends = {e["job_id"]: e for e in events if e["kind"] == "finished"}  # (a job ends once: the last one counts)
+    if ends:
+        cols = {"job_id": list(ends), **{name: [e.get(key) for e in ends.values()] for name, key in
+                (("status", "status"), ("trained", "epochs"), ("error", "error"), ("failures", "failures"),
+                 ("attempts", "attempts"))}}
+        raw.execute(
+            "UPDATE jobs SET "
+            "status = CASE WHEN f.status = 'done' AND coalesce(f.trained, jobs.epochs) < jobs.epochs THEN 'pending' "
+            "ELSE f.status END, "
+            "finished_at = CASE WHEN f.status = 'done' AND coalesce(f.trained, jobs.epochs) < jobs.epochs THEN NULL "
+            "ELSE current_timestamp END, "
+            "error = f.error, lease_owner = NULL, lease_until = NULL, "
+            "epochs_done = CASE WHEN f.status = 'done' THEN least(coalesce(f.trained, jobs.epochs), jobs.epochs) "
+            "ELSE jobs.epochs_done END, "
+            "failures = coalesce(f.failures, jobs.failures), attempts = coalesce(f.attempts, jobs.attempts) "
+            "FROM (SELECT unnest($job_id::VARCHAR[]) AS job_id, unnest($status::VARCHAR[]) AS status, "
+            "unnest($trained::INTEGER[]) AS trained, unnest($error::VARCHAR[]) AS error, "
+            "unnest($failures::INTEGER[]) AS failures, unnest($attempts::INTEGER[]) AS attempts) AS f "
+            "WHERE jobs.job_id = f.job_id", cols)
+    for e in events:
+        if e["kind"] == "released":  # stopped before the end (Ctrl-C): back to the queue
             conn.exec_driver_sql(
                 "UPDATE jobs SET status = 'pending', lease_owner = NULL, lease_until = NULL "
                 "WHERE job_id = ? AND status = 'running' AND lease_owner = ?", (e["job_id"], owner))

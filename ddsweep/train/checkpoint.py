@@ -50,6 +50,7 @@ def save_pack(checkpoint_dir, members, model, opt, epoch: int, step: int, second
             "step": step,
             "seconds": seconds,
             "params": model.flat[k].cpu().clone(),
+            "layout": getattr(model, "LAYOUT", None),  # how `params` is laid out (see load_pack)
             # per-member optimizer state is row k of each [K, P] tensor; scalars (Adam's step) are shared
             "opt": {name: (v[k].cpu().clone() if v.dim() else v.clone()) for name, v in opt.state.items()},
             "order_rng": m.order_rng.get_state(),
@@ -105,9 +106,14 @@ def load_pack(checkpoint_dir, members, model, opt, rows: dict[str, list[dict]] |
         if m.job_id not in bad and (s is None or s["epoch"] != target):
             bad[m.job_id] = "no checkpoint" if s is None else f"checkpoint at epoch {s['epoch']}, pack at {target}"
     buffers = getattr(model, "buffers", None)
-    for m, s in zip(members, states):
+    layout = getattr(model, "LAYOUT", None)
+    for k, (m, s) in enumerate(zip(members, states)):
         if m.job_id not in bad and s is not None:
-            if buffers is not None and "buffers" not in s:
+            if s["params"].shape != model.flat[k].shape:
+                bad[m.job_id] = f"checkpoint has {tuple(s['params'].shape)} parameters, the model {tuple(model.flat[k].shape)}"
+            elif layout is not None and s.get("layout", 1) != layout:  # (written before layouts were recorded: 1)
+                bad[m.job_id] = f"checkpoint's parameters are in layout {s.get('layout', 1)}, this ddsweep's in {layout}"
+            elif buffers is not None and "buffers" not in s:
                 bad[m.job_id] = "checkpoint has no running statistics"
             elif getattr(m, "aug_rng", None) is not None and "aug_rng" not in s:
                 bad[m.job_id] = "checkpoint has no augmentation state"

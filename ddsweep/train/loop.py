@@ -100,7 +100,7 @@ def train_pack(jobs: list[dict], device: str = "cpu", emit: Emit = lambda e: Non
     start_epoch, step, seconds_before = 0, 0, 0.0
     history: dict[str, list[dict]] = {m.job_id: [] for m in members}  # rows so far; checkpoints keep them
     if checkpoint_dir is not None:
-        resumed = checkpoint.load_pack(checkpoint_dir, members, model, opt, history, extra={"theta0": theta0})
+        resumed = _resume(checkpoint_dir, members, model, opt, history, theta0, emit)
         if resumed is not None:
             start_epoch, step, seconds_before = resumed
             if any(history.values()):  # rows sent before the checkpoint may have been lost: resend (idempotent)
@@ -202,6 +202,25 @@ def train_pack(jobs: list[dict], device: str = "cpu", emit: Emit = lambda e: Non
         if m.alive:
             emit({"kind": "finished", "job_id": m.job_id, "status": "done"})
     return "done"
+
+
+def _resume(checkpoint_dir, members, model, opt, history, theta0, emit):
+    """Restore the pack from its members' checkpoints: (epoch, step, seconds), or None to start afresh.
+
+    Checkpoints that do not fit the model (another width or parameter layout: written by
+    another ddsweep version) are discarded with a warning; if only some members had such,
+    the rest resume without them at the next attempt (this one fails, the job is retried)."""
+    try:
+        return checkpoint.load_pack(checkpoint_dir, members, model, opt, history, extra={"theta0": theta0})
+    except checkpoint.CheckpointMismatch as e:
+        for job_id, reason in e.bad.items():
+            checkpoint.discard(checkpoint_dir, job_id)
+            emit({"kind": "warning", "message": f"job {job_id}: {reason}; restarting it from scratch"})
+        if len(e.bad) < len(members):
+            raise
+        for rows in history.values():
+            rows.clear()
+        return None
 
 
 def training_set(config: dict, data) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
