@@ -12,6 +12,7 @@ measured in the same run (a large GEMM on the same cores), and model FLOPs
     python -m ddsweep.bench --cases default --out bench.json
     python -m ddsweep.bench --device cuda           # plain loop on the GPU vs `ddsweep work --gpus 0`
     python -m ddsweep.bench --model mcnn --device cuda   # the 5-layer CNN on CIFAR-shaped data (ddsweep.bench_vision)
+    python -m ddsweep.bench --steps                 # one training step of each pack of a case, 1 thread
 """
 
 from __future__ import annotations
@@ -196,6 +197,46 @@ def matmul_rate(device: str, threads: int, n: int = 2048, repeats: int = 5, tria
     return best
 
 
+# ----------------------------------------------------------------------------- one step per pack
+
+
+def step_costs(name: str, device: str = "cpu", base: Path = DEFAULT_GRID, repeats: int = 300) -> list[dict]:
+    """Microseconds and model FLOP/s of one training step (loss gradient + optimizer) of each pack
+    that `ddsweep work` forms for case `name`, on one thread: where a sweep's training time goes."""
+    import torch
+
+    from ddsweep.grid import expand, parse_grid, train_recipe
+    from ddsweep.models import build_model, train_width
+    from ddsweep.train.optim import build_optimizer
+    from ddsweep.workers.packing import make_packs
+
+    torch.set_num_threads(1)
+    jobs = [{"job_id": j.job_id, "config": j.config, "epochs": j.epochs, "horizons": j.horizons,
+             "pack_key": j.pack_key} for j in expand(parse_grid(case_grid(name, 1, base)))]
+    out = []
+    for pack in make_packs(jobs, None, device):
+        cfg, K = pack[0]["config"], len(pack)
+        model = build_model(cfg, 40, 10, K, device, width=train_width(cfg, device))
+        for k, job in enumerate(pack):
+            model.init_member(k, torch.Generator().manual_seed(k), job["config"]["width"])
+        opt = build_optimizer(cfg["train"]["optimizer"], model, [train_recipe(j["config"]) for j in pack])
+        b = cfg["train"]["batch_size"]
+        x, y = torch.randn(K, b, 40, device=device), torch.randint(0, 10, (K, b), device=device)
+        best = math.inf
+        for trial in range(4):  # the first is a warm-up
+            t = time.perf_counter()
+            for _ in range(repeats):
+                model.loss_and_grad(x, y, cfg["train"]["loss"], with_loss=False)
+                opt.step()
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            best = min(best, (time.perf_counter() - t) / repeats) if trial else math.inf
+        flops = 3 * b * sum(macs_per_sample(j["config"]) * 2 for j in pack)  # forward + backward, unpadded
+        out.append({"widths": [j["config"]["width"] for j in pack], "trains_at": train_width(cfg, device),
+                    "members": K, "us_per_step": best * 1e6, "gflops": flops / best / 1e9})
+    return out
+
+
 # ----------------------------------------------------------------------------- main
 
 
@@ -245,8 +286,12 @@ def main(argv=None) -> list[dict]:
                         help="evaluate on the grid's own schedule cut at the short horizon (default: as often "
                              "per epoch as over the grid's full horizon)")
     parser.add_argument("--out", default="bench-results.json", help="JSON file for the results")
+    parser.add_argument("--steps", action="store_true",
+                        help="only time one training step of each pack of the cases (1 thread)")
     args = parser.parse_args(argv)
     os.environ.setdefault("DDSWEEP_CACHE", str(Path.home() / ".cache" / "ddsweep"))
+    if args.steps:
+        return _print_steps(args.cases, args.device, Path(args.grid))
     peak = matmul_rate(args.device, args.cpus)
     results = []
     with tempfile.TemporaryDirectory(prefix="ddsweep-bench-") as tmp:
@@ -264,6 +309,21 @@ def main(argv=None) -> list[dict]:
             _print(r)
     Path(args.out).write_text(json.dumps(results, indent=2))
     print(f"wrote {args.out}")
+    return results
+
+
+def _print_steps(cases: str, device: str, base: Path) -> list[dict]:
+    results = []
+    for name in cases.split(","):
+        rows = step_costs(name.strip(), device, base)
+        print(f"{name.strip()}: one training step per pack on {device}, 1 thread")
+        for r in rows:
+            w = r["widths"]
+            span = f"{min(w)}..{max(w)}" if len(set(w)) > 1 else f"{w[0]}"
+            print(f"  widths {span:>9} (at {r['trains_at']:>3}) x{r['members']:<3} {r['us_per_step']:7.0f} us/step "
+                  f"{r['gflops']:6.1f} GFLOP/s")
+        print(f"  all packs: {sum(r['us_per_step'] for r in rows):.0f} us per step of each")
+        results.append({"case": name.strip(), "packs": rows})
     return results
 
 

@@ -46,3 +46,14 @@ def test_vision_bench_times_epochs_inside_the_loop(tmp_path):
     rows = json.loads(out.read_text())
     assert [(r["k"], r["members"]) for r in rows] == [(1, 1), (1, 2)]
     assert all(len(r["epoch_seconds"]) == 2 and r["steady_samples_per_s"] > 0 for r in rows)
+
+
+def test_step_costs_time_every_pack_work_would_form():
+    from ddsweep.bench import step_costs
+
+    rows = step_costs("default", repeats=3)
+    widths = sorted(w for r in rows for w in r["widths"])
+    assert len(widths) == 18 and widths[0] == 2 and widths[-1] == 300  # every job, each in one pack
+    narrow = next(r for r in rows if 2 in r["widths"])
+    assert narrow["trains_at"] == 32 and narrow["members"] == 10
+    assert all(r["us_per_step"] > 0 and r["gflops"] > 0 for r in rows)
