@@ -33,8 +33,8 @@ class PackedSGD:
             g = g.addcmul(self.params, self.weight_decay)
         if self.use_momentum:
             buf = self.state["buf"]
-            buf.mul_(self.momentum).add_(g)  # buf starts at 0, so step 1 gives buf = g as in torch
-            g = buf
+            # buf = g + momentum * buf in one pass (buf starts at 0, so step 1 gives buf = g as in torch)
+            g = torch.addcmul(g, buf, self.momentum, out=buf)
         self.params.addcmul_(g, self.lr, value=-1.0)
 
 
