@@ -5,10 +5,12 @@ weights and bias [K, 1, out] are views into it, and `grad` has the same layout.
 `weights[i]` is layer i's [K, in, out] matrix. A layer that narrows (out < in, e.g.
 the 10-class output) stores it as [K, out, in], nn.Linear's layout: MKL runs the
 skinny products of such a layer 2-4x faster that way round (measured on 1 thread,
-batch 100: width 300 -> 10 takes 57 us per step instead of 126). One `torch.baddbmm` runs a layer of all K members at once, and the
-optimizer updates the whole pack with a handful of elementwise ops. The backward
-pass is written out (three matmuls and a mask per layer) because on small models
-autograd's per-op bookkeeping costs more than the arithmetic.
+batch 100: width 300 -> 10 takes 57 us per step instead of 126).
+
+One `torch.baddbmm` runs a layer of all K members at once, and the optimizer
+updates the whole pack with a handful of elementwise ops. The backward pass is
+written out (three matmuls and a mask per layer) because on small models autograd's
+per-op bookkeeping costs more than the arithmetic.
 
 Members never mix: each one's output, loss and gradient depend only on its own
 slice. A member narrower than the pack's width `width` (see `padded_width`) keeps

@@ -110,7 +110,8 @@ def load_pack(checkpoint_dir, members, model, opt, rows: dict[str, list[dict]] |
     for k, (m, s) in enumerate(zip(members, states)):
         if m.job_id not in bad and s is not None:
             if s["params"].shape != model.flat[k].shape:
-                bad[m.job_id] = f"checkpoint has {tuple(s['params'].shape)} parameters, the model {tuple(model.flat[k].shape)}"
+                have, want = tuple(s["params"].shape), tuple(model.flat[k].shape)
+                bad[m.job_id] = f"checkpoint has {have} parameters, the model {want}"
             elif layout is not None and s.get("layout", 1) != layout:  # (written before layouts were recorded: 1)
                 bad[m.job_id] = f"checkpoint's parameters are in layout {s.get('layout', 1)}, this ddsweep's in {layout}"
             elif buffers is not None and "buffers" not in s:
