@@ -27,7 +27,8 @@ class Journal:
 
     def append(self, events: list[dict], sync: bool = True) -> None:
         """Append events; `sync=False` leaves them to the OS (they survive the coordinator's death,
-        not the machine's): for progress counters, which workers send every half second and nothing needs kept."""
+        not the machine's): for progress counters, which workers send every half second and which
+        nothing needs kept."""
         if not events:
             return
         self._file.write("".join(json.dumps(e, separators=(",", ":")) + "\n" for e in events))
