@@ -32,7 +32,7 @@ from ddsweep.errors import DatabaseBusy, UserError
 from ddsweep.store import Store
 from ddsweep.store import jobs as store_jobs
 from ddsweep.workers.journal import Journal, orphans, read_events
-from ddsweep.workers.packing import make_packs
+from ddsweep.workers.packing import PLAN_MAX_PACKS, cost, make_packs, plan_slots
 from ddsweep.workers.progress import Display
 
 # Events that change the database: journaled (fsynced) before they count as received.
@@ -51,6 +51,7 @@ class Slot:
     done_ids: set = field(default_factory=set)  # jobs of `pack` that ended (or will be retried)
     retry: list[dict] = field(default_factory=list)  # jobs of `pack` to requeue when the worker is free
     node: str | None = None  # where its current pack runs (Ray: the node's address)
+    progress: float = 0.0  # share of `pack`'s epochs done (its last progress event)
 
 
 @dataclass
@@ -468,9 +469,19 @@ class Coordinator:
             if slot.pack is None and not slot.retry and self.queue and not self.stop.value:
                 if slot.process is None or not slot.process.is_alive():
                     self._start_worker(slot)
-                slot.pack, slot.done_ids = self.queue.pop(0), set()
+                slot.pack, slot.done_ids, slot.progress = self.queue.pop(self._pick(slot)), set(), 0.0
                 slot.tasks.put(slot.pack)
                 self.display.assigned(slot.index, slot.pack)
+
+    def _pick(self, slot: Slot) -> int:
+        """Index in the queue of the pack a free slot takes: the first of its share when the
+        queued packs are split to end all slots about together (ddsweep.workers.packing.plan_slots)."""
+        if len(self.queue) == 1 or len(self.queue) > PLAN_MAX_PACKS:
+            return 0  # the queue is largest first
+        costs = [cost(p) for p in self.queue]
+        busy = [cost(s.pack) * (1.0 - s.progress) if s.pack is not None else 0.0 for s in self.slots]
+        mine = plan_slots(costs, busy)[slot.index]
+        return mine[0] if mine else min(range(len(costs)), key=costs.__getitem__)  # never idle
 
     def _requeue(self, jobs: list[dict]) -> None:
         if not jobs:
@@ -650,6 +661,7 @@ class Coordinator:
                 requeue, slot.retry = slot.retry, []
                 self._requeue(requeue)
             elif kind == "progress":
+                slot.progress = e["epoch"] / max(1, e.get("epochs") or 1)
                 self.display.epoch_done(slot.index, e)
             elif kind == "started":
                 slot.node = e.get("node")
