@@ -600,6 +600,13 @@ def expand(spec: GridSpec, path: str | Path = "<grid>", pool_size: int | None = 
     ]
 
 
+def epoch_steps(n_train: int, batch_size: int | str) -> int:
+    """Optimizer steps in one epoch over n_train samples (batch_size a number, or full)."""
+    n = int(n_train)
+    batch = n if batch_size == "full" else min(int(batch_size), n)
+    return -(-n // batch)
+
+
 def _horizon(spec: GridSpec, cell: dict, train: dict, path) -> int:
     """The cell's horizon in epochs (popping `epochs` and `steps` off its train section)."""
     epochs, steps = int(train.pop("epochs")), train.pop("steps")
@@ -608,9 +615,8 @@ def _horizon(spec: GridSpec, cell: dict, train: dict, path) -> int:
     where = "grid.steps" if "steps" in cell else "train.steps"
     if "epochs" in cell or "epochs" in spec.train.model_fields_set:
         raise GridError(path, where, steps, "give the horizon as either epochs or steps, not both")
-    n = int(cell["n_train"])
-    batch = n if train["batch_size"] == "full" else min(int(train["batch_size"]), n)
-    epochs = -(-int(steps) // -(-n // batch))
+    n, batch = int(cell["n_train"]), train["batch_size"]
+    epochs = -(-int(steps) // epoch_steps(n, batch))
     if epochs > 1_000_000:
         raise GridError(path, where, steps, f"{epochs} epochs at n_train={n}, batch {batch}: the limit is 1000000")
     return epochs

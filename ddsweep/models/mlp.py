@@ -42,10 +42,9 @@ class PackedMLP:
         self.flat = torch.zeros(members, self._layout()[-1], device=device)
         self.grad = torch.zeros_like(self.flat)
         self.out_major = [fan_out < fan_in for fan_in, fan_out in self.shapes]  # stored [K, out, in]
-        self.stored, self.biases = self._views(self.flat)
-        self.stored_grads, self.bias_grads = self._views(self.grad)
         # views that stay valid: the optimizer updates `flat` in place
-        self.weights = self.matrices(self.flat)[0]  # [K, in, out]
+        self.weights, self.biases = self.matrices(self.flat)  # [K, in, out], [K, 1, out]
+        self.stored_grads, self.bias_grads = self._views(self.grad)  # gradients as stored
         self.weights_t = [w.transpose(1, 2) for w in self.weights]  # [K, out, in], for the backward pass
 
     def _layout(self) -> list[int]:

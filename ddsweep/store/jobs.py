@@ -194,9 +194,10 @@ def apply_events(conn, owner: str, events: list[dict], lease_seconds: float | No
     # horizon grew meanwhile (plan / extend while it ran) is not done: it goes back to pending and continues.
     ends = {e["job_id"]: e for e in events if e["kind"] == "finished"}  # (a job ends once: the last one counts)
     if ends:
-        cols = {"job_id": list(ends), **{name: [e.get(key) for e in ends.values()] for name, key in
-                (("status", "status"), ("trained", "epochs"), ("error", "error"), ("failures", "failures"),
-                 ("attempts", "attempts"))}}
+        ev = list(ends.values())
+        cols = {"job_id": list(ends), "status": [e["status"] for e in ev], "trained": [e.get("epochs") for e in ev],
+                "error": [e.get("error") for e in ev], "failures": [e.get("failures") for e in ev],
+                "attempts": [e.get("attempts") for e in ev]}
         raw.execute(
             "UPDATE jobs SET "
             "status = CASE WHEN f.status = 'done' AND coalesce(f.trained, jobs.epochs) < jobs.epochs THEN 'pending' "

@@ -14,7 +14,6 @@ member of the pack uses them: one `if` per step.
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -25,7 +24,7 @@ import torch.nn.functional as F
 from ddsweep.data import dataset_identity, load_dataset
 from ddsweep.data.augment import augmentation
 from ddsweep.data.noise import _generator, noisy_labels, training_subset
-from ddsweep.grid import EvalSpec, train_recipe
+from ddsweep.grid import EvalSpec, epoch_steps, train_recipe
 from ddsweep.models import build_model, train_width
 from ddsweep.train import checkpoint
 from ddsweep.train.knobs import StepKnobs
@@ -65,7 +64,7 @@ def train_pack(jobs: list[dict], device: str = "cpu", emit: Emit = lambda e: Non
     epochs = max(j["epochs"] for j in jobs)
     horizons = sorted({h for j in jobs for h in j.get("horizons") or [j["epochs"]]})
     eval_epochs = set(EvalSpec(**cfg["eval"]).epochs(horizons))
-    steps_per_epoch = math.ceil(n / batch)
+    steps_per_epoch = epoch_steps(n, batch)
 
     # ---- members: their data, labels, init and RNG streams
     members, subsets = [], []
@@ -218,9 +217,7 @@ def _resume(checkpoint_dir, members, model, opt, history, theta0, emit):
             emit({"kind": "warning", "message": f"job {job_id}: {reason}; restarting it from scratch"})
         if len(e.bad) < len(members):
             raise
-        for rows in history.values():
-            rows.clear()
-        return None
+        return None  # (load_pack raised before restoring anything)
 
 
 def training_set(config: dict, data) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -661,7 +661,7 @@ class Coordinator:
                 requeue, slot.retry = slot.retry, []
                 self._requeue(requeue)
             elif kind == "progress":
-                slot.progress = e["epoch"] / max(1, e.get("epochs") or 1)
+                slot.progress = e["epoch"] / max(1, e["epochs"])
                 self.display.epoch_done(slot.index, e)
             elif kind == "started":
                 slot.node = e.get("node")

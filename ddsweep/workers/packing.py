@@ -84,8 +84,10 @@ def cost(pack: list[dict]) -> float:
         from ddsweep.models.arch import arch_for
 
         return len(pack) * arch_for(c).macs * c["n_train"] * epochs
+    from ddsweep.grid import epoch_steps
+
     K, batch = len(pack), min(c["train"]["batch_size"], c["n_train"])
-    steps = -(-c["n_train"] // batch) * epochs
+    steps = epoch_steps(c["n_train"], batch) * epochs
     return steps * (STEP_US + MEMBER_US * K + PARAM_US * K * model_params(c) * batch / 100)
 
 
@@ -120,14 +122,7 @@ def plan_slots(costs: list[float], loads: list[float]) -> list[list[int]]:
         loads[j] += costs[i]
     for _ in range(10 * len(costs)):
         hi = max(range(len(loads)), key=loads.__getitem__)
-        best = None  # (the pair's new longer load, slot, pack moved off hi, pack moved back or None)
-        for lo in range(len(loads)):
-            for i in plan[hi] if lo != hi else ():
-                for k in [None, *plan[lo]]:
-                    d = costs[i] - (costs[k] if k is not None else 0.0)
-                    longer = max(loads[hi] - d, loads[lo] + d)
-                    if d > 0 and longer < loads[hi] * (1 - 1e-9) and (best is None or longer < best[0]):
-                        best = (longer, lo, i, k)
+        best = _best_move(costs, plan, loads, hi)
         if best is None:
             break
         _, lo, i, k = best
@@ -141,3 +136,17 @@ def plan_slots(costs: list[float], loads: list[float]) -> list[list[int]]:
         loads[hi] -= d
         loads[lo] += d
     return [sorted(p, key=lambda i: -costs[i]) for p in plan]
+
+
+def _best_move(costs, plan, loads, hi):
+    """The move of pack i off slot `hi` to slot lo (swapping pack k back, or None) that leaves
+    the longer of the two shortest, if it is shorter than `hi` now: (longer, lo, i, k), or None."""
+    best = None
+    for lo in (j for j in range(len(loads)) if j != hi):
+        for i in plan[hi]:
+            for k in [None, *plan[lo]]:
+                d = costs[i] - (costs[k] if k is not None else 0.0)
+                longer = max(loads[hi] - d, loads[lo] + d)
+                if d > 0 and longer < loads[hi] * (1 - 1e-9) and (best is None or longer < best[0]):
+                    best = (longer, lo, i, k)
+    return best
