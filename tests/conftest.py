@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
 import pytest
 import yaml
 
-# One MNIST-1D cache for the whole session (and for the worker processes tests start).
-os.environ.setdefault("DDSWEEP_CACHE", tempfile.mkdtemp(prefix="ddsweep-cache-"))
+# One MNIST-1D cache for the whole session (and for the worker processes tests start),
+# removed at exit so repeated runs do not fill the disk.
+if "DDSWEEP_CACHE" not in os.environ:
+    os.environ["DDSWEEP_CACHE"] = tempfile.mkdtemp(prefix="ddsweep-cache-")
+    atexit.register(shutil.rmtree, os.environ["DDSWEEP_CACHE"], ignore_errors=True)
 
 ROOT = Path(__file__).resolve().parents[1]
 
