@@ -76,6 +76,11 @@ def train_flops(jobs) -> float:
     return sum(6.0 * macs_per_sample(j.config) * j.config["n_train"] * j.epochs for j in jobs)
 
 
+def eval_flops(jobs, evaluations: int, test_size: int) -> float:
+    """Forward FLOPs of the evaluations: each job's training set and the test set, `evaluations` times."""
+    return sum(2.0 * macs_per_sample(j.config) * (j.config["n_train"] + test_size) * evaluations for j in jobs)
+
+
 # ----------------------------------------------------------------------------- arm (a)
 
 
@@ -249,6 +254,8 @@ def run_case(name: str, epochs: int, cpus: int, device: str, peak: float, workdi
     grid = case_grid(name, epochs, base, eval_as_grid)
     jobs = expand(parse_grid(grid))
     flops = train_flops(jobs)
+    evaluations = len(EvalSpec(**grid["eval"]).epochs([epochs]))  # epoch 0 included
+    e_flops = eval_flops(jobs, evaluations, grid["dataset"].get("test", 0))
     a = plain_loop(jobs, device, threads=cpus)
     b = ddsweep_arm(grid, cpus, device, workdir)
     slot_seconds = b["seconds"] * b["slots"]
@@ -268,6 +275,12 @@ def run_case(name: str, epochs: int, cpus: int, device: str, peak: float, workdi
         "outside_training_share": 1.0 - b["train_seconds"] / slot_seconds,
         "eval_share": b["eval_seconds"] / slot_seconds,
         "setup_share": b["setup_seconds"] / slot_seconds,
+        # the workers' start (interpreter, import torch) before their first pack
+        "startup_share": b.get("startup_seconds", 0.0) / slot_seconds,
+        # forward FLOPs of the evaluations, and the least time they could take at the matmul peak:
+        # with the start-up, a floor under the time outside training steps
+        "eval_tflop": e_flops / 1e12,
+        "eval_at_peak_share": e_flops / peak / b["seconds"],
     }
 
 
@@ -344,7 +357,9 @@ def _print(r: dict) -> None:
     Console().print(t)
     print(f"speedup ddsweep / plain: {r['speedup']:.1f}x; matmul peak {r['peak_matmul_gflops']:.0f} GFLOP/s; "
           f"{r['model_tflop']:.2f} TFLOP of training; ddsweep time outside training steps "
-          f"{r['outside_training_share']:.1%} (evaluation {r['eval_share']:.1%}, set-up {r['setup_share']:.1%}); "
+          f"{r['outside_training_share']:.1%} (evaluation {r['eval_share']:.1%}, worker start-up "
+          f"{r['startup_share']:.1%}, pack set-up {r['setup_share']:.1%}; the evaluations' "
+          f"{r['eval_tflop'] * 1000:.0f} GFLOP would take {r['eval_at_peak_share']:.1%} at the matmul peak); "
           f"inside its training steps ddsweep reaches {r['ddsweep_step_mfu']:.1%} of the matmul peak")
 
 

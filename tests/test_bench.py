@@ -23,6 +23,12 @@ def test_bench_smoke(tmp_path):
     assert r["speedup"] == r["plain_seconds"] / r["ddsweep_seconds"]
     assert 0 <= r["outside_training_share"] <= 1 and r["peak_matmul_gflops"] > 0
     assert r["plain_samples_per_s"] > 0 and r["ddsweep_samples_per_s"] > 0
+    # the workers' start-up (interpreter, import torch) is measured and is part of the time outside steps
+    assert 0 < r["startup_share"] < r["outside_training_share"]
+    # evaluations at epochs 0, 2 (TINY: every 2 of 2 epochs): 2 x (400 train + 600 test) forward passes per job
+    assert r["evaluated_epochs"] == 2
+    macs = sum(40 * h + h * h + h * 10 for h in (4, 16))  # widths 4 and 16, depth 2
+    assert abs(r["eval_tflop"] * 1e12 - 2 * macs * 1000 * 2) < 1e-3
 
 
 def test_shortened_cases_evaluate_as_often_per_epoch_as_the_full_recipe():

@@ -63,9 +63,11 @@ class WorkResult:
     retried: int = 0  # failed attempts that were tried again (--retries)
     seconds: float = 0.0
     warnings: list[str] = field(default_factory=list)
-    # summed over packs: seconds in training steps / in evaluation / building the pack; samples trained
+    # summed over packs: seconds in training steps / in evaluation / building the pack; samples trained;
+    # summed over local workers: seconds from their launch to ready to train (interpreter, import torch)
     timing: dict = field(default_factory=lambda: {"train_seconds": 0.0, "eval_seconds": 0.0,
-                                                   "setup_seconds": 0.0, "train_samples": 0})
+                                                   "setup_seconds": 0.0, "train_samples": 0,
+                                                   "startup_seconds": 0.0})
 
 
 def cuda_device_count() -> int:
@@ -174,7 +176,7 @@ class LocalTransport:
             slot.process = coordinator.ctx.Process(
                 target=worker_main, name=f"ddsweep-worker-{slot.index}",
                 args=(slot.index, slot.device, coordinator.threads, slot.tasks, writer, coordinator.stop,
-                      coordinator.checkpoint_dir, coordinator.checkpoint_every), daemon=True)
+                      coordinator.checkpoint_dir, coordinator.checkpoint_every, time.time()), daemon=True)
             slot.process.start()
             writer.close()  # the child holds it now; EOF on reader then means the worker is gone
         finally:

@@ -19,10 +19,11 @@ PROGRESS_EVERY = 0.5
 
 
 def worker_main(slot: int, device: str, threads: int, tasks, events, stop, checkpoint_dir: str,
-                checkpoint_every: float) -> None:
+                checkpoint_every: float, launched_at: float | None = None) -> None:
     """Process entry point: loop over packs until a None task arrives.
 
-    `events` is the send end of a pipe to the coordinator; `stop` a shared bool.
+    `events` is the send end of a pipe to the coordinator; `stop` a shared bool;
+    `launched_at` the coordinator's time.time() when it started this process.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the coordinator's to handle
     import torch
@@ -30,6 +31,8 @@ def worker_main(slot: int, device: str, threads: int, tasks, events, stop, check
     import ddsweep.train.loop  # noqa: F401  (imported now, while the coordinator leases the first pack)
 
     torch.set_num_threads(threads)
+    if launched_at is not None:  # the interpreter's start and `import torch`: a sweep's fixed cost
+        events.send({"kind": "timing", "slot": slot, "startup_seconds": time.time() - launched_at})
     parent = os.getppid()
     try:
         while True:
