@@ -37,6 +37,7 @@ from ddsweep.workers.progress import Display
 
 # Events that change the database: journaled (fsynced) before they count as received.
 DURABLE = ("metrics", "finished", "released", "progress", "retry")
+IDLE_GRACE = 0.05  # seconds to wait for a worker's "idle" after a "finished" (it follows at once)
 
 
 @dataclass
@@ -267,6 +268,7 @@ class Coordinator:
                 self._assign()
                 urgent = self._receive(timeout=0.2)
                 self._reap_dead_workers()
+                self._assign()  # a worker that just finished gets its next pack before the database flush
                 self._sync_if_due(urgent)
                 if self._finished():
                     return
@@ -612,15 +614,18 @@ class Coordinator:
         got = []
         if readers:
             for reader in wait_for_connections(list(readers), timeout):
-                try:
-                    while reader.poll():
-                        got.append(reader.recv())
-                except (EOFError, OSError):  # the worker exited (or died mid-message)
-                    readers[reader].reader = None
-                    reader.close()
-                except Exception:  # a torn message of a worker killed while sending
-                    readers[reader].reader = None
-                    reader.close()
+                _drain(reader, readers[reader], got)
+            # A pack's last "finished" comes just before its worker's "idle": wait briefly for the
+            # idle, so that _assign hands the worker its next pack before the database flush that
+            # "finished" sets off (measured: ~60 ms per pack otherwise).
+            deadline = time.monotonic() + IDLE_GRACE
+            for reader, slot in readers.items():
+                kinds = {e["kind"] for e in got if e.get("slot") == slot.index}
+                while (slot.reader is not None and "finished" in kinds and "idle" not in kinds
+                       and reader.poll(max(0.0, deadline - time.monotonic()))):
+                    n = len(got)
+                    _drain(reader, slot, got)
+                    kinds |= {e["kind"] for e in got[n:]}
         elif timeout:
             time.sleep(timeout)
         if not got:
@@ -678,6 +683,19 @@ class Coordinator:
         if usage:
             self.display.cluster(usage)
         return urgent
+
+
+def _drain(reader, slot: Slot, got: list) -> None:
+    """Append every event waiting on a worker's pipe to `got`; close the pipe if the worker is gone."""
+    try:
+        while reader.poll():
+            got.append(reader.recv())
+    except (EOFError, OSError):  # the worker exited (or died mid-message)
+        slot.reader = None
+        reader.close()
+    except Exception:  # a torn message of a worker killed while sending
+        slot.reader = None
+        reader.close()
 
 
 def _exit_reason(code: int | None) -> str:
