@@ -37,7 +37,7 @@ from ddsweep.workers.progress import Display
 
 # Events that change the database: journaled (fsynced) before they count as received.
 DURABLE = ("metrics", "finished", "released", "progress", "retry")
-IDLE_GRACE = 0.05  # seconds to wait for a worker's "idle" after a "finished" (it follows at once)
+IDLE_GRACE = 0.05  # seconds to wait for a worker's "idle" after a job end (a pack's last is followed at once)
 
 
 @dataclass
@@ -608,6 +608,22 @@ class Coordinator:
         self.journal.append([event])
         self.buffer.append(event)
 
+    def _await_idle(self, readers: dict, got: list) -> None:
+        """A pack's job ends come (one by one) just before its worker's "idle": after a job end,
+        wait briefly for the idle, so that _assign hands the worker its next pack before the
+        database flush that the job ends set off (measured: ~60 ms per pack otherwise; a job
+        ending mid-pack, e.g. diverged, costs the coordinator up to IDLE_GRACE)."""
+        deadline = time.monotonic() + IDLE_GRACE
+        for reader, slot in readers.items():
+            mine = [e for e in got if e.get("slot") == slot.index]
+            ended = any(e["kind"] == "finished" for e in mine)
+            idle = any(e["kind"] == "idle" for e in mine)
+            while (ended and not idle and slot.reader is not None
+                   and reader.poll(max(0.0, deadline - time.monotonic()))):
+                n = len(got)
+                _drain(reader, slot, got)
+                idle = any(e["kind"] == "idle" for e in got[n:])
+
     def _receive(self, timeout: float) -> bool:
         """Drain the workers' pipes into journal + buffer; True if a job ended (flush soon)."""
         readers = {s.reader: s for s in self.slots if s.reader is not None}
@@ -615,17 +631,7 @@ class Coordinator:
         if readers:
             for reader in wait_for_connections(list(readers), timeout):
                 _drain(reader, readers[reader], got)
-            # A pack's last "finished" comes just before its worker's "idle": wait briefly for the
-            # idle, so that _assign hands the worker its next pack before the database flush that
-            # "finished" sets off (measured: ~60 ms per pack otherwise).
-            deadline = time.monotonic() + IDLE_GRACE
-            for reader, slot in readers.items():
-                kinds = {e["kind"] for e in got if e.get("slot") == slot.index}
-                while (slot.reader is not None and "finished" in kinds and "idle" not in kinds
-                       and reader.poll(max(0.0, deadline - time.monotonic()))):
-                    n = len(got)
-                    _drain(reader, slot, got)
-                    kinds |= {e["kind"] for e in got[n:]}
+            self._await_idle(readers, got)
         elif timeout:
             time.sleep(timeout)
         if not got:
@@ -690,10 +696,7 @@ def _drain(reader, slot: Slot, got: list) -> None:
     try:
         while reader.poll():
             got.append(reader.recv())
-    except (EOFError, OSError):  # the worker exited (or died mid-message)
-        slot.reader = None
-        reader.close()
-    except Exception:  # a torn message of a worker killed while sending
+    except Exception:  # EOF: the worker exited; or a torn message of a worker killed while sending
         slot.reader = None
         reader.close()
 
