@@ -438,6 +438,88 @@ def test_resumed_pack_is_bit_identical(tmp_path):
     assert {r["epoch"] for r in resumed[0]["rows"]} == {0, 1, 2, 3}
 
 
+def _out_of_memory_when_more_than(limit: int, after_epoch: int, monkeypatch) -> list[int]:
+    """Make train_pack raise torch's OutOfMemoryError in packs of more than `limit` members, once
+    they have trained `after_epoch` epochs; returns the list of pack sizes it is called with."""
+    import torch
+
+    import ddsweep.train.loop as loop
+    from ddsweep.workers import worker
+
+    real, sizes = loop.train_pack, []
+
+    def train_pack(jobs, device, emit, *args):
+        sizes.append(len(jobs))
+        if len(jobs) <= limit:
+            return real(jobs, device, emit, *args)
+
+        def emit_until_full(event):
+            emit(event)
+            if event["kind"] == "progress" and event["epoch"] >= after_epoch:
+                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (simulated)")
+        return real(jobs, device, emit_until_full, *args)
+
+    monkeypatch.setattr(loop, "train_pack", train_pack)
+    monkeypatch.setattr(worker, "_fits", {})
+    return sizes
+
+
+def test_pack_out_of_memory_trains_in_halves_from_checkpoints(tmp_path, monkeypatch):
+    """A pack that runs out of device memory mid-run goes on in halves, each from its members'
+    checkpoints, with the metrics of an uninterrupted run; later packs like it split at once."""
+    import torch
+
+    from ddsweep.workers.worker import run_pack
+
+    grid = {**TINY, "eval": {"every": 1}, "grid": {**TINY["grid"], "width": [16], "seed": [0, 1]}}
+    jobs = [{"job_id": j.job_id, "config": json.loads(json.dumps(j.config, sort_keys=True)), "pack_key": j.pack_key,
+             "epochs": j.epochs, "horizons": list(j.horizons)} for j in expand(parse_grid(grid))]
+    assert len(jobs) == 4 and len({j["pack_key"] for j in jobs}) == 1
+    reference = train_reference(grid)
+    sizes = _out_of_memory_when_more_than(2, after_epoch=3, monkeypatch=monkeypatch)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        events = []
+        run_pack(jobs, 0, "cpu", events.append, lambda: False, tmp_path / "a", 0)
+        assert sizes == [4, 2, 2]
+        again = []
+        run_pack(jobs, 0, "cpu", again.append, lambda: False, tmp_path / "b", 0)
+        assert sizes == [4, 2, 2, 2, 2]  # learned: no second out-of-memory error
+    finally:
+        torch.set_num_threads(threads)
+    warnings = [e["message"] for e in events if e["kind"] == "warning"]
+    assert len(warnings) == 1 and "ran out of cpu memory" in warnings[0] and "parts of 2" in warnings[0]
+    for run in (events, again):
+        ends = [e for e in run if e["kind"] == "finished"]
+        assert sorted(e["job_id"] for e in ends) == sorted(j["job_id"] for j in jobs)
+        assert {e["status"] for e in ends} == {"done"}
+    progress = [e["epoch"] for e in events if e["kind"] == "progress"]
+    # the halves resumed from a checkpoint (epoch 2's: the error came before epoch 3's was written)
+    assert progress[:3] == [1, 2, 3] and progress[3] == 3
+    rows = {}
+    for e in events:  # the store keeps a (job, epoch)'s first row
+        if e["kind"] == "metrics":
+            for r in e["rows"]:
+                rows.setdefault((r["job_id"], r["epoch"]), {c: r.get(c) for c in COMPARED})
+    assert rows == reference
+
+
+def test_single_member_out_of_memory_fails_with_the_error(tmp_path, monkeypatch):
+    from ddsweep.workers.worker import run_pack
+
+    grid = {**TINY, "train": {**TINY["train"], "epochs": 2}, "grid": {**TINY["grid"], "width": [16], "seed": [0, 1]}}
+    jobs = [{"job_id": j.job_id, "config": j.config, "pack_key": j.pack_key, "epochs": j.epochs,
+             "horizons": list(j.horizons)} for j in expand(parse_grid(grid))]
+    sizes = _out_of_memory_when_more_than(0, after_epoch=0, monkeypatch=monkeypatch)
+    events = []
+    run_pack(jobs, 0, "cpu", events.append, lambda: False, tmp_path, 0)
+    assert sizes == [4, 2, 1, 1, 2, 1, 1]
+    ends = [e for e in events if e["kind"] == "finished"]
+    assert len(ends) == 4 and {e["status"] for e in ends} == {"failed"}
+    assert all("OutOfMemoryError: CUDA out of memory" in e["error"] for e in ends)
+
+
 def test_checkpoints_of_another_parameter_layout_restart_from_scratch(tmp_path):
     """A checkpoint written by a ddsweep that laid parameters out differently is not resumed
     as if it fitted: the jobs restart (with a warning) and train exactly as from scratch."""

@@ -308,6 +308,58 @@ def test_pack_sizes(monkeypatch):
     assert auto_pack_size(config, "cuda") == (3 << 30) // per_member == 2
 
 
+def test_packs_fit_the_device_and_its_share(data_root, monkeypatch):
+    """Workers sharing a GPU (--jobs-per-device) plan for their share of it; a worker on a GPU
+    smaller than the default budget assumes trains its packs in parts that fit, and says so."""
+    import torch
+
+    from ddsweep.workers import worker
+    from ddsweep.workers.packing import auto_pack_size, fitting_members, make_packs, member_bytes
+
+    monkeypatch.delenv("DDSWEEP_PACK_MEMORY_GB", raising=False)
+    grid = vision_grid(data_root, train={"batch_size": 128},
+                       grid={"width": [64], "n_train": [50000], "label_noise": [0.2], "seed": list(range(40))})
+    jobs = [{**j, "pack_key": "k"} for j in jobs_of(grid)]
+    config, each = jobs[0]["config"], member_bytes(jobs[0]["config"], "cuda")
+    assert auto_pack_size(config, "cuda", 0.5) == (16 << 30) // each < auto_pack_size(config, "cuda") == (32 << 30) // each
+    assert [len(p) for p in make_packs(jobs, None, "cuda", 0.5)] == chunks(40, (16 << 30) // each)
+    assert fitting_members(config, "cuda", 1.0, 80 << 30) == (32 << 30) // each  # the default budget caps it
+    assert fitting_members(config, "cuda", 1.0, 24 << 30) == (18 << 30) // each  # 75% of a 24 GiB GPU
+    assert fitting_members(config, "cuda", 0.5, 24 << 30) == (9 << 30) // each
+    mlp = {"model": {"name": "mlp", "depth": 2}, "width": 64}
+    assert fitting_members(mlp, "cuda", 1.0, 1 << 30) is None  # no estimate: packs as formed
+
+    class Device:
+        total_memory = 12 << 30
+
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: Device)
+    monkeypatch.setattr(worker, "_fits", {})
+    said = []
+    parts = worker._fitting_parts(jobs[:30], 0, "cuda", 1.0, said.append)
+    fit = (9 << 30) // each
+    assert 1 < fit < 30 and [len(p) for p in parts] == chunks(30, fit)
+    assert [p[0] for p in parts] == jobs[:30:fit]
+    assert len(said) == 1 and f"about {fit} members fit" in said[0]["message"] and "12 GiB" in said[0]["message"]
+    assert [len(p) for p in worker._fitting_parts(jobs[:fit], 0, "cuda", 1.0, said.append)] == [fit]
+    assert len(said) == 1  # said once per kind of pack
+    monkeypatch.setenv("DDSWEEP_PACK_MEMORY_GB", "100")  # the user's budget wins over the estimate
+    monkeypatch.setattr(worker, "_fits", {})
+    assert [len(p) for p in worker._fitting_parts(jobs[:30], 0, "cuda", 1.0, said.append)] == [30]
+
+
+def chunks(n: int, size: int) -> list[int]:
+    return [size] * (n // size) + ([n % size] if n % size else [])
+
+
+def test_workers_sharing_a_gpu_get_a_share(monkeypatch):
+    from ddsweep.workers import coordinator
+
+    monkeypatch.setattr(coordinator, "cuda_device_count", lambda: 2)
+    slots = coordinator.resolve_slots(None, "0,1", 2)
+    assert slots == [("cuda", {"CUDA_VISIBLE_DEVICES": g}, 0.5) for g in "0011"]
+    assert coordinator.resolve_slots(2, None, 1) == [("cpu", {}, 1.0)] * 2
+
+
 # ----------------------------------------------------------------------------- training
 
 

@@ -56,6 +56,8 @@ def graphed_loss_and_grad(model, x: torch.Tensor, y: torch.Tensor, loss: str):
             return None
         try:
             graph = _Graph(model, x, y, loss)
+        except torch.OutOfMemoryError:
+            raise  # the pack is too big for the device: its worker trains it in smaller parts
         except RuntimeError as e:  # capture failed: eager from now on
             import warnings
 

@@ -45,6 +45,7 @@ class Slot:
     index: int
     device: str
     env: dict
+    share: float = 1.0  # of the device's memory (1 / the workers sharing it)
     process: mp.Process | None = None
     tasks: object = None  # queue of packs, coordinator -> worker
     reader: object = None  # pipe end of the worker's events, worker -> coordinator
@@ -84,8 +85,8 @@ def cuda_device_count() -> int:
         return 0
 
 
-def resolve_slots(cpus: int | None, gpus: str | None, jobs_per_device: int) -> list[tuple[str, dict]]:
-    """(device, extra environment) per worker slot."""
+def resolve_slots(cpus: int | None, gpus: str | None, jobs_per_device: int) -> list[tuple[str, dict, float]]:
+    """(device, extra environment, share of the device's memory) per worker slot."""
     if cpus is not None and gpus is not None:
         raise UserError("--cpus and --gpus: give one of them")
     if jobs_per_device < 1:
@@ -98,11 +99,11 @@ def resolve_slots(cpus: int | None, gpus: str | None, jobs_per_device: int) -> l
         for g in ids:
             if not g.isdigit() or int(g) >= count:
                 raise UserError(f"--gpus {gpus}: no GPU {g!r} (this machine has {count}: 0..{count - 1})")
-        return [("cuda", {"CUDA_VISIBLE_DEVICES": g}) for g in ids for _ in range(jobs_per_device)]
+        return [("cuda", {"CUDA_VISIBLE_DEVICES": g}, 1 / jobs_per_device) for g in ids for _ in range(jobs_per_device)]
     n = cpus if cpus is not None else max(1, os.cpu_count() or 1)
     if n < 1:
         raise UserError(f"--cpus = {n}: must be at least 1")
-    return [("cpu", {}) for _ in range(n * jobs_per_device)]
+    return [("cpu", {}, 1.0) for _ in range(n * jobs_per_device)]
 
 
 def work(db: str | Path = "results.duckdb", cpus: int | None = None, gpus: str | None = None,
@@ -145,7 +146,7 @@ def work(db: str | Path = "results.duckdb", cpus: int | None = None, gpus: str |
 
         transport = RayTransport(str(ray), cpus, gpus_per_job, cpus_per_job, jobs_per_device)
         specs = transport.slot_specs()
-    slots = [Slot(i, dev, env) for i, (dev, env) in enumerate(specs)]
+    slots = [Slot(i, dev, env, share) for i, (dev, env, share) in enumerate(specs)]
     try:
         coordinator = Coordinator(store, slots, owner, sweep, threads, pack_size, lease_seconds, flush_every,
                                   checkpoint_every, show_progress, flush_wait, retries, transport=transport,
@@ -177,7 +178,8 @@ class LocalTransport:
             slot.process = coordinator.ctx.Process(
                 target=worker_main, name=f"ddsweep-worker-{slot.index}",
                 args=(slot.index, slot.device, coordinator.threads, slot.tasks, writer, coordinator.stop,
-                      coordinator.checkpoint_dir, coordinator.checkpoint_every, time.time()), daemon=True)
+                      coordinator.checkpoint_dir, coordinator.checkpoint_every, time.time(), slot.share),
+                daemon=True)
             slot.process.start()
             writer.close()  # the child holds it now; EOF on reader then means the worker is gone
         finally:
@@ -421,7 +423,7 @@ class Coordinator:
             self.display.note(note)
         for job in claimed:
             self.leased[job["job_id"]] = job
-        self.queue.extend(make_packs(claimed, self.pack_size, self.slots[0].device))
+        self.queue.extend(make_packs(claimed, self.pack_size, self.slots[0].device, self.slots[0].share))
         return True
 
     def _warn_busy(self, e: Exception) -> None:

@@ -7,9 +7,13 @@ from __future__ import annotations
 PACK_PARAM_BUDGET = {"cpu": 4_000_000, "cuda": 200_000_000}
 MAX_MEMBERS = {"cpu": 64, "cuda": 512}
 # Memory one pack of conv models may use (parameters, optimizer state, one batch's
-# activations, each member's copy of its training images); $DDSWEEP_PACK_MEMORY_GB
-# overrides it (e.g. less with --jobs-per-device 2 or more, or on a smaller GPU).
+# activations, each member's copy of its training images), split among the workers that
+# share a device (--jobs-per-device); $DDSWEEP_PACK_MEMORY_GB overrides it. A worker on a
+# GPU with less memory makes its packs smaller still (see fitting_members).
 PACK_MEMORY_BUDGET = {"cpu": 4 << 30, "cuda": 32 << 30}
+# Share of a GPU's memory that a worker's packs plan for: the rest is the CUDA context,
+# cuDNN's workspaces, the caching allocator's slack and evaluation's activations.
+DEVICE_MEMORY_USABLE = 0.75
 # On a CPU a grouped convolution costs about twice as much per sample as the same
 # member's dense one (measured: mcnn k=2..16, oneDNN, 1 thread), so conv jobs train one
 # per pack there and the worker processes give the parallelism.
@@ -46,23 +50,39 @@ def member_bytes(config: dict, device: str) -> int:
                + 2 * image * config["n_train"])
 
 
-def pack_memory_budget(device: str) -> int:
+def pack_memory_budget(device: str, share: float = 1.0, device_bytes: int | None = None) -> int:
+    """Bytes one pack may use on `device`, for a worker given `share` of it; `device_bytes`: the
+    device's memory, where known (a worker knows its GPU's)."""
     import os
 
     override = os.environ.get("DDSWEEP_PACK_MEMORY_GB")
     if override:
         return int(float(override) * (1 << 30))
-    return PACK_MEMORY_BUDGET["cuda" if device.startswith("cuda") else "cpu"]
+    budget = PACK_MEMORY_BUDGET["cuda" if device.startswith("cuda") else "cpu"]
+    if device_bytes is not None:
+        budget = min(budget, DEVICE_MEMORY_USABLE * device_bytes)
+    return int(budget * share)
 
 
-def auto_pack_size(config: dict, device: str) -> int:
+def auto_pack_size(config: dict, device: str, share: float = 1.0) -> int:
     from ddsweep.models import CONV_MODELS
 
     kind = "cuda" if device.startswith("cuda") else "cpu"
     size = min(MAX_MEMBERS[kind], PACK_PARAM_BUDGET[kind] // max(1, model_params(config, device=device)))
     if config["model"]["name"] in CONV_MODELS:
-        size = min(size, MAX_CONV_MEMBERS[kind], pack_memory_budget(device) // max(1, member_bytes(config, device)))
+        size = min(size, MAX_CONV_MEMBERS[kind],
+                   pack_memory_budget(device, share) // max(1, member_bytes(config, device)))
     return max(1, size)
+
+
+def fitting_members(config: dict, device: str, share: float, device_bytes: int) -> int | None:
+    """How many members like `config` train together on a device of `device_bytes` memory, of
+    which this worker has `share`; None where no estimate applies (MLPs)."""
+    from ddsweep.models import CONV_MODELS
+
+    if config["model"]["name"] not in CONV_MODELS:
+        return None
+    return max(1, pack_memory_budget(device, share, device_bytes) // max(1, member_bytes(config, device)))
 
 
 # A CPU step of a pack of K MLPs with P parameters each costs about STEP_US + MEMBER_US K +
@@ -91,8 +111,9 @@ def cost(pack: list[dict]) -> float:
     return steps * (STEP_US + MEMBER_US * K + PARAM_US * K * model_params(c) * batch / 100)
 
 
-def make_packs(jobs: list[dict], pack_size: int | None, device: str) -> list[list[dict]]:
-    """Packs of jobs with equal pack keys and training widths, largest first (the slowest start early)."""
+def make_packs(jobs: list[dict], pack_size: int | None, device: str, share: float = 1.0) -> list[list[dict]]:
+    """Packs of jobs with equal pack keys and training widths, largest first (the slowest start early);
+    `share`: of the device, for each worker (1 / jobs per device)."""
     from ddsweep.models import train_width
 
     groups: dict[tuple, list[dict]] = {}
@@ -100,7 +121,7 @@ def make_packs(jobs: list[dict], pack_size: int | None, device: str) -> list[lis
         groups.setdefault((job["pack_key"], train_width(job["config"], device)), []).append(job)
     packs = []
     for members in groups.values():
-        size = pack_size or auto_pack_size(members[0]["config"], device)
+        size = pack_size or auto_pack_size(members[0]["config"], device, share)
         packs.extend(members[i:i + size] for i in range(0, len(members), size))
     return sorted(packs, key=cost, reverse=True)
 

@@ -38,12 +38,14 @@ def import_ray():
 class RayWorker:
     """A worker slot on the cluster (wrapped with ray.remote at run time; imports torch there)."""
 
-    def __init__(self, slot: int, device: str, threads: int, checkpoint_dir: str, checkpoint_every: float):
+    def __init__(self, slot: int, device: str, threads: int, checkpoint_dir: str, checkpoint_every: float,
+                 share: float = 1.0):
         import torch
 
         torch.set_num_threads(threads)
         self.slot, self.device = slot, device
         self.checkpoint_dir, self.checkpoint_every = checkpoint_dir, checkpoint_every
+        self.share = share
         self.stopping = False
         try:
             import ray
@@ -75,7 +77,7 @@ class RayWorker:
         def target():
             try:
                 run_pack(pack, self.slot, self.device, put, lambda: self.stopping,
-                         self.checkpoint_dir, self.checkpoint_every)
+                         self.checkpoint_dir, self.checkpoint_every, self.share)
             except BaseException as e:  # reported as the actor's failure: its jobs are requeued
                 failure.append(e)
             finally:
@@ -213,8 +215,10 @@ class RayTransport:
         self.actor_class = ray.remote(RayWorker)
         self.generation = 0
 
-    def slot_specs(self) -> list[tuple[str, dict]]:
-        return [(self.device, {}) for _ in range(self.slot_count)]
+    def slot_specs(self) -> list[tuple[str, dict, float]]:
+        """(device, extra environment, share of the device's memory) per actor."""
+        share = min(1.0, self.gpus_per_job) if self.gpus_per_job > 0 else 1.0
+        return [(self.device, {}, share) for _ in range(self.slot_count)]
 
     def describe(self) -> str:
         return (f"Ray cluster: {self.nodes} node(s), {self.total_cpus:g} CPU(s), {self.total_gpus:g} GPU(s); "
@@ -231,7 +235,7 @@ class RayTransport:
             # the coordinator is the owner: if it goes, so do its actors
             lifetime=None,
         ).remote(slot.index, slot.device, coordinator.threads, coordinator.checkpoint_dir,
-                 coordinator.checkpoint_every)
+                 coordinator.checkpoint_every, slot.share)
         slot.process = RayProcess(self.ray, actor, slot.index, writer)
         slot.tasks = slot.process
         if coordinator.stop.value:

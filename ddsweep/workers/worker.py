@@ -19,11 +19,12 @@ PROGRESS_EVERY = 0.5
 
 
 def worker_main(slot: int, device: str, threads: int, tasks, events, stop, checkpoint_dir: str,
-                checkpoint_every: float, launched_at: float | None = None) -> None:
+                checkpoint_every: float, launched_at: float | None = None, share: float = 1.0) -> None:
     """Process entry point: loop over packs until a None task arrives.
 
     `events` is the send end of a pipe to the coordinator; `stop` a shared bool;
-    `launched_at` the coordinator's time.time() when it started this process.
+    `launched_at` the coordinator's time.time() when it started this process; `share` the
+    part of the device's memory this worker may use (1 / the workers sharing it).
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the coordinator's to handle
     import torch
@@ -44,7 +45,7 @@ def worker_main(slot: int, device: str, threads: int, tasks, events, stop, check
                 continue
             if pack is None:  # done: leave at once (every event is sent, every checkpoint synced)
                 _leave()
-            run_pack(pack, slot, device, events.send, lambda: stop.value, checkpoint_dir, checkpoint_every)
+            run_pack(pack, slot, device, events.send, lambda: stop.value, checkpoint_dir, checkpoint_every, share)
             events.send({"kind": "idle", "slot": slot})
     except (BrokenPipeError, ConnectionError, EOFError):
         return  # the coordinator is gone; its successor resumes our jobs from their checkpoints
@@ -60,59 +61,125 @@ def _leave() -> None:
     os._exit(0)
 
 
-def run_pack(jobs: list[dict], slot: int, device: str, put, should_stop, checkpoint_dir, checkpoint_every) -> None:
-    """Train a pack; members resuming from different epochs train as separate sub-packs."""
+def run_pack(jobs: list[dict], slot: int, device: str, put, should_stop, checkpoint_dir, checkpoint_every,
+             share: float = 1.0) -> None:
+    """Train a pack: in parts that fit this worker's `share` of the device's memory (halved again
+    after an out-of-memory error), members resuming from different epochs as separate sub-packs."""
+    for part in _fitting_parts(jobs, slot, device, share, put):
+        groups: dict[int, list[dict]] = {}
+        for job in part:
+            groups.setdefault(_checkpoint_epoch(job["job_id"], checkpoint_dir, slot, put), []).append(job)
+        for _, group in sorted(groups.items(), reverse=True):
+            if should_stop():  # stopping: sub-packs not started yet go back to the queue
+                for job in group:
+                    put({"kind": "released", "slot": slot, "job_id": job["job_id"]})
+                continue
+            rest = _train_group(group, slot, device, put, should_stop, checkpoint_dir, checkpoint_every)
+            if rest:
+                _free_device_memory()
+                _fits[_fit_key(group[0], device)] = len(rest) // 2
+                put({"kind": "warning", "slot": slot, "message": (
+                    f"a pack of {len(group)} ran out of {device} memory; training its {len(rest)} unfinished "
+                    f"jobs (and later packs like it on this worker) in parts of {len(rest) // 2}, "
+                    "each from its last checkpoint")})
+                run_pack(rest, slot, device, put, should_stop, checkpoint_dir, checkpoint_every, share)
+
+
+# Members per pack that fit this worker's device, by (pack key, training width): learned from
+# the memory estimate and from out-of-memory errors, so that later packs of the kind split at once.
+_fits: dict[tuple, int] = {}
+
+
+def _fit_key(job: dict, device: str) -> tuple:
+    from ddsweep.models import train_width
+
+    return job.get("pack_key"), train_width(job["config"], device)
+
+
+def _fitting_parts(jobs: list[dict], slot: int, device: str, share: float, put) -> list[list[dict]]:
+    """`jobs` in consecutive parts of at most the members that fit the device (said once per kind)."""
+    key = _fit_key(jobs[0], device)
+    if key not in _fits and device.startswith("cuda"):
+        import torch
+
+        from ddsweep.workers.packing import fitting_members
+
+        total = torch.cuda.get_device_properties(torch.device(device)).total_memory
+        _fits[key] = fitting_members(jobs[0]["config"], device, share, total)
+        if _fits[key] is not None and _fits[key] < len(jobs):
+            c = jobs[0]["config"]
+            put({"kind": "warning", "slot": slot, "message": (
+                f"{c['model']['name']} width {c['width']}, n_train {c['n_train']}: about {_fits[key]} members fit "
+                f"this worker's share of {device} ({share * total / (1 << 30):.0f} GiB), so its packs of "
+                f"{len(jobs)} train in parts ($DDSWEEP_PACK_MEMORY_GB overrides the estimate)")})
+    size = _fits.get(key) or len(jobs)
+    return [jobs[i:i + size] for i in range(0, len(jobs), size)]
+
+
+def _free_device_memory() -> None:
+    """Give the failed pack's memory back to the device (its tensors died with its frames)."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _train_group(group: list[dict], slot: int, device: str, put, should_stop, checkpoint_dir,
+                 checkpoint_every) -> list[dict]:
+    """Train members that resume from the same epoch as one pack, forwarding its events. Returns
+    the unfinished jobs where several of them ran out of device memory together (to train in
+    smaller packs), else []."""
+    import torch
+
     from ddsweep.train.loop import train_pack
 
-    groups: dict[int, list[dict]] = {}
-    for job in jobs:
-        groups.setdefault(_checkpoint_epoch(job["job_id"], checkpoint_dir, slot, put), []).append(job)
-    for _, group in sorted(groups.items(), reverse=True):
-        ids = [j["job_id"] for j in group]
-        if should_stop():  # stopping: sub-packs not started yet go back to the queue
-            for jid in ids:
+    ids = [j["job_id"] for j in group]
+    finished: set[str] = set()
+    horizon = max(j["epochs"] for j in group)
+    held: list[dict] = []  # the latest progress event not sent yet
+    sent = [0.0]  # when a progress event was last sent
+
+    def emit(event):
+        event["slot"] = slot
+        if event["kind"] == "progress":
+            event["job_ids"] = [j for j in ids if j not in finished]
+            now = time.monotonic()
+            if now - sent[0] < PROGRESS_EVERY and event["epoch"] < horizon:
+                held[:] = [event]  # superseded by the next one, or sent before the next other event
+                return
+            sent[0] = now
+            held.clear()
+        elif held:
+            put(held.pop())
+        if event["kind"] == "finished":
+            finished.add(event["job_id"])
+            event.setdefault("epochs", horizon)  # trained to; a job whose horizon grew meanwhile reopens
+        put(event)
+
+    put({"kind": "started", "slot": slot, "job_ids": ids, "config": group[0]["config"],
+         "epochs": horizon, "pid": os.getpid()})
+    try:
+        outcome = train_pack(group, device, emit, should_stop, checkpoint_dir, checkpoint_every)
+    except (BrokenPipeError, ConnectionError):
+        raise  # the coordinator is gone
+    except Exception as e:
+        if held:
+            put(held.pop())
+        rest = [j for j in group if j["job_id"] not in finished]
+        if isinstance(e, torch.OutOfMemoryError) and len(rest) > 1:
+            return rest
+        error = traceback.format_exc()
+        for job in rest:
+            put({"kind": "finished", "slot": slot, "job_id": job["job_id"], "status": "failed", "error": error})
+        return []
+    if outcome == "stopped":
+        for jid in ids:
+            if jid not in finished:
                 put({"kind": "released", "slot": slot, "job_id": jid})
-            continue
-        finished: set[str] = set()
-        horizon = max(j["epochs"] for j in group)
-        held: list[dict] = []  # the latest progress event not sent yet
-        sent = [0.0]  # when a progress event was last sent
-
-        def emit(event, ids=ids, finished=finished, horizon=horizon, held=held, sent=sent):
-            event["slot"] = slot
-            if event["kind"] == "progress":
-                event["job_ids"] = [j for j in ids if j not in finished]
-                now = time.monotonic()
-                if now - sent[0] < PROGRESS_EVERY and event["epoch"] < horizon:
-                    held[:] = [event]  # superseded by the next one, or sent before the next other event
-                    return
-                sent[0] = now
-                held.clear()
-            elif held:
-                put(held.pop())
-            if event["kind"] == "finished":
-                finished.add(event["job_id"])
-                event.setdefault("epochs", horizon)  # trained to; a job whose horizon grew meanwhile reopens
-            put(event)
-
-        put({"kind": "started", "slot": slot, "job_ids": ids, "config": group[0]["config"],
-             "epochs": horizon, "pid": os.getpid()})
-        try:
-            outcome = train_pack(group, device, emit, should_stop, checkpoint_dir, checkpoint_every)
-        except (BrokenPipeError, ConnectionError):
-            raise  # the coordinator is gone
-        except Exception:
-            error = traceback.format_exc()
-            if held:
-                put(held.pop())
-            for jid in ids:
-                if jid not in finished:
-                    put({"kind": "finished", "slot": slot, "job_id": jid, "status": "failed", "error": error})
-            continue
-        if outcome == "stopped":
-            for jid in ids:
-                if jid not in finished:
-                    put({"kind": "released", "slot": slot, "job_id": jid})
+    return []
 
 
 def _checkpoint_epoch(job_id: str, checkpoint_dir, slot, put) -> int:
