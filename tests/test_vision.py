@@ -136,6 +136,33 @@ def test_packed_members_equal_plain_modules(name):
             torch.testing.assert_close(logits[k], reference(xk), rtol=1e-4, atol=1e-5)
 
 
+def test_mcnn_relu_after_pooling_changes_no_bit():
+    """mcnn applies ReLU after max-pooling (on a quarter of the values); the paper's order,
+    ReLU then pooling, gives the same loss and gradient bit for bit, padded members included."""
+    import torch.nn.functional as F
+
+    def relu_then_pool(self, W, x):
+        for i in range(1, 5):
+            x = self._conv(x, W[f"conv{i}.weight"], W[f"conv{i}.bias"], 1, 1)
+            x = F.relu(self._bn(x, W, f"bn{i}"), inplace=True)
+            if i > 1:
+                x = F.max_pool2d(x, 2)
+        return self._head(F.max_pool2d(x, 4), W, "fc")
+
+    x = torch.randint(0, 256, (3, 16, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    y = torch.randint(0, 10, (3, 16), generator=torch.Generator().manual_seed(2))
+    out = []
+    for forward in (None, relu_then_pool):
+        model = PACKED["mcnn"](3, 4, 10)
+        if forward is not None:
+            model._forward = forward.__get__(model)
+        for k, w in enumerate((4, 3, 1)):
+            model.init_member(k, torch.Generator().manual_seed(k), w)
+        out.append((model.loss_and_grad(x, y, "cross_entropy"), model.grad.clone(), model.buffers))
+    for a, b in zip(*out):
+        assert torch.equal(a, b)
+
+
 def test_buffers_round_trip():
     model = PackedMCNN(2, 2, 10)
     model.init_member(0, torch.Generator().manual_seed(0))

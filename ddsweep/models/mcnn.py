@@ -19,8 +19,12 @@ class PackedMCNN(PackedConvNet):
     def _forward(self, W: dict, x):
         for i in range(1, 5):
             x = self._conv(x, W[f"conv{i}.weight"], W[f"conv{i}.bias"], 1, 1)
-            x = F.relu(self._bn(x, W, f"bn{i}"), inplace=True)
+            x = self._bn(x, W, f"bn{i}")
             if i > 1:
+                # ReLU after the pooling, on a quarter of the values: max-pooling commutes with
+                # ReLU, and the gradients are the same bit for bit (tested). Measured on a CPU,
+                # mcnn k=16..32: 3-5% off a training step.
                 x = F.max_pool2d(x, 2)
+            x = F.relu(x, inplace=True)
         x = F.max_pool2d(x, 4)
         return self._head(x, W, "fc")
