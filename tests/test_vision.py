@@ -18,7 +18,7 @@ import torch
 import ddsweep
 from ddsweep.data import load_dataset
 from ddsweep.data.augment import CropFlip
-from ddsweep.data.vision import write_cifar, write_mnist
+from ddsweep.data.vision import write_cifar, write_mnist, write_svhn
 from ddsweep.errors import GridError, UserError
 from ddsweep.grid import expand, parse_grid
 from ddsweep.models.arch import ARCHS, mcnn, preact_resnet18
@@ -34,7 +34,7 @@ N_TRAIN, N_TEST = 160, 48
 
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory):
-    """CIFAR-10, CIFAR-100 and MNIST written in their on-disk formats (random images)."""
+    """CIFAR-10, CIFAR-100, MNIST, Fashion-MNIST and SVHN written in their on-disk formats (random images)."""
     root = tmp_path_factory.mktemp("vision")
     rng = np.random.default_rng(0)
     img = lambda n, *shape: rng.integers(0, 256, (n, *shape), dtype=np.uint8)  # noqa: E731
@@ -44,6 +44,10 @@ def data_root(tmp_path_factory):
                 rng.integers(0, 100, N_TEST), name="cifar100")
     write_mnist(root, img(N_TRAIN, 28, 28), rng.integers(0, 10, N_TRAIN), img(N_TEST, 28, 28),
                 rng.integers(0, 10, N_TEST))
+    write_mnist(root, img(N_TRAIN, 28, 28), rng.integers(0, 10, N_TRAIN), img(N_TEST, 28, 28),
+                rng.integers(0, 10, N_TEST), name="fashion_mnist")
+    write_svhn(root, img(N_TRAIN, 3, 32, 32), rng.integers(0, 10, N_TRAIN), img(N_TEST, 3, 32, 32),
+               rng.integers(0, 10, N_TEST))
     return root
 
 
@@ -227,6 +231,30 @@ def test_loaders_read_torchvisions_formats(data_root):
                     (through_torchvision.x_pool, through_torchvision.y_pool, through_torchvision.x_test,
                      through_torchvision.y_test)):
         assert torch.equal(a, b)
+
+
+def test_fashion_mnist_and_svhn_read_as_torchvision_reads_them(data_root, monkeypatch):
+    """Fashion-MNIST's idx files and SVHN's .mat files: the direct reader (verify: false) gives
+    torchvision's tensors; SVHN's digit 0, stored as 10, is class 0; torchvision refuses SVHN
+    files whose MD5 is not the official one, with a clear error."""
+    import scipy.io
+    import torchvision.datasets as tvd
+
+    fashion = load_dataset({"name": "fashion_mnist", "root": str(data_root), "verify": False})
+    assert fashion.x_pool.shape == (N_TRAIN, 1, 32, 32) and fashion.num_classes == 10
+    svhn = load_dataset({"name": "svhn", "root": str(data_root), "verify": False})
+    assert svhn.x_pool.shape == (N_TRAIN, 3, 32, 32) and svhn.x_test.shape == (N_TEST, 3, 32, 32)
+    stored = scipy.io.loadmat(str(data_root / "train_32x32.mat"))
+    assert int((stored["y"] == 10).sum()) == int((svhn.y_pool == 0).sum()) > 0 and int(svhn.y_pool.max()) <= 9
+    assert torch.equal(svhn.x_pool[5], torch.from_numpy(stored["X"][:, :, :, 5]).permute(2, 0, 1))
+    with pytest.raises(UserError, match="verify: false"):
+        load_dataset({"name": "svhn", "root": str(data_root)})
+    monkeypatch.setattr(tvd.SVHN, "_check_integrity", lambda self: True)
+    for name, direct in (("fashion_mnist", fashion), ("svhn", svhn)):
+        verified = load_dataset({"name": name, "root": str(data_root)})
+        for a, b in zip((direct.x_pool, direct.y_pool, direct.x_test, direct.y_test),
+                        (verified.x_pool, verified.y_pool, verified.x_test, verified.y_test)):
+            assert torch.equal(a, b), name
 
 
 def test_cifar_through_torchvision_equals_direct(data_root, monkeypatch):

@@ -408,3 +408,18 @@ def write_mnist(root, x_train, y_train, x_test, y_test, name: str = "mnist") -> 
         (root / fx).write_bytes(header + x.tobytes())
         (root / fy).write_bytes(bytes([0, 0, 8, 1]) + len(y).to_bytes(4, "big") + y.tobytes())
     return root
+
+
+def write_svhn(root, x_train, y_train, x_test, y_test) -> Path:
+    """Write uint8 images [N, 3, 32, 32] and labels 0..9 as SVHN's train_32x32.mat and test_32x32.mat
+    under root (MATLAB arrays X [32, 32, 3, N] and y [N, 1], digit 0 stored as 10)."""
+    import numpy as np
+    import scipy.io
+
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    for f, x, y in zip(VISION["svhn"].train_files + VISION["svhn"].test_files, (x_train, x_test), (y_train, y_test)):
+        y = np.asarray(y, dtype=np.uint8).reshape(-1, 1).copy()
+        y[y == 0] = 10
+        scipy.io.savemat(str(root / f), {"X": np.asarray(x, dtype=np.uint8).transpose(2, 3, 1, 0), "y": y})
+    return root
