@@ -55,6 +55,20 @@ def test_work_without_cuda_suggests_cpus(tmp_path, tiny_grid, cli):
     assert "--cpus" in r.output
 
 
+def test_bad_pack_memory_variable_is_one_line_before_any_lease(tmp_path, tiny_grid, cli, monkeypatch):
+    db = tmp_path / "r.duckdb"
+    cli("plan", tiny_grid, "--db", db)
+    for bad in ("abc", "0", "-3", "inf"):
+        monkeypatch.setenv("DDSWEEP_PACK_MEMORY_GB", bad)
+        r = cli("work", "--db", db, "--cpus", "1", "--no-progress")
+        assert r.exit_code == 2, r.output
+        assert r.output.strip() == f"ddsweep: error: $DDSWEEP_PACK_MEMORY_GB = {bad!r}: must be a number of GiB " \
+                                   "above 0 (e.g. 20)"
+    with duckdb.connect(str(db), read_only=True) as conn:
+        assert conn.execute("SELECT count(*) FROM jobs WHERE status != 'pending' OR lease_owner IS NOT NULL"
+                            ).fetchone()[0] == 0
+
+
 def test_failed_job_is_recorded_and_others_go_on(tmp_path, tiny_grid, cli, monkeypatch):
     db = tmp_path / "r.duckdb"
     cli("plan", tiny_grid, "--db", db)

@@ -32,7 +32,7 @@ from ddsweep.errors import DatabaseBusy, UserError
 from ddsweep.store import Store
 from ddsweep.store import jobs as store_jobs
 from ddsweep.workers.journal import Journal, orphans, read_events
-from ddsweep.workers.packing import PLAN_MAX_PACKS, cost, make_packs, plan_slots
+from ddsweep.workers.packing import PLAN_MAX_PACKS, cost, make_packs, memory_override, plan_slots
 from ddsweep.workers.progress import Display
 
 # Events that change the database: journaled (fsynced) before they count as received.
@@ -129,6 +129,7 @@ def work(db: str | Path = "results.duckdb", cpus: int | None = None, gpus: str |
         raise UserError(f"--retries = {retries}: must be 0 or more")
     if not flush_every > 0:
         raise UserError(f"--flush-every = {flush_every}: must be more than 0 seconds")
+    memory_override()  # a bad $DDSWEEP_PACK_MEMORY_GB: one line now, before any job is leased
     if checkpoint_every < 0:
         raise UserError(f"--checkpoint-every = {checkpoint_every}: must be 0 (every epoch) or more")
     store = Store(db)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 # Parameter budget of one pack (members x parameters per member): big enough that
 # small models amortize per-step overhead, small enough to stay in cache / memory.
 PACK_PARAM_BUDGET = {"cpu": 4_000_000, "cuda": 200_000_000}
@@ -53,15 +55,31 @@ def member_bytes(config: dict, device: str) -> int:
 def pack_memory_budget(device: str, share: float = 1.0, device_bytes: int | None = None) -> int:
     """Bytes one pack may use on `device`, for a worker given `share` of it; `device_bytes`: the
     device's memory, where known (a worker knows its GPU's)."""
-    import os
-
-    override = os.environ.get("DDSWEEP_PACK_MEMORY_GB")
-    if override:
-        return int(float(override) * (1 << 30))
+    override = memory_override()
+    if override is not None:
+        return override
     budget = PACK_MEMORY_BUDGET["cuda" if device.startswith("cuda") else "cpu"]
     if device_bytes is not None:
         budget = min(budget, DEVICE_MEMORY_USABLE * device_bytes)
     return int(budget * share)
+
+
+def memory_override() -> int | None:
+    """$DDSWEEP_PACK_MEMORY_GB in bytes, or None where it is not set."""
+    import os
+
+    from ddsweep.errors import UserError
+
+    text = os.environ.get("DDSWEEP_PACK_MEMORY_GB", "").strip()
+    if not text:
+        return None
+    try:
+        gib = float(text)
+    except ValueError:
+        gib = math.nan
+    if not gib > 0 or math.isinf(gib):
+        raise UserError(f"$DDSWEEP_PACK_MEMORY_GB = {text!r}: must be a number of GiB above 0 (e.g. 20)")
+    return int(gib * (1 << 30))
 
 
 def auto_pack_size(config: dict, device: str, share: float = 1.0) -> int:
