@@ -88,14 +88,13 @@ def auto_pack_size(config: dict, device: str, share: float = 1.0) -> int:
     kind = "cuda" if device.startswith("cuda") else "cpu"
     size = min(MAX_MEMBERS[kind], PACK_PARAM_BUDGET[kind] // max(1, model_params(config, device=device)))
     if config["model"]["name"] in CONV_MODELS:
-        size = min(size, MAX_CONV_MEMBERS[kind],
-                   pack_memory_budget(device, share) // max(1, member_bytes(config, device)))
+        size = min(size, MAX_CONV_MEMBERS[kind], fitting_members(config, device, share))
     return max(1, size)
 
 
-def fitting_members(config: dict, device: str, share: float, device_bytes: int) -> int | None:
-    """How many members like `config` train together on a device of `device_bytes` memory, of
-    which this worker has `share`; None where no estimate applies (MLPs)."""
+def fitting_members(config: dict, device: str, share: float = 1.0, device_bytes: int | None = None) -> int | None:
+    """How many members like `config` train together in a pack's memory budget (this worker's
+    `share` of a device of `device_bytes`, where known); None where no estimate applies (MLPs)."""
     from ddsweep.models import CONV_MODELS
 
     if config["model"]["name"] not in CONV_MODELS:

@@ -87,7 +87,7 @@ def run_pack(jobs: list[dict], slot: int, device: str, put, should_stop, checkpo
 
 # Members per pack that fit this worker's device, by (pack key, training width): learned from
 # the memory estimate and from out-of-memory errors, so that later packs of the kind split at once.
-_fits: dict[tuple, int] = {}
+_fits: dict[tuple, int | None] = {}  # None: no estimate (MLPs), packs train as formed
 
 
 def _fit_key(job: dict, device: str) -> tuple:
