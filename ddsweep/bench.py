@@ -65,7 +65,11 @@ def case_grid(name: str, epochs: int, base: Path = DEFAULT_GRID, eval_as_grid: b
     return grid
 
 
-def macs_per_sample(config: dict, input_dim: int = 40, classes: int = 10) -> int:
+# MNIST-1D's shape, the cases' dataset: 40 inputs, 10 classes.
+INPUT_DIM, CLASSES = 40, 10
+
+
+def macs_per_sample(config: dict, input_dim: int = INPUT_DIM, classes: int = CLASSES) -> int:
     h, depth = config["width"], config["model"]["depth"]
     dims = [input_dim] + [h] * depth + [classes]
     return sum(i * o for i, o in zip(dims[:-1], dims[1:]))
@@ -223,12 +227,13 @@ def step_costs(name: str, device: str = "cpu", base: Path = DEFAULT_GRID, repeat
     out = []
     for pack in make_packs(jobs, None, device):
         cfg, K = pack[0]["config"], len(pack)
-        model = build_model(cfg, 40, 10, K, device, width=train_width(cfg, device))
+        model = build_model(cfg, INPUT_DIM, CLASSES, K, device, width=train_width(cfg, device))
         for k, job in enumerate(pack):
             model.init_member(k, torch.Generator().manual_seed(k), job["config"]["width"])
         opt = build_optimizer(cfg["train"]["optimizer"], model, [train_recipe(j["config"]) for j in pack])
         b = cfg["train"]["batch_size"]
-        x, y = torch.randn(K, b, 40, device=device), torch.randint(0, 10, (K, b), device=device)
+        x = torch.randn(K, b, INPUT_DIM, device=device)
+        y = torch.randint(0, CLASSES, (K, b), device=device)
         best = math.inf
         for trial in range(4):  # the first is a warm-up
             t = time.perf_counter()
