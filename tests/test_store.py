@@ -70,8 +70,8 @@ def test_migrations_ship_in_the_wheel_and_are_found_when_installed(tmp_path):
                     "-w", str(wheels), str(ROOT)], check=True, cwd=tmp_path)
     wheel = next(wheels.glob("ddsweep-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
-    assert "ddsweep/migrations/env.py" in names
-    assert "ddsweep/migrations/versions/0001_initial.py" in names
+    assert "ddsweep/store/migrations/env.py" in names
+    assert "ddsweep/store/migrations/versions/0001_initial.py" in names
     target = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
                    check=True)

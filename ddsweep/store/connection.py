@@ -193,11 +193,8 @@ def _first_line(e: Exception) -> str:
 
 
 def migrations_dir() -> Path:
-    """The Alembic scripts shipped in the package (the top-level migrations/ folder)."""
-    try:
-        return Path(str(resources.files("ddsweep.migrations")))
-    except ModuleNotFoundError:  # a source checkout on PYTHONPATH, not installed
-        return Path(__file__).resolve().parents[2] / "migrations"
+    """The Alembic scripts shipped in the package (ddsweep/store/migrations/)."""
+    return Path(str(resources.files("ddsweep.store.migrations")))
 
 
 def _alembic_config():

@@ -1,1 +1,0 @@
-"""Alembic migrations of the results database; shipped inside the package as ddsweep.migrations."""
