@@ -101,10 +101,11 @@ def test_plot_bootstrap_without_torch(trained, cli):
 
 def test_ideal_world_needs_a_generated_dataset(monkeypatch):
     import ddsweep.grid as grid
+    import ddsweep.grid.expansion
     from ddsweep.errors import GridError
 
     assert grid.IDEAL_DATASETS == ("mnist1d",)
-    monkeypatch.setattr(grid, "IDEAL_DATASETS", ("other",))  # as if mnist1d had no generator
+    monkeypatch.setattr(ddsweep.grid.expansion, "IDEAL_DATASETS", ("other",))  # as if mnist1d had no generator
     g = {**TINY, "grid": {**TINY["grid"], "world": ["real", "ideal"]}}
     with pytest.raises(GridError, match=r"^g.yaml: grid.world = 'ideal': the ideal world needs a dataset"):
         grid.expand(grid.parse_grid(g, "g.yaml"), "g.yaml")

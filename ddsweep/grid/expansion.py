@@ -1,0 +1,178 @@
+"""Expansion: a validated grid -> resolved jobs, each identified by the hash of its config.
+
+Runs that differ only in `epochs` merge into one job trained to the longest horizon
+(unless the schedule depends on the horizon); see the package docstring.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from ddsweep.errors import MISSING, GridError
+from ddsweep.grid.generators import TEXT_NUMBER_HINT, axis_list, canonical_values, dedup_values, looks_numeric
+from ddsweep.grid.load import pydantic_error
+from ddsweep.grid.spec import (
+    ALL_AXES, CELL_AXES, HORIZON_SCHEDULES, IDEAL_DATASETS, INT_AXES, MAX_JOBS, MODEL_AXES, SPARSE_TRAIN,
+    TEXT_AXES, TRAIN_AXES, WORD_VALUES, CellSpec, GridSpec, ModelSpec, TrainSpec, canonical_train,
+)
+
+
+@dataclass(frozen=True)
+class Job:
+    """One cell of a grid, fully resolved. `config` is what the job id hashes."""
+
+    job_id: str
+    sweep: str
+    config: dict
+    epochs: int
+    horizons: tuple[int, ...] = field(default=())
+
+    @property
+    def pack_key(self) -> str:
+        """Jobs with equal pack keys can train in one pack once their widths pad alike.
+
+        Width is left out: a worker packs jobs of different widths whose widths pad
+        to the same size on its device (see ddsweep.models.train_width).
+        """
+        c = self.config
+        key = {
+            "dataset": c["dataset"], "model": c["model"],
+            "n_train": c["n_train"], "eval": c["eval"], "epochs": self.epochs,
+            "batch_size": c["train"]["batch_size"], "optimizer": c["train"]["optimizer"],
+            "loss": c["train"]["loss"],
+        }
+        if c["train"].get("precision", "auto") != "auto":  # one autocast setting per pack
+            key["precision"] = c["train"]["precision"]
+        return _hash(key)
+
+
+def _hash(obj) -> str:
+    return hashlib.sha256(canonical_json(obj).encode()).hexdigest()[:16]
+
+
+def canonical_json(obj) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
+
+
+def expand(spec: GridSpec, path: str | Path = "<grid>", pool_size: int | None = None) -> list[Job]:
+    """All jobs of a grid, merged over `epochs`; raises GridError on a bad axis value."""
+    axes: dict[str, list] = {}
+    written: dict[str, list] = {}  # each axis's values as written, for error messages
+    for name, raw in spec.grid.items():
+        if name not in ALL_AXES:
+            raise GridError(path, f"grid.{name}", raw, f"unknown axis (axes: {', '.join(ALL_AXES)})")
+        written[name] = axis_list(name, raw, path)
+        axes[name] = dedup_values(name, written[name])
+        written[name] = canonical_values(name, written[name])  # the values jobs get, in the file's order
+    for required in ("width", "n_train"):
+        if required not in axes:
+            raise GridError(path, f"grid.{required}", MISSING, "missing axis: every grid needs width and n_train")
+    size = math.prod(len(v) for v in axes.values())
+    if size > MAX_JOBS:
+        shape = " x ".join(f"{k}={len(v)}" for k, v in axes.items())
+        raise GridError(path, "grid", size, f"absurd grid size ({shape}); the limit is {MAX_JOBS} cells")
+    _validate_axis_values(spec, written, path)
+    if pool_size is None:
+        from ddsweep.data import pool_size as dataset_pool_size
+
+        pool_size = dataset_pool_size(spec.dataset.model_dump())
+    pool = pool_size
+    for i, n in enumerate(written["n_train"]):
+        if n > pool:
+            key = "grid.n_train" if len(written["n_train"]) == 1 else f"grid.n_train[{i}]"
+            raise GridError(path, key, n, f"larger than the dataset's training pool ({pool})")
+
+    names = list(axes)
+    dataset = spec.dataset.config()
+    merged: dict[str, dict] = {}
+    for values in itertools.product(*(axes[n] for n in names)):
+        cell = dict(zip(names, values))
+        train = spec.train.model_dump()
+        model = spec.model.model_dump()
+        for k, v in cell.items():
+            if k in TRAIN_AXES:
+                train[k] = v
+            elif k in MODEL_AXES:
+                model[k] = v
+        epochs = _horizon(spec, cell, train, path)
+        for k, default in SPARSE_TRAIN.items():
+            if train.get(k) == default:
+                del train[k]
+        train = canonical_train(train, cell["n_train"])
+        if train.get("schedule") in HORIZON_SCHEDULES:
+            train["epochs"] = epochs  # the schedule depends on the horizon: each horizon is its own job
+        if train.get("world") == "ideal" and spec.dataset.name not in IDEAL_DATASETS:
+            raise GridError(path, "grid.world" if "world" in cell else "train.world", "ideal",
+                            f"the ideal world needs a dataset with a generator ({', '.join(IDEAL_DATASETS)}); "
+                            f"{spec.dataset.name} has a fixed pool")
+        config = {
+            "sweep": spec.name,
+            "dataset": dict(dataset),
+            "model": model,
+            "width": int(cell["width"]),
+            "n_train": int(cell["n_train"]),
+            "label_noise": float(cell.get("label_noise", 0.0)),
+            "seed": int(cell.get("seed", 0)),
+            "train": train,
+            "eval": spec.eval.model_dump(),
+        }
+        jid = _hash(config)
+        entry = merged.setdefault(jid, {"config": config, "horizons": set()})
+        entry["horizons"].add(epochs)
+    return [
+        Job(jid, spec.name, e["config"], max(e["horizons"]), tuple(sorted(e["horizons"])))
+        for jid, e in merged.items()
+    ]
+
+
+def epoch_steps(n_train: int, batch_size: int | str) -> int:
+    """Optimizer steps in one epoch over n_train samples (batch_size a number, or full)."""
+    n = int(n_train)
+    batch = n if batch_size == "full" else min(int(batch_size), n)
+    return -(-n // batch)
+
+
+def _horizon(spec: GridSpec, cell: dict, train: dict, path) -> int:
+    """The cell's horizon in epochs (popping `epochs` and `steps` off its train section)."""
+    epochs, steps = int(train.pop("epochs")), train.pop("steps")
+    if steps is None:
+        return epochs
+    where = "grid.steps" if "steps" in cell else "train.steps"
+    if "epochs" in cell or "epochs" in spec.train.model_fields_set:
+        raise GridError(path, where, steps, "give the horizon as either epochs or steps, not both")
+    n, batch = int(cell["n_train"]), train["batch_size"]
+    epochs = -(-int(steps) // epoch_steps(n, batch))
+    if epochs > 1_000_000:
+        raise GridError(path, where, steps, f"{epochs} epochs at n_train={n}, batch {batch}: the limit is 1000000")
+    return epochs
+
+
+def _validate_axis_values(spec: GridSpec, axes: dict[str, list], path) -> None:
+    base_cell = {"width": 1, "n_train": 1, "label_noise": 0.0, "seed": 0}
+    for name, values in axes.items():
+        for i, v in enumerate(values):
+            key = f"grid.{name}" if len(values) == 1 else f"grid.{name}[{i}]"
+            if isinstance(v, (dict, list)):
+                raise GridError(path, key, v, "axis values must be scalars")
+            if name not in TEXT_AXES and isinstance(v, bool):
+                raise GridError(path, key, v, "must be a number, not true/false")
+            if name not in TEXT_AXES and isinstance(v, str) and v not in WORD_VALUES.get(name, ()):
+                raise GridError(path, key, v, "must be a number, not text" + (TEXT_NUMBER_HINT if looks_numeric(v) else ""))
+            if name in INT_AXES and isinstance(v, float) and not v.is_integer():
+                raise GridError(path, key, v, "must be an integer")
+            try:
+                if name in CELL_AXES:
+                    CellSpec.model_validate({**base_cell, name: v}, strict=False)
+                elif name in TRAIN_AXES:
+                    TrainSpec.model_validate({**spec.train.model_dump(), name: v})
+                else:
+                    ModelSpec.model_validate({**spec.model.model_dump(), name: v})
+            except ValidationError as e:
+                raise GridError(path, key, v, pydantic_error(e, path).problem) from None
