@@ -32,7 +32,7 @@ def test_bench_smoke(tmp_path):
 
 
 def test_shortened_cases_evaluate_as_often_per_epoch_as_the_full_recipe():
-    from ddsweep.bench import DEFAULT_GRID, case_grid
+    from ddsweep.bench.mlp import DEFAULT_GRID, case_grid
     from ddsweep.grid import EvalSpec
 
     full = yaml.safe_load(DEFAULT_GRID.read_text())
@@ -55,7 +55,7 @@ def test_vision_bench_times_epochs_inside_the_loop(tmp_path):
 
 
 def test_step_costs_time_every_pack_work_would_form():
-    from ddsweep.bench import step_costs
+    from ddsweep.bench.mlp import step_costs
 
     rows = step_costs("default", repeats=3)
     widths = sorted(w for r in rows for w in r["widths"])

@@ -12,7 +12,7 @@ measured in the same run (a large GEMM on the same cores), and model FLOPs
     python -m ddsweep.bench --cases default --epochs 200   # shortened (both arms alike)
     python -m ddsweep.bench --cases default --out bench.json
     python -m ddsweep.bench --device cuda           # plain loop on the GPU vs `ddsweep work --gpus 0`
-    python -m ddsweep.bench --model mcnn --device cuda   # the 5-layer CNN on CIFAR-shaped data (ddsweep.bench_vision)
+    python -m ddsweep.bench --model mcnn --device cuda   # the 5-layer CNN on CIFAR-shaped data (ddsweep.bench.vision)
     python -m ddsweep.bench --steps                 # one training step of each pack of a case, 1 thread
 """
 
@@ -23,15 +23,15 @@ import copy
 import json
 import math
 import os
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import yaml
 
-DEFAULT_GRID = Path(__file__).resolve().parents[1] / "sweeps" / "mnist1d-mlp.yaml"
+from ddsweep.bench.harness import ddsweep_arm, matmul_rate
+
+DEFAULT_GRID = Path(__file__).resolve().parents[2] / "sweeps" / "mnist1d-mlp.yaml"
 CASES = {
     # the embedded default: 18 widths x 1 seed
     "default": {},
@@ -150,64 +150,6 @@ def plain_loop(jobs, device: str, threads: int) -> dict:
     return {"seconds": time.perf_counter() - t0, "train_seconds": train_seconds, "samples": samples}
 
 
-# ----------------------------------------------------------------------------- arm (b)
-
-
-def ddsweep_arm(grid: dict, cpus: int, device: str, workdir: Path) -> dict:
-    """`ddsweep plan` + `ddsweep work` in a child process (it opens the database; this one runs torch)."""
-    path = workdir / f"{grid['name']}.yaml"
-    path.write_text(yaml.safe_dump(grid, sort_keys=False))
-    db = workdir / f"{grid['name']}.duckdb"
-    slots = "gpus='0'" if device.startswith("cuda") else f"cpus={cpus}"
-    code = (
-        "import json, time\n"
-        "from ddsweep.api import plan, work\n"
-        f"plan({str(path)!r}, {str(db)!r})\n"
-        "t0 = time.perf_counter()\n"
-        f"r = work({str(db)!r}, {slots}, show_progress=False)\n"
-        "print(json.dumps({'seconds': time.perf_counter() - t0, 'done': r.done, 'failed': r.failed,\n"
-        "                  'diverged': r.diverged, **r.timing}))\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    if out.returncode != 0:
-        raise SystemExit(f"ddsweep arm failed:\n{out.stderr[-2000:]}")
-    r = json.loads(out.stdout.strip().splitlines()[-1])
-    if r["failed"] or r["diverged"]:
-        raise SystemExit(f"benchmark sweep had {r['failed']} failed / {r['diverged']} diverged jobs")
-    r["slots"] = 1 if device.startswith("cuda") else cpus
-    r["samples"] = r["train_samples"]
-    return r
-
-
-# ----------------------------------------------------------------------------- the machine
-
-
-def matmul_rate(device: str, threads: int, n: int = 2048, repeats: int = 5, trials: int = 5) -> float:
-    """Float32 FLOP/s of a large square GEMM on `threads` CPU threads (or the GPU, TF32 off): the
-    best of `trials` timings (a shared machine's rate varies by tens of percent from one
-    timing to the next; the best is what the machine can do, so shares of it are not inflated)."""
-    import torch
-
-    torch.set_num_threads(threads)
-    if device.startswith("cuda"):
-        torch.backends.cuda.matmul.allow_tf32 = False
-        n = 8192
-    a = torch.randn(n, n, device=device)
-    b = torch.randn(n, n, device=device)
-    for _ in range(2):
-        a @ b
-    best = 0.0
-    for _ in range(trials):
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        t = time.perf_counter()
-        for _ in range(repeats):
-            a @ b
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        best = max(best, 2.0 * n**3 * repeats / (time.perf_counter() - t))
-    return best
-
-
 # ----------------------------------------------------------------------------- one step per pack
 
 
@@ -287,14 +229,7 @@ def run_case(name: str, epochs: int, cpus: int, device: str, peak: float, workdi
         "eval_tflop": e_flops / 1e12,
         "eval_at_peak_share": e_flops / peak / b["seconds"],
     }
-
-
 def main(argv=None) -> list[dict]:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if any(a == "--model" or a.startswith("--model=") for a in argv):  # the conv case: ddsweep.bench_vision
-        from ddsweep.bench_vision import main as vision_main
-
-        return vision_main(argv)
     parser = argparse.ArgumentParser(prog="python -m ddsweep.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=None,
                         help=f"epochs per run in both arms (default per case: {CASE_EPOCHS})")
@@ -366,7 +301,3 @@ def _print(r: dict) -> None:
           f"{r['startup_share']:.1%}, pack set-up {r['setup_share']:.1%}; the evaluations' "
           f"{r['eval_tflop'] * 1000:.0f} GFLOP would take {r['eval_at_peak_share']:.1%} at the matmul peak); "
           f"inside its training steps ddsweep reaches {r['ddsweep_step_mfu']:.1%} of the matmul peak")
-
-
-if __name__ == "__main__":
-    main()

@@ -37,6 +37,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from ddsweep.bench.harness import bf16_matmul_rate, ddsweep_arm, device_name
+
 WIDTHS = (1, 2, 4, 8, 16, 32, 64)
 RECIPE = {"optimizer": "adam", "lr": 1e-4, "batch_size": 128}
 
@@ -131,42 +133,6 @@ def plain_arm(root: Path, k: int, seeds: int, n_train: int, epochs: int, device:
               threads: int) -> dict:
     runs = [plain_run(root, k, s, n_train, epochs, device, loader_workers, threads) for s in range(seeds)]
     return {key: sum(r[key] for r in runs) for key in ("seconds", "train_seconds", "samples")}
-
-
-# ----------------------------------------------------------------------------- the machine
-
-
-def bf16_matmul_rate(device: str, threads: int) -> float:
-    """bf16 FLOP/s of a large square GEMM on the device (float32 accumulation). On a CPU, which
-    may have no fast bf16 path, the faster of bf16 and float32."""
-    import torch
-
-    torch.set_num_threads(threads)
-    cuda = device.startswith("cuda")
-    n, repeats = (8192, 20) if cuda else (1024, 3)
-    rates = []
-    for dtype in (torch.bfloat16,) if cuda else (torch.bfloat16, torch.float32):
-        a = torch.randn(n, n, device=device, dtype=dtype)
-        b = torch.randn(n, n, device=device, dtype=dtype)
-        for _ in range(2):
-            a @ b
-        if cuda:
-            torch.cuda.synchronize()
-        t = time.perf_counter()
-        for _ in range(repeats):
-            a @ b
-        if cuda:
-            torch.cuda.synchronize()
-        rates.append(2.0 * n**3 * repeats / (time.perf_counter() - t))
-    return max(rates)
-
-
-def device_name(device: str) -> str:
-    import torch
-
-    if device.startswith("cuda"):
-        return torch.cuda.get_device_name()
-    return f"CPU ({os.cpu_count()} cores)"
 
 
 # ----------------------------------------------------------------------------- training steps only
@@ -298,7 +264,6 @@ def micro(args) -> list[dict]:
 
 
 def run(args) -> list[dict]:
-    from ddsweep.bench import ddsweep_arm
     from ddsweep.models.arch import mcnn
 
     device, cuda = args.device, args.device.startswith("cuda")

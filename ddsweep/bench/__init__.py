@@ -1,0 +1,21 @@
+"""`python -m ddsweep.bench`: ddsweep against the plain training loop, measured in one run.
+
+Modules: harness (the ddsweep arm and the machine's matmul rates, shared), mlp (the
+MNIST-1D MLP cases, the default), vision (the conv nets on CIFAR-shaped data: --model).
+"""
+
+from __future__ import annotations
+
+import sys
+
+
+def main(argv=None) -> list[dict]:
+    """The MLP benchmark, or with --model the conv nets' (each module's --help lists its options)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if any(a == "--model" or a.startswith("--model=") for a in argv):
+        from ddsweep.bench.vision import main as vision_main
+
+        return vision_main(argv)
+    from ddsweep.bench.mlp import main as mlp_main
+
+    return mlp_main(argv)

@@ -1,0 +1,3 @@
+from ddsweep.bench import main
+
+main()
