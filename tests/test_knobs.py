@@ -18,12 +18,12 @@ import torch.nn.functional as F
 
 import ddsweep.data.ideal as ideal
 import ddsweep.train.knobs as knobs
-from ddsweep.data.noise import _generator
+from ddsweep.data.noise import seeded_generator
 from ddsweep.grid import expand, load_grid, parse_grid, train_recipe
 from ddsweep.models.mlp import PackedMLP
 from ddsweep.train import checkpoint
 from ddsweep.train.loop import _noise_scale, train_pack
-from ddsweep.train.optim import PackedLARS, layer_slices
+from ddsweep.train.optim import PackedLARS
 from ddsweep.train.schedule import factor
 from tests.conftest import ROOT, TINY
 
@@ -155,7 +155,7 @@ def test_lars_update_matches_the_formula():
         model, x, y = tiny_model(3, widths=[8, 4, 8])
         pad = model.flat[1] == 0
         lr, mom, wd, trust = [0.5, 1.0, 2.0], [0.9, 0.0, 0.5], [0.0, 1e-3, 1e-2], [1e-3, 1e-2, 2e-2]
-        opt = PackedLARS(model.flat, model.grad, layer_slices(model), lr, mom, wd, trust)
+        opt = PackedLARS(model.flat, model.grad, model.layer_slices(), lr, mom, wd, trust)
         f32 = lambda vs: [float(torch.tensor(v, dtype=torch.float32)) for v in vs]  # noqa: E731 (as stored)
         lr, mom, wd, trust = f32(lr), f32(mom), f32(wd), f32(trust)
         want = model.flat.clone()
@@ -237,7 +237,7 @@ def test_distance_from_init_and_checkpoints(tmp_path):
         state = checkpoint.read(tmp_path / "a", j.job_id)
         theta0 = state["extra"]["theta0"]
         model = PackedMLP(1, 40, 32, 10)  # width 16 trains padded to 32 on a CPU
-        model.init_member(0, _generator("init", j.config["seed"]), 16)
+        model.init_member(0, seeded_generator("init", j.config["seed"]), 16)
         assert torch.equal(theta0, model.flat[0])  # theta_0 is the member's init
         last = rows[(j.job_id, 4)]
         assert last["dist_from_init"] == pytest.approx(float((state["params"] - theta0).norm()), rel=1e-6)
@@ -332,7 +332,7 @@ def test_ideal_world_never_repeats_a_sample(monkeypatch):
     assert abs(float(xs.mean()) - float(real.mean())) < 0.05 and abs(float(xs.std()) / float(real.std()) - 1) < 0.05
 
 
-def test_ideal_stream_labels_and_generator():
+def test_ideal_stream_labels_andseeded_generator():
     import mnist1d.data
     import numpy as np
     from mnist1d.transform import transform

@@ -18,7 +18,7 @@ import torch
 import ddsweep
 from ddsweep.data import load_dataset
 from ddsweep.data.augment import CropFlip
-from ddsweep.data.vision import write_cifar, write_mnist, write_svhn
+from ddsweep.data.writers import write_cifar, write_mnist, write_svhn
 from ddsweep.errors import GridError, UserError
 from ddsweep.grid import expand, parse_grid
 from ddsweep.models.arch import ARCHS, mcnn, preact_resnet18
@@ -204,12 +204,12 @@ def test_crop_flip_is_torchvisions_per_image():
 
 def test_augmentation_draws_are_the_members_own():
     """Same seed, same crops and flips, in a pack or alone; each member its own stream."""
-    from ddsweep.data.noise import _generator
+    from ddsweep.data.noise import seeded_generator
 
     aug = CropFlip()
-    a = aug.draw(500, _generator("augment", 0))
-    assert torch.equal(a, aug.draw(500, _generator("augment", 0)))
-    assert not torch.equal(a, aug.draw(500, _generator("augment", 1)))
+    a = aug.draw(500, seeded_generator("augment", 0))
+    assert torch.equal(a, aug.draw(500, seeded_generator("augment", 0)))
+    assert not torch.equal(a, aug.draw(500, seeded_generator("augment", 1)))
     assert int(a.min()) >= 0 and int(a.max()) < aug.codes and len(a.unique()) > 100
 
 

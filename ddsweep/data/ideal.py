@@ -31,7 +31,7 @@ from collections import OrderedDict
 import numpy as np
 import torch
 
-from ddsweep.data.noise import _generator
+from ddsweep.data.noise import seeded_generator
 
 CHUNK = 1 << 15  # samples per generated chunk of the stream
 IDEAL = {"mnist1d": "mnist1d_chunk"}  # datasets with an ideal world -> chunk renderer (this module)
@@ -71,11 +71,11 @@ class IdealStream:
         return torch.cat(xs), torch.cat(ys)
 
     def _order(self, c: int) -> torch.Tensor:
-        return torch.randperm(CHUNK, generator=_generator("ideal-order", self.dataset, self.seed, c))
+        return torch.randperm(CHUNK, generator=seeded_generator("ideal-order", self.dataset, self.seed, c))
 
     def _labels(self, c: int, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """As ddsweep.data.noise.noisy_labels, per chunk: coupled across p, never the true class."""
-        g = _generator("ideal-noise", self.dataset, self.seed, c)
+        g = seeded_generator("ideal-noise", self.dataset, self.seed, c)
         u = torch.rand(CHUNK, generator=g)
         offset = torch.randint(1, self.C, (CHUNK,), generator=g)
         flipped = u < self.p

@@ -17,7 +17,7 @@ import hashlib
 import torch
 
 
-def _generator(*parts) -> torch.Generator:
+def seeded_generator(*parts) -> torch.Generator:
     """A generator seeded by a hash of `parts`; dicts count by content, not key order."""
     digest = hashlib.sha256(repr(_sorted(parts)).encode()).digest()
     return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
@@ -33,14 +33,14 @@ def _sorted(x):
 
 def training_subset(dataset: dict, pool_size: int, n_train: int, seed: int) -> torch.Tensor:
     """Indices into the pool of the first n_train samples of a seeded permutation."""
-    perm = torch.randperm(pool_size, generator=_generator("subset", dataset, seed))
+    perm = torch.randperm(pool_size, generator=seeded_generator("subset", dataset, seed))
     return perm[:n_train]
 
 
 def noisy_labels(dataset: dict, y_pool: torch.Tensor, idx: torch.Tensor, p: float, seed: int,
                  num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(labels, flipped) for the training samples idx: flipped ones get a wrong class."""
-    g = _generator("noise", dataset, seed)
+    g = seeded_generator("noise", dataset, seed)
     u = torch.rand(len(y_pool), generator=g)  # per pool sample: flipped iff u < p
     offset = torch.randint(1, num_classes, (len(y_pool),), generator=g)  # 1..C-1: never the true class
     y = y_pool.cpu()[idx]

@@ -6,6 +6,7 @@ The registry names classes by import path so that validating a grid does not imp
 import importlib
 
 from ddsweep.models.padding import conv_padded_width, padded_width
+from ddsweep.models.protocol import PackedModel
 
 MODELS = {
     "mlp": "ddsweep.models.mlp:PackedMLP",
@@ -28,7 +29,8 @@ def train_width(config: dict, device: str = "cpu") -> int:
     return pad(config["width"], device) if pad else config["width"]
 
 
-def build_model(config: dict, input_dim: int, num_classes: int, members: int, device="cpu", width=None):
+def build_model(config: dict, input_dim: int, num_classes: int, members: int, device="cpu",
+                width=None) -> PackedModel:
     """The packed model for a job config, with `members` stacked copies (uninitialized)."""
     module, name = _module(config)
     cls = getattr(module, name)

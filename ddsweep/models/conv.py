@@ -59,7 +59,11 @@ def resolve_precision(precision: str, device) -> str:
 
 
 class PackedConvNet:
+    """A ddsweep.models.PackedModel; subclasses name their architecture (ddsweep.models.arch)."""
+
     arch_name = ""
+    LAYOUT = None  # `flat` holds the architecture's parameter tensors in order
+    has_running_stats = True  # BatchNorm: evaluation uses the running statistics (`buffers`)
 
     def __init__(self, members: int, width: int, num_classes: int, channels: int = 3,
                  mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), precision: str = "fp32", device="cpu"):

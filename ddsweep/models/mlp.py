@@ -29,9 +29,13 @@ ALIGN = 16  # floats: 64 bytes
 
 
 class PackedMLP:
+    """A ddsweep.models.PackedModel."""
+
     # Version of the parameter layout, kept in checkpoints: 2 stores narrowing layers out-major,
     # so a checkpoint of layout 1 (all in-major) must not be resumed as if it were one of these.
     LAYOUT = 2
+    has_running_stats = False  # no BatchNorm: training and evaluation compute one function
+    buffers = None  # no running statistics
 
     def __init__(self, members: int, input_dim: int, width: int, num_classes: int, depth: int = 2,
                  device="cpu"):
@@ -61,6 +65,12 @@ class PackedMLP:
                 off += -(-size // ALIGN) * ALIGN
         return offsets + [off]
 
+    def layer_slices(self) -> list[tuple[int, int]]:
+        """Column ranges [a, b) of `flat` holding each weight and each bias of a member (for LARS)."""
+        offsets = self._layout()
+        sizes = [size for fan_in, fan_out in self.shapes for size in (fan_in * fan_out, fan_out)]
+        return [(o, o + size) for o, size in zip(offsets, sizes)]
+
     def _views(self, buf):
         """Each layer's weight block as stored ([K, in, out], or [K, out, in] where out_major), and bias."""
         weights, biases = [], []
@@ -76,6 +86,13 @@ class PackedMLP:
         """([K, in, out] weight views, [K, 1, out] bias views) of a [K, P] buffer laid out as `flat`."""
         stored, biases = self._views(buf)
         return [w.transpose(1, 2) if t else w for w, t in zip(stored, self.out_major)], biases
+
+    def train(self, mode: bool = True) -> PackedMLP:
+        """No modes: an MLP computes the same function in training and evaluation."""
+        return self
+
+    def reset_stats(self, k: int) -> None:
+        """Nothing to reset: an MLP keeps no running statistics."""
 
     @torch.no_grad()
     def init_member(self, k: int, generator: torch.Generator, width: int | None = None) -> None:

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import torch
 
+from ddsweep.models.protocol import PackedModel
+
 
 class CheckpointMismatch(Exception):
     """Some members of a pack have no usable checkpoint at the pack's epoch."""
@@ -30,7 +32,7 @@ def path_for(checkpoint_dir, job_id: str) -> Path:
     return Path(checkpoint_dir) / f"{job_id}.pt"
 
 
-def save_pack(checkpoint_dir, members, model, opt, epoch: int, step: int, seconds: float,
+def save_pack(checkpoint_dir, members, model: PackedModel, opt, epoch: int, step: int, seconds: float,
               rows: dict[str, list[dict]] | None = None, extra: dict | None = None) -> None:
     """Checkpoint every live member; `rows` (job_id -> metric rows so far) are kept with it.
 
@@ -39,7 +41,7 @@ def save_pack(checkpoint_dir, members, model, opt, epoch: int, step: int, second
     otherwise be skipped by the resumed run. A resumed run sends them again.
     """
     Path(checkpoint_dir).mkdir(parents=True, exist_ok=True)
-    buffers = getattr(model, "buffers", None)  # [K, Q] running statistics (conv models), or None
+    buffers = model.buffers  # [K, Q] running statistics (conv models), or None
     buffers = buffers.cpu() if buffers is not None else None
     for k, m in enumerate(members):
         if not m.alive:
@@ -50,7 +52,7 @@ def save_pack(checkpoint_dir, members, model, opt, epoch: int, step: int, second
             "step": step,
             "seconds": seconds,
             "params": model.flat[k].cpu().clone(),
-            "layout": getattr(model, "LAYOUT", None),  # how `params` is laid out (see load_pack)
+            "layout": model.LAYOUT,  # how `params` is laid out (see load_pack)
             # per-member optimizer state is row k of each [K, P] tensor; scalars (Adam's step) are shared
             "opt": {name: (v[k].cpu().clone() if v.dim() else v.clone()) for name, v in opt.state.items()},
             "order_rng": m.order_rng.get_state(),
@@ -84,7 +86,7 @@ def read(checkpoint_dir, job_id: str) -> dict | None:
 
 
 @torch.no_grad()
-def load_pack(checkpoint_dir, members, model, opt, rows: dict[str, list[dict]] | None = None,
+def load_pack(checkpoint_dir, members, model: PackedModel, opt, rows: dict[str, list[dict]] | None = None,
               extra: dict | None = None):
     """Restore every member; (epoch, step, seconds), or None when no member has a checkpoint.
 
@@ -105,8 +107,8 @@ def load_pack(checkpoint_dir, members, model, opt, rows: dict[str, list[dict]] |
     for m, s in zip(members, states):
         if m.job_id not in bad and (s is None or s["epoch"] != target):
             bad[m.job_id] = "no checkpoint" if s is None else f"checkpoint at epoch {s['epoch']}, pack at {target}"
-    buffers = getattr(model, "buffers", None)
-    layout = getattr(model, "LAYOUT", None)
+    buffers = model.buffers
+    layout = model.LAYOUT
     for k, (m, s) in enumerate(zip(members, states)):
         if m.job_id not in bad and s is not None:
             if s["params"].shape != model.flat[k].shape:

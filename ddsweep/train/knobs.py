@@ -37,6 +37,8 @@ from __future__ import annotations
 
 import torch
 
+from ddsweep.models.protocol import PackedModel
+
 FD_RADIUS = 1e-3  # length of the finite-difference step along g, in parameter space
 CLIP_EPS = 1e-6
 
@@ -70,7 +72,7 @@ class StepKnobs:
         self.steps = 0
 
     @torch.no_grad()
-    def apply(self, model, loss: torch.Tensor, xb, yb, loss_name: str, lr: torch.Tensor) -> None:
+    def apply(self, model: PackedModel, loss: torch.Tensor, xb, yb, loss_name: str, lr: torch.Tensor) -> None:
         """Turn model.grad (the mini-batch gradients, losses `loss` [K]) into the step directions."""
         g = model.grad
         self.steps += 1
@@ -80,7 +82,7 @@ class StepKnobs:
             norm = g0.norm(dim=1, keepdim=True).clamp_min(1e-30)
             on = self.strength > 0
             e = torch.where(on, FD_RADIUS / norm, torch.zeros_like(norm))  # members without a penalty stay put
-            stats = getattr(model, "buffers", None)  # BatchNorm running statistics: the probe must not move them
+            stats = model.buffers  # BatchNorm running statistics: the probe must not move them
             model.flat.add_(g0 * e)
             model.loss_and_grad(xb, yb, loss_name)  # g(theta + e g) into model.grad
             model.flat.copy_(theta)

@@ -23,9 +23,9 @@ import torch.nn.functional as F
 
 from ddsweep.data import dataset_identity, load_dataset
 from ddsweep.data.augment import augmentation
-from ddsweep.data.noise import _generator, noisy_labels, training_subset
+from ddsweep.data.noise import noisy_labels, seeded_generator, training_subset
 from ddsweep.grid import EvalSpec, epoch_steps, train_recipe
-from ddsweep.models import build_model, train_width
+from ddsweep.models import PackedModel, build_model, train_width
 from ddsweep.train import checkpoint
 from ddsweep.train.knobs import StepKnobs
 from ddsweep.train.optim import build_optimizer
@@ -72,13 +72,13 @@ def train_pack(jobs: list[dict], device: str = "cpu", emit: Emit = lambda e: Non
         c = j["config"]
         idx, labels, flipped = training_set(c, data)
         members.append(Member(j["job_id"], c, labels.to(device), data.y_pool[idx.to(device)],
-                              flipped.to(device), _generator("order", c["seed"])))
+                              flipped.to(device), seeded_generator("order", c["seed"])))
         subsets.append(idx)
     K = len(members)
     augment = augmentation(cfg["dataset"])
     if augment is not None:
         for m in members:
-            m.aug_rng = _generator("augment", m.config["seed"])
+            m.aug_rng = seeded_generator("augment", m.config["seed"])
     x_train = data.x_pool[torch.stack(subsets).to(device)]  # [K, n, d], resident on the device
     y_train = torch.stack([m.labels for m in members])  # [K, n]
     widths = {train_width(m.config, str(device)) for m in members}
@@ -86,7 +86,7 @@ def train_pack(jobs: list[dict], device: str = "cpu", emit: Emit = lambda e: Non
         raise ValueError(f"a pack trains at one width; these jobs train at {sorted(widths)}")
     model = build_model(cfg, data.input_dim, data.num_classes, K, device, width=widths.pop())
     for k, m in enumerate(members):
-        model.init_member(k, _generator("init", m.config["seed"]), m.config["width"])
+        model.init_member(k, seeded_generator("init", m.config["seed"]), m.config["width"])
     recipes = [train_recipe(m.config) for m in members]  # each member's recipe, every knob filled in
     opt = build_optimizer(cfg["train"]["optimizer"], model, recipes)
     loss_name = cfg["train"]["loss"]
@@ -132,11 +132,9 @@ def train_pack(jobs: list[dict], device: str = "cpu", emit: Emit = lambda e: Non
 
     def evaluate(epoch: int) -> None:
         t = time.perf_counter()
-        if hasattr(model, "train"):  # BatchNorm: evaluate with running statistics
-            model.train(False)
+        model.train(False)  # BatchNorm: evaluate with running statistics
         emit_rows(epoch)
-        if hasattr(model, "train"):
-            model.train(True)
+        model.train(True)
         timing["eval_seconds"] += time.perf_counter() - t
 
     if start_epoch == 0:
@@ -250,13 +248,13 @@ def _loss(logits: torch.Tensor, y: torch.Tensor, name: str) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _evaluate(model, members, x_train, y_train, data, loss_name) -> list[dict]:
+def _evaluate(model: PackedModel, members, x_train, y_train, data, loss_name) -> list[dict]:
     """Full passes over each member's training set and the shared test set."""
     K = len(members)
     clean = torch.stack([m.clean for m in members])
     flipped = torch.stack([m.flipped for m in members])
 
-    chunk = getattr(model, "eval_chunk", EVAL_CHUNK)  # conv models size it to their activations
+    chunk = model.eval_chunk  # conv models size it to their activations
 
     def run(x, y):  # x [K, N, d], y [K, N] -> summed loss [K], predictions [K, N]
         loss_sum = torch.zeros(K, device=x.device)
@@ -288,7 +286,7 @@ def _evaluate(model, members, x_train, y_train, data, loss_name) -> list[dict]:
     return rows
 
 
-def _newly_diverged(members, model) -> list[int]:
+def _newly_diverged(members, model: PackedModel) -> list[int]:
     """Members whose weights became non-finite this epoch. (A non-finite loss makes a
     non-finite gradient, and the step after it non-finite weights: one check per epoch
     instead of the loss at every step.)"""
@@ -302,11 +300,10 @@ def _newly_diverged(members, model) -> list[int]:
 
 
 @torch.no_grad()
-def _freeze(model, opt, k: int, schedule=None) -> None:
+def _freeze(model: PackedModel, opt, k: int, schedule=None) -> None:
     """Park a diverged member: zero weights and lr, so its NaNs cost nothing more."""
     model.flat[k].zero_()
-    if hasattr(model, "reset_stats"):  # BatchNorm running statistics may hold the divergence's NaNs
-        model.reset_stats(k)
+    model.reset_stats(k)  # BatchNorm running statistics may hold the divergence's NaNs
     opt.lr[k] = 0.0
     if schedule is not None:
         schedule.base[k] = 0.0
@@ -329,18 +326,18 @@ def _noise_scale(recipe: dict, lr: float, n: int) -> float | None:
     return lr * (n / min(recipe["batch_size"], n) - 1) / (1 - recipe["momentum"])
 
 
-def _probe(model, x_train, y_train, theta0, loss_name, with_grad: bool = True) -> list[dict]:
+def _probe(model: PackedModel, x_train, y_train, theta0, loss_name, with_grad: bool = True) -> list[dict]:
     """Per member: the full-batch gradient norm on its training set, ||theta - theta0||, ||theta||.
 
     The gradient takes one forward/backward over the training set (in chunks) and
-    overwrites model.grad, which every step writes afresh. Models with BatchNorm (they
-    have a train mode) get no grad_norm: a forward in train mode would move their
+    overwrites model.grad, which every step writes afresh. Models with BatchNorm
+    (has_running_stats) get no grad_norm: a forward in train mode would move their
     running statistics, and in eval mode it is another function than the one trained.
     """
     K, N = y_train.shape
     with torch.no_grad():
         norms = torch.stack([(model.flat - theta0).norm(dim=1), model.flat.norm(dim=1)], 1)
-    if hasattr(model, "train") or not with_grad:
+    if model.has_running_stats or not with_grad:
         return [{"grad_norm": None, "dist_from_init": d, "weight_norm": w} for d, w in norms.tolist()]
     full = torch.zeros_like(model.grad)
     for i in range(0, N, EVAL_CHUNK):

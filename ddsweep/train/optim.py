@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import torch
 
+from ddsweep.models.protocol import PackedModel
+
 
 def _per_member(values, device) -> torch.Tensor:
     return torch.tensor(values, dtype=torch.float32, device=device).view(-1, 1)
@@ -72,7 +74,7 @@ class PackedLARS:
         v_l     <- momentum * v_l + lr * local_lr * (g_l + wd * w_l)
         w_l     <- w_l - v_l
 
-    Every weight matrix and every bias vector is its own layer tensor (`layer_slices`);
+    Every weight matrix and every bias vector is its own layer tensor (the model's `layer_slices()`);
     lr is the global (scheduled) learning rate. Padded entries (0 weight, 0 gradient)
     neither change the norms nor move.
     """
@@ -97,23 +99,12 @@ class PackedLARS:
             w.sub_(v)
 
 
-def layer_slices(model) -> list[tuple[int, int]]:
-    """Column ranges [a, b) of model.flat holding each weight and bias tensor of a member."""
-    if hasattr(model, "layer_slices"):
-        return list(model.layer_slices())
-    if hasattr(model, "shapes") and hasattr(model, "_layout"):  # PackedMLP: weight, bias per layer
-        offsets = model._layout()
-        sizes = [size for fan_in, fan_out in model.shapes for size in (fan_in * fan_out, fan_out)]
-        return [(o, o + size) for o, size in zip(offsets, sizes)]
-    raise ValueError(f"optimizer lars needs per-layer slices of the parameters; {type(model).__name__} has none")
-
-
-def build_optimizer(name: str, model, members: list[dict]):
+def build_optimizer(name: str, model: PackedModel, members: list[dict]):
     """The packed optimizer for the members' train configs (same optimizer name)."""
     lr = [m["lr"] for m in members]
     wd = [m["weight_decay"] for m in members]
     if name == "lars":
-        return PackedLARS(model.flat, model.grad, layer_slices(model), lr, [m["momentum"] for m in members], wd,
+        return PackedLARS(model.flat, model.grad, model.layer_slices(), lr, [m["momentum"] for m in members], wd,
                           [m.get("trust", 0.001) for m in members])
     if name == "sgd":
         return PackedSGD(model.flat, model.grad, lr, [m["momentum"] for m in members], wd)
