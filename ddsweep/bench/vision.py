@@ -46,7 +46,7 @@ RECIPE = {"optimizer": "adam", "lr": 1e-4, "batch_size": 128}
 def write_synthetic_cifar(root: Path, n_train: int, n_test: int, seed: int = 0) -> Path:
     import numpy as np
 
-    from ddsweep.data.vision import write_cifar
+    from ddsweep.data.writers import write_cifar
 
     rng = np.random.default_rng(seed)
     return write_cifar(root, rng.integers(0, 256, (n_train, 3, 32, 32), dtype=np.uint8),
