@@ -1,5 +1,6 @@
 """The database: Alembic migrations shipped in the package, schema checks, read/write locking."""
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -65,12 +66,19 @@ def test_reader_waits_then_names_the_lock_holder(tmp_path):
 
 def test_migrations_ship_in_the_wheel_and_are_found_when_installed(tmp_path):
     assert (migrations_dir() / "versions" / "0001_initial.py").exists()
+    # built from a copy of the sources: a build/ folder left in the checkout by an earlier build
+    # would put its files (say, migrations at an old path) into the wheel
+    src = tmp_path / "src"
+    shutil.copytree(ROOT / "ddsweep", src / "ddsweep", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, src / name)
     wheels = tmp_path / "wheels"
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                    "-w", str(wheels), str(ROOT)], check=True, cwd=tmp_path)
+                    "-w", str(wheels), str(src)], check=True, cwd=tmp_path)
     wheel = next(wheels.glob("ddsweep-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     assert "ddsweep/store/migrations/env.py" in names
+    assert "ddsweep/store/migrations/script.py.mako" in names
     assert "ddsweep/store/migrations/versions/0001_initial.py" in names
     target = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
