@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ddsweep.errors import UserError
+from ddsweep.errors import EXIT_USAGE, UserError, storage_fault
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Map deep double descent: plan a grid, train it, keep every epoch in DuckDB, draw the maps.")
@@ -35,10 +35,21 @@ def _user_errors(fn):
         try:
             return fn(*args, **kwargs)
         except UserError as e:
-            Console(stderr=True, soft_wrap=True).print(f"ddsweep: error: {e}", highlight=False, markup=False)
+            _error_line(str(e))
             raise typer.Exit(e.exit_code) from None
+        except Exception as e:  # a full disk or an unwritable folder anywhere is one line too
+            fault = storage_fault(e)
+            if fault is None:
+                raise
+            _error_line(f"cannot write {fault}")
+            raise typer.Exit(EXIT_USAGE) from None
 
     return wrapper
+
+
+def _error_line(message: str) -> None:
+    Console(stderr=True, soft_wrap=True).print(f"ddsweep: error: {' '.join(message.split())}", highlight=False,
+                                               markup=False)
 
 
 def _frame_table(df, title: str | None = None) -> Table:
@@ -58,7 +69,7 @@ def _fmt(v) -> str:
 
 @app.command()
 @_user_errors
-def plan(grid: Path = typer.Argument(..., help="Grid file (YAML)."), db: Path = DB,
+def plan(grid: Path = typer.Argument(..., help="Grid file (YAML); - reads standard input."), db: Path = DB,
          dry_run: bool = typer.Option(False, "--dry-run", help="Show what would be planned; write nothing.")):
     """Expand a grid file into jobs in the database (idempotent)."""
     from ddsweep import api
@@ -101,8 +112,14 @@ def work(db: Path = DB,
                  cpus_per_job=cpus_per_job, checkpoint_dir=checkpoint_dir)
     out.print(f"done {r.done}, failed {r.failed}, diverged {r.diverged}, handed back {r.released} "
               f"in {r.seconds:.1f}s" + (f" ({r.retried} failed attempt(s) retried)" if r.retried else ""))
-    if r.failed:
-        out.print(f"see errors: ddsweep query \"select job_id, error from jobs where status = 'failed'\" --db {db}")
+    scope = r.scope or {}
+    if scope.get("failed", r.failed):
+        out.print(f"{scope.get('failed', r.failed)} job(s) failed; see errors: ddsweep query \"select job_id, error "
+                  f"from jobs where status = 'failed'\" --db {db}; requeue them: ddsweep retry --db {db}")
+    elif r.signal is None and (scope.get("pending") or scope.get("running")):
+        out.print(f"{scope.get('pending', 0)} job(s) pending and {scope.get('running', 0)} running elsewhere "
+                  "are not finished yet")
+    raise typer.Exit(r.exit_code)
 
 
 @app.command()
@@ -117,15 +134,25 @@ def status(db: Path = DB, sweep: Optional[str] = SWEEP):
 @app.command()
 @_user_errors
 def query(sql: str = typer.Argument(..., help="SQL to run (read-only)."), db: Path = DB,
-          csv: bool = typer.Option(False, "--csv", help="Print CSV instead of a table.")):
+          csv: bool = typer.Option(False, "--csv", help="Print CSV instead of a table."),
+          allow_external: bool = typer.Option(False, "--allow-external", help="Let the SQL read and write other files "
+                                              "(COPY ... TO, read_csv, ATTACH) and install extensions.")):
     """Run read-only SQL on the database; safe while `ddsweep work` runs."""
     from ddsweep import api
 
-    df = api.query(sql, db)
+    df = api.query(sql, db, allow_external=allow_external)
     if csv:
         sys.stdout.write(df.to_csv(index=False))
-    else:
-        out.print(_frame_table(df))
+        return
+    if len(df) > TABLE_ROWS:
+        Console(stderr=True, soft_wrap=True).print(
+            f"ddsweep: warning: {len(df):,} rows; showing the first {TABLE_ROWS:,} as a table (all of them: --csv)",
+            highlight=False, markup=False)
+        df = df.head(TABLE_ROWS)
+    out.print(_frame_table(df))
+
+
+TABLE_ROWS = 1000  # more rows than this are not drawn as a table (slow and unreadable): --csv prints them
 
 
 WHERE = typer.Option(None, "--where", help="Only rows with AXIS=VALUE[,VALUE...] (repeatable), e.g. --where n_train=4000.")

@@ -28,10 +28,11 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ddsweep.errors import DatabaseBusy, UserError
+from ddsweep.errors import (EXIT_JOBS_FAILED, EXIT_OK, EXIT_UNFINISHED, DatabaseBusy, StorageError, UserError,
+                            signal_exit_code)
 from ddsweep.store import Store
 from ddsweep.store import jobs as store_jobs
-from ddsweep.workers.journal import Journal, orphans, read_events
+from ddsweep.workers.journal import Journal, move_aside, orphans, read_journal
 from ddsweep.workers.packing import PLAN_MAX_PACKS, cost, make_packs, memory_override, plan_slots
 from ddsweep.workers.progress import Display
 
@@ -70,6 +71,21 @@ class WorkResult:
     timing: dict = field(default_factory=lambda: {"train_seconds": 0.0, "eval_seconds": 0.0,
                                                    "setup_seconds": 0.0, "train_samples": 0,
                                                    "startup_seconds": 0.0})
+    signal: int | None = None  # the first SIGINT/SIGTERM that stopped the run, if any
+    scope: dict | None = None  # jobs of the scope per status at the end (None: the database was busy)
+
+    @property
+    def exit_code(self) -> int:
+        """What `ddsweep work` exits with (ddsweep.errors): 0 only when every job of the scope
+        ended done or diverged; 128 + the signal when stopped by one, jobs handed back."""
+        if self.signal is not None:
+            return signal_exit_code(self.signal)
+        scope = self.scope if self.scope is not None else {"failed": self.failed}
+        if scope.get("failed"):
+            return EXIT_JOBS_FAILED
+        if scope.get("pending") or scope.get("running"):
+            return EXIT_UNFINISHED
+        return EXIT_OK
 
 
 def cuda_device_count() -> int:
@@ -135,6 +151,9 @@ def work(db: str | Path = "results.duckdb", cpus: int | None = None, gpus: str |
     store = Store(db)
     if not store.exists():
         raise UserError(f"{db}: no such database; plan a grid first: ddsweep plan GRID.yaml --db {db}")
+    if sweep is not None:
+        with store.read() as conn:
+            store_jobs.require_sweep(conn, sweep, db)
     host = re.sub(r"[^A-Za-z0-9.-]", "_", socket.gethostname())
     owner = f"{host}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
     if ray is None:
@@ -233,6 +252,7 @@ class Coordinator:
         self.busy = False  # the last write attempt found the database held by someone else
         self.out_of_jobs = False
         self.interrupts = 0  # Ctrl-C / SIGTERM received
+        self.fault: StorageError | None = None  # the first storage fault: the run stops, every job goes back
         self.handled_interrupts = 0
         now = time.monotonic()
         self.last_try = self.last_write = self.last_recover = self.last_poll = now
@@ -259,6 +279,10 @@ class Coordinator:
             finally:
                 for sig, handler in saved_handlers.items():
                     signal.signal(sig, handler)
+        if self.fault is not None:
+            raise StorageError(f"{self.fault}; stopped, {self.result.released} job(s) handed back (none failed): "
+                               "run `ddsweep work` again once there is space or permission")
+        self.result.scope = self._scope_statuses()
         self.result.seconds = time.monotonic() - t0
         return self.result
 
@@ -277,6 +301,8 @@ class Coordinator:
                     return
             except KeyboardInterrupt:  # no handler of ours (not the main thread): same as our handler
                 self.interrupts += 1
+                if self.result.signal is None:
+                    self.result.signal = signal.SIGINT
 
     def _finished(self) -> bool:
         busy = any(s.pack or s.retry for s in self.slots)
@@ -297,6 +323,8 @@ class Coordinator:
 
         def handler(signum, frame):
             self.interrupts += 1
+            if self.result.signal is None:
+                self.result.signal = signum
 
         for sig in (signal.SIGINT, signal.SIGTERM):
             saved[sig] = signal.signal(sig, handler)
@@ -343,7 +371,7 @@ class Coordinator:
         dead = 0
         for path, _ in found:
             owner = path.stem
-            store_jobs.apply_events(conn, owner, read_events(path))
+            store_jobs.apply_events(conn, owner, self._replay(path))
             dead += store_jobs.reclaim_owner(conn, owner)
         expired = store_jobs.reclaim_expired(conn, self.lease_seconds)
         if dead or expired:
@@ -355,12 +383,44 @@ class Coordinator:
             notes.append(f"requeued {expired} job(s) whose lease expired")
         return "; ".join(notes)
 
+    def _replay(self, path: Path) -> list[dict]:
+        """A dead coordinator's journaled events; unreadable records are skipped, an unreadable
+        file moved aside (its jobs are requeued all the same and resume from their checkpoints)."""
+        try:
+            contents = read_journal(path)
+        except OSError as e:
+            aside = move_aside(path)
+            self._warn(f"journal {path} of a stopped `ddsweep work` cannot be read ({e.strerror or e}): "
+                       f"moved aside to {aside}; its jobs resume from their checkpoints")
+            return []
+        if not contents.skipped:
+            return contents.events
+        # A skipped record may have held metric rows of a job that ended: such jobs are not marked
+        # ended but requeued; they resume from their last checkpoint, which re-sends every row.
+        events = [e for e in contents.events
+                  if not (e["kind"] == "finished" and e["status"] in ("done", "diverged"))]
+        reopened = len(contents.events) - len(events)
+        self._warn(contents.warning(path) + (f"; {reopened} job end(s) in it are not trusted: those jobs resume "
+                                             "from their checkpoints, which re-send their rows" if reopened else ""))
+        return events
+
+    def _warn(self, message: str) -> None:
+        self.result.warnings.append(message)
+        self.display.note(f"warning: {message}")
+
     @staticmethod
     def _forget_orphans(found) -> None:
         for path, lock in found:
             path.unlink(missing_ok=True)
             lock.release()
             Path(lock.lock_file).unlink(missing_ok=True)
+
+    def _scope_statuses(self) -> dict | None:
+        try:
+            with self.store.read(wait=5.0) as conn:
+                return store_jobs.status_counts(conn, self.sweep)
+        except DatabaseBusy:
+            return None
 
     def _scope_totals(self) -> tuple[int, int]:
         with self.store.read() as conn:
@@ -402,10 +462,13 @@ class Coordinator:
                                                sweep=self.sweep, lease_seconds=self.lease_seconds)
                     if not claimed:
                         self.out_of_jobs = store_jobs.pending_count(conn, self.sweep) == 0
-        except DatabaseBusy as e:
+        except (DatabaseBusy, StorageError) as e:
             for _, lock in found:
                 lock.release()
-            self._warn_busy(e)
+            if isinstance(e, StorageError):
+                self._fault(e)
+            else:
+                self._warn_busy(e)
             return False
         self._forget_orphans(found)
         now = time.monotonic()
@@ -419,7 +482,10 @@ class Coordinator:
             self.display.note(f"database free again: wrote {written} event(s) held in the journal")
         self.busy = False
         self.buffer.clear()
-        self.journal.clear()
+        try:
+            self.journal.clear()
+        except StorageError as e:
+            self._fault(e)
         if note:
             self.display.note(note)
         for job in claimed:
@@ -439,8 +505,8 @@ class Coordinator:
         """At exit the rows must reach the database: wait for the lock holder, saying so."""
         if not self.buffer:
             return
-        if self._sync(claim=False, recover=False, wait=5.0):
-            return
+        if self._sync(claim=False, recover=False, wait=5.0) or self.fault is not None:
+            return  # (after a storage fault the events stay in the journal, if it could keep them)
         self.display.note("waiting for the database to be free to write the last results "
                           f"(they are safe in {self.journal.path}; Ctrl-C leaves them for the next `ddsweep work`)")
         seen = self.interrupts
@@ -603,13 +669,30 @@ class Coordinator:
             slot.pack, slot.retry = None, []
         self._release_queue()
         self._final_flush()
-        self.journal.close(remove=not self.buffer)
+        try:
+            self.journal.close(remove=not self.buffer)
+        except OSError:
+            pass  # an unwritable folder: the next `ddsweep work` finds the (empty) journal and removes it
 
     # ------------------------------------------------------------------ events
 
     def _record(self, event: dict) -> None:
-        self.journal.append([event])
+        self._journal([event])
         self.buffer.append(event)
+
+    def _journal(self, events: list[dict], sync: bool = True) -> None:
+        try:
+            self.journal.append(events, sync=sync)
+        except StorageError as e:
+            self._fault(e)
+
+    def _fault(self, e: StorageError) -> None:
+        """A storage fault (journal, checkpoints or database unwritable): stop cleanly, hand every job back."""
+        if self.fault is not None:
+            return
+        self.fault = e  # said once, as the run's error, when it has stopped
+        self._set_stop()
+        self._release_queue()
 
     def _await_idle(self, readers: dict, got: list) -> None:
         """A pack's job ends come (one by one) just before its worker's "idle": after a job end,
@@ -650,7 +733,7 @@ class Coordinator:
                 events.append(e)
         durable = [e for e in events if e["kind"] in DURABLE]
         # received = journaled (and synced, unless all it holds is progress counters)
-        self.journal.append(durable, sync=any(e["kind"] != "progress" for e in durable))
+        self._journal(durable, sync=any(e["kind"] != "progress" for e in durable))
         self.buffer.extend(durable)
         urgent = False
         for e in events:
@@ -685,6 +768,8 @@ class Coordinator:
             elif kind == "timing":
                 for key in self.result.timing:
                     self.result.timing[key] += e.get(key, 0)
+            elif kind == "fault":
+                self._fault(StorageError(e["message"]))
             elif kind == "warning":
                 self.result.warnings.append(e["message"])
                 self.display.note(f"warning: {e['message']}")

@@ -12,6 +12,8 @@ import signal
 import time
 import traceback
 
+from ddsweep.errors import storage_fault
+
 # Progress events (epoch counters for the display and `status`) go out at most this often: a
 # small pack's epoch takes ~10 ms, and an event per epoch cost the coordinator a core-second
 # per 1,400 epochs that it took from the workers. Every other event sends the held one first.
@@ -26,7 +28,10 @@ def worker_main(slot: int, device: str, threads: int, tasks, events, stop, check
     `launched_at` the coordinator's time.time() when it started this process; `share` the
     part of the device's memory this worker may use (1 / the workers sharing it).
     """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the coordinator's to handle
+    # Ctrl-C, and SIGTERM to the whole process group (a service manager's stop), are the coordinator's
+    # to handle: it has its workers checkpoint and hands their jobs back.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     import torch
 
     import ddsweep.train.loop  # noqa: F401  (imported now, while the coordinator leases the first pack)
@@ -171,6 +176,12 @@ def _train_group(group: list[dict], slot: int, device: str, put, should_stop, ch
         rest = [j for j in group if j["job_id"] not in finished]
         if isinstance(e, torch.OutOfMemoryError) and len(rest) > 1:
             return rest
+        fault = storage_fault(e)
+        if fault is not None:  # the storage's fault, not the jobs': they go back, and the run stops
+            put({"kind": "fault", "slot": slot, "message": f"cannot write {fault} (checkpointing)"})
+            for job in rest:
+                put({"kind": "released", "slot": slot, "job_id": job["job_id"]})
+            return []
         error = traceback.format_exc()
         for job in rest:
             put({"kind": "finished", "slot": slot, "job_id": job["job_id"], "status": "failed", "error": error})
