@@ -73,11 +73,14 @@ def query(sql: str, db: str | Path = "results.duckdb", wait: float = 30.0) -> pd
 
 
 def load_metrics(db: str | Path = "results.duckdb", sweep: str | None = None, wait: float = 30.0) -> pd.DataFrame:
-    """Every metric row joined with its job's axes: one row per (job, evaluated epoch)."""
-    sql = ("SELECT j.sweep, j.width, j.n_train, j.label_noise, j.seed, j.lr, j.batch_size, j.momentum, "
-           "j.weight_decay, j.optimizer, j.depth, j.dataset, j.model, j.loss, j.epochs AS horizon, j.status, "
-           "j.schedule, j.warmup, j.grad_clip, j.grad_penalty, j.flood, j.world, m.* "  # knob axes: migration 0004
-           "FROM metrics m JOIN jobs j USING (job_id)")
+    """Every metric row joined with its job's axes: one row per (job, evaluated epoch).
+
+    The columns are the long exchange format (ddsweep.axes.RESULT_COLUMNS), the same as
+    `export`: the job's `lr` and the per-epoch `epoch_lr` side by side, floats as float64.
+    """
+    from ddsweep.axes import normalize, result_select
+
+    sql = f"SELECT {result_select()} FROM metrics m JOIN jobs j USING (job_id)"
     args: tuple = ()
     if sweep:
         sql += " WHERE j.sweep = ?"
@@ -85,8 +88,7 @@ def load_metrics(db: str | Path = "results.duckdb", sweep: str | None = None, wa
     with Store(db).read(wait) as conn:
         result = conn.exec_driver_sql(sql + " ORDER BY j.sweep, m.job_id, m.epoch", args)
         df = pd.DataFrame(result.fetchall(), columns=list(result.keys()))
-    df = df.loc[:, ~df.columns.duplicated()]
-    return df
+    return normalize(df)
 
 
 def retry(db: str | Path = "results.duckdb", sweep: str | None = None,

@@ -18,8 +18,9 @@ import numpy as np
 import pandas as pd
 
 from ddsweep.analysis.emc import emc_table
-from ddsweep.analysis.frames import CELL_AXES, varying_axes
+from ddsweep.analysis.frames import varying_axes
 from ddsweep.analysis.peaks import describe, summarize
+from ddsweep.axes import CELL_AXES
 from ddsweep.errors import UserError
 from ddsweep.plot.curve import curve_figure
 from ddsweep.plot.heatmap import heatmap_figure

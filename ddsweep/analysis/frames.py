@@ -5,10 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ddsweep.axes import CELL_AXES
 from ddsweep.errors import UserError
-
-JOB_AXES = ("width", "n_train", "label_noise", "seed", "lr", "batch_size", "momentum", "weight_decay",
-            "depth", "horizon", "schedule", "warmup", "grad_clip", "grad_penalty", "flood", "world")
 
 
 def pick_sweep(db, sweep: str | None) -> str:
@@ -55,15 +53,12 @@ def seed_mean(df: pd.DataFrame, by: list[str], metrics: list[str]) -> pd.DataFra
     return pd.concat([mean, sem, count], axis=1).reset_index()
 
 
-# Axes that tell one cell of a grid from another (seed aside): a curve or a map is
-# drawn over one or two of them with every other varying axis held fixed.
-CELL_AXES = ("width", "n_train", "label_noise", "depth", "lr", "momentum", "weight_decay", "batch_size",
-             "optimizer", "dataset", "model", "loss", "schedule", "warmup", "grad_clip", "grad_penalty", "flood",
-             "world")
-
-
 def varying_axes(df: pd.DataFrame) -> list[str]:
-    """The cell axes that take more than one value in df (in CELL_AXES order)."""
+    """The cell axes that take more than one value in df (in the order of ddsweep.axes).
+
+    (Cell axes tell one cell of a grid from another, seed aside: a curve or a map is
+    drawn over one or two of them with every other varying axis held fixed.)
+    """
     return [a for a in CELL_AXES if a in df.columns and df[a].nunique(dropna=False) > 1]
 
 

@@ -31,6 +31,7 @@ import pandas as pd
 
 from ddsweep.analysis.emc import EPSILON, emc_over_n, threshold_over_width
 from ddsweep.analysis.frames import early_stopped, final_means, varying_axes
+from ddsweep.axes import KNOB_COLUMNS, KNOB_DEFAULTS as AXIS_DEFAULTS
 from ddsweep.errors import UserError
 
 NOISE_Z = 2.0  # a peak counts as real when it stands NOISE_Z pooled standard errors above the first minimum
@@ -215,7 +216,7 @@ def _isnan(v) -> bool:
     return v is None or (isinstance(v, float) and math.isnan(v))
 
 
-KNOB_DEFAULTS = {"schedule": "constant", "warmup": 0, "grad_clip": 0, "grad_penalty": 0, "flood": 0, "world": "real"}
+KNOB_DEFAULTS = {k: AXIS_DEFAULTS[k] for k in KNOB_COLUMNS}  # the knobs a metric frame holds as columns
 
 
 def _knob_levels(r: dict, axis: str) -> list[str]:

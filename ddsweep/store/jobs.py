@@ -11,13 +11,9 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from ddsweep.grid import KNOB_COLUMNS, Job, train_recipe
+from ddsweep.axes import AXES, METRIC_COLUMNS, config_value
+from ddsweep.grid import Job, train_recipe
 
-METRIC_COLUMNS = ("job_id", "epoch", "step", "train_loss", "train_error", "train_error_clean",
-                  "noisy_fit", "test_loss", "test_error", "lr", "seconds",
-                  # migration 0004: null where they do not apply (see the README's metrics table)
-                  "grad_norm", "dist_from_init", "weight_norm", "noise_scale", "flooded_loss", "ascent_fraction",
-                  "clip_rate")
 TERMINAL = ("done", "failed", "diverged")
 
 
@@ -31,17 +27,14 @@ class PlanCounts:
 
 
 def _job_row(job: Job) -> dict:
+    """The `jobs` row of a planned job: bookkeeping plus every axis that is a jobs column (ddsweep.axes)."""
     c = job.config
-    t = c["train"]
+    recipe = train_recipe(c)  # the knobs at their defaults where the hashed config leaves them out
+    axes = {a.name: recipe[a.path[1]] if a.section == "train" else config_value(c, a.name) for a in AXES if a.job}
     return {
-        "job_id": job.job_id, "sweep": job.sweep, "status": "pending",
-        "dataset": c["dataset"]["name"], "model": c["model"]["name"], "depth": c["model"]["depth"],
-        "width": c["width"], "n_train": c["n_train"], "label_noise": c["label_noise"], "seed": c["seed"],
+        "job_id": job.job_id, "sweep": job.sweep, "status": "pending", **axes,
         "epochs": job.epochs, "horizons": json.dumps(list(job.horizons)),
-        "optimizer": t["optimizer"], "lr": t["lr"], "momentum": t["momentum"],
-        "weight_decay": t["weight_decay"], "batch_size": t["batch_size"], "loss": t["loss"],
         "pack_key": job.pack_key, "config": json.dumps(c, sort_keys=True),
-        **{k: v for k, v in train_recipe(c).items() if k in KNOB_COLUMNS},  # the knobs' axes (migration 0004)
     }
 
 
