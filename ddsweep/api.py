@@ -11,6 +11,7 @@ from ddsweep.errors import UserError
 from ddsweep.grid import Job, expand, load_grid
 from ddsweep.store import Store
 from ddsweep.store import jobs as store_jobs
+from ddsweep.store import results
 from ddsweep.workers import WorkResult, work
 
 __all__ = ["plan", "work", "status", "query", "load_metrics", "retry", "extend", "PlanResult", "WorkResult",
@@ -35,11 +36,7 @@ def plan(grid: str | Path, db: str | Path = "results.duckdb", dry_run: bool = Fa
     jobs = expand(spec, grid)
     store = Store(db)
     if dry_run:
-        known: dict[str, int] = {}
-        if store.exists():
-            with store.read() as conn:
-                known = dict(conn.exec_driver_sql("SELECT job_id, epochs FROM jobs WHERE sweep = ?",
-                                                  (spec.name,)).fetchall())
+        known = results.job_epochs(db, spec.name) if store.exists() else {}
         new = sum(j.job_id not in known for j in jobs)
         extended = sum(j.job_id in known and j.epochs > known[j.job_id] for j in jobs)
         total = len(set(known) | {j.job_id for j in jobs})
@@ -54,41 +51,26 @@ def plan(grid: str | Path, db: str | Path = "results.duckdb", dry_run: bool = Fa
 
 def status(db: str | Path = "results.duckdb", sweep: str | None = None, wait: float = 30.0) -> pd.DataFrame:
     """Jobs per sweep and status (pending/running/done/failed/diverged), epochs done and planned."""
-    with Store(db).read(wait) as conn:
-        return store_jobs.status_table(conn, sweep)
+    return results.status(db, sweep, wait)
 
 
 def query(sql: str, db: str | Path = "results.duckdb", wait: float = 30.0) -> pd.DataFrame:
     """Run read-only SQL on the database (waits while a writer holds it)."""
-    import sqlalchemy as sa
-
-    with Store(db).read(wait) as conn:
-        try:
-            result = conn.exec_driver_sql(sql)
-        except sa.exc.DBAPIError as e:
-            raise UserError(f"query failed: {str(e.orig).strip().splitlines()[0]}") from None
-        if not result.returns_rows:
-            return pd.DataFrame()
-        return pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+    return results.query(db, sql, wait)
 
 
-def load_metrics(db: str | Path = "results.duckdb", sweep: str | None = None, wait: float = 30.0) -> pd.DataFrame:
+def load_metrics(db: str | Path = "results.duckdb", sweep: str | None = None, wait: float = 30.0,
+                 where: dict | None = None, epochs=None, final: bool = False, columns=None, output: str = "pandas"):
     """Every metric row joined with its job's axes: one row per (job, evaluated epoch).
 
     The columns are the long exchange format (ddsweep.axes.RESULT_COLUMNS), the same as
     `export`: the job's `lr` and the per-epoch `epoch_lr` side by side, floats as float64.
+    The filters run in DuckDB (see ddsweep.store.results.load_metrics): `where`
+    ({column: values}), `epochs`, `final` (each job's last epoch), `columns`; `output`
+    "arrow" or "polars" returns that instead of a pandas DataFrame.
     """
-    from ddsweep.axes import normalize, result_select
-
-    sql = f"SELECT {result_select()} FROM metrics m JOIN jobs j USING (job_id)"
-    args: tuple = ()
-    if sweep:
-        sql += " WHERE j.sweep = ?"
-        args = (sweep,)
-    with Store(db).read(wait) as conn:
-        result = conn.exec_driver_sql(sql + " ORDER BY j.sweep, m.job_id, m.epoch", args)
-        df = pd.DataFrame(result.fetchall(), columns=list(result.keys()))
-    return normalize(df)
+    return results.load_metrics(db, sweep, where=where, epochs=epochs, final=final, columns=columns, wait=wait,
+                                output=output)
 
 
 def retry(db: str | Path = "results.duckdb", sweep: str | None = None,
@@ -124,8 +106,7 @@ def extend(db: str | Path = "results.duckdb", epochs: int = 0, sweep: str | None
 
 
 def sweeps(db: str | Path = "results.duckdb") -> list[str]:
-    with Store(db).read() as conn:
-        return [r[0] for r in conn.exec_driver_sql("SELECT name FROM sweeps ORDER BY name")]
+    return results.sweeps(db)
 
 
 # ----------------------------------------------------------------------------- maps, EMC, peaks, exchange
@@ -135,11 +116,7 @@ def sweeps(db: str | Path = "results.duckdb") -> list[str]:
 
 def load_sweep(db: str | Path = "results.duckdb", sweep: str | None = None, where: dict | None = None):
     """(sweep name, its metric rows): the sweep named, or the only one in the database."""
-    from ddsweep.analysis.frames import apply_where
-    from ddsweep.plot.style import load_sweep as _load
-
-    name, df = _load(db, sweep)
-    return name, apply_where(df, where)
+    return results.load_sweep(db, sweep, where)
 
 
 def emc(db: str | Path = "results.duckdb", sweep: str | None = None, epsilon: float = 0.1, factor: float = 2.0,
@@ -200,13 +177,12 @@ def refine(db: str | Path = "results.duckdb", sweep: str | None = None, axis: st
     until the budget is spent or the bracket is resolved. Returns a RefineResult
     (ddsweep.refinement): the estimate, its bracket, what was proposed.
     """
-    from ddsweep.analysis.frames import pick_sweep
     from ddsweep.refinement import check_args, refine as _refine, refine_auto
 
     check_args(target, budget, batch, epsilon, early_stopped)
     if not Store(db).exists():
         raise UserError(f"{db}: no such database; plan a grid first: ddsweep plan GRID.yaml --db {db}")
-    name = pick_sweep(db, sweep)
+    name = results.pick_sweep(db, sweep)
     kwargs = dict(axis=axis, target=target, budget=budget, batch=batch, early_stopped=early_stopped,
                   epsilon=epsilon, log=log, where=where)
     if not auto:

@@ -29,7 +29,7 @@ import pandas as pd
 from ddsweep.axes import (BOOKKEEPING, INT_AXES, JOB_AXES, KNOB_DEFAULTS, METRICS as VOCABULARY, REQUIRED_AXES,
                           TEXT_AXES, result_select)
 from ddsweep.errors import UserError
-from ddsweep.store import Store
+from ddsweep.store import Store, results
 from ddsweep.store.jobs import _insert_rows
 
 # The exchange format is the vocabulary's long format (ddsweep.axes.RESULT_COLUMNS), so an export
@@ -73,14 +73,11 @@ def export(db, fmt: str = "parquet", out=None, sweep: str | None = None, table: 
     sql = TABLES[table].format(where=where)
     options = "FORMAT parquet" if fmt == "parquet" else "FORMAT csv, HEADER true"
     tmp = out.with_name(out.name + ".tmp")
-    with Store(db).read() as conn:
-        if sweep:
-            known = {r[0] for r in conn.exec_driver_sql("SELECT name FROM sweeps")}
-            if sweep not in known:
-                raise UserError(f"--sweep {sweep}: no such sweep in {db} (sweeps: {', '.join(sorted(known)) or 'none'})")
-        raw = conn.connection.driver_connection
-        raw.execute(f"COPY ({sql}) TO {_literal(str(tmp))} ({options})")
-        rows = raw.execute(f"SELECT count(*) FROM ({sql})").fetchone()[0]
+    if sweep:
+        known = results.sweeps(db)
+        if sweep not in known:
+            raise UserError(f"--sweep {sweep}: no such sweep in {db} (sweeps: {', '.join(sorted(known)) or 'none'})")
+    rows = results.copy_to(db, sql, tmp, options)
     tmp.replace(out)
     return out, int(rows)
 

@@ -9,20 +9,6 @@ from ddsweep.axes import CELL_AXES
 from ddsweep.errors import UserError
 
 
-def pick_sweep(db, sweep: str | None) -> str:
-    """The sweep to draw: the one named, or the only one in the database."""
-    from ddsweep.api import sweeps
-
-    names = sweeps(db)
-    if sweep is None:
-        if len(names) != 1:
-            raise UserError(f"{db}: holds sweeps {', '.join(names) or '(none)'}; choose one with --sweep")
-        return names[0]
-    if sweep not in names:
-        raise UserError(f"--sweep {sweep}: no such sweep in {db} (sweeps: {', '.join(names) or 'none'})")
-    return sweep
-
-
 def check_columns(df: pd.DataFrame, **named) -> None:
     for option, col in named.items():
         if col is not None and col not in df.columns:

@@ -16,7 +16,8 @@ import pandas as pd
 from ddsweep.analysis import at_epoch, early_stopped, seed_mean, varying_axes
 from ddsweep.analysis.frames import apply_where, check_columns, classes_of, t975
 from ddsweep.errors import UserError
-from ddsweep.plot.style import check_out, fmt_level, is_log_axis, label, load_sweep, plain_log_ticks, save, setup
+from ddsweep.plot.style import check_out, fmt_level, is_log_axis, label, plain_log_ticks, save, setup
+from ddsweep.store import results
 
 __all__ = ["curve", "curve_figure"]
 
@@ -29,8 +30,8 @@ def curve(db="results.duckdb", sweep: str | None = None, x: str = "width", epoch
           noisy_test: bool = False, classes: int | None = None, early_stopping: bool = True) -> Path:
     """Final-epoch (or `epoch`) test and train error against x; against epoch it plots whole runs."""
     out = check_out(out)
-    name, df = load_sweep(db, sweep)
-    fig = curve_figure(df, name, x=x, epoch=epoch, hue=hue, where=where, facet=facet, noisy_test=noisy_test,
+    name, df = results.sweep_frame(db, sweep, where, metrics=("test_error", "train_error", x, hue, facet))
+    fig = curve_figure(df, name, x=x, epoch=epoch, hue=hue, facet=facet, noisy_test=noisy_test,
                        classes=classes, early_stopping=early_stopping)
     return save(fig, out)
 

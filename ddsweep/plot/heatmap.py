@@ -18,7 +18,8 @@ from ddsweep.analysis.emc import emc_over_n
 from ddsweep.analysis.frames import apply_where, check_columns
 from ddsweep.errors import UserError
 from ddsweep.plot.style import (LABELS, bin_centers, check_out, edges, fmt_level, is_log_axis, label,
-                                load_sweep, plain_log_ticks, save, setup)
+                                plain_log_ticks, save, setup)
+from ddsweep.store import results
 
 __all__ = ["heatmap", "heatmap_figure", "LABELS"]
 
@@ -32,9 +33,9 @@ def heatmap(db="results.duckdb", sweep: str | None = None, x: str = "width", y: 
             row: str | None = None, emc_line: bool = True) -> Path:
     """Draw `metric` over x and y (mean over seeds) with train-error contours at `contour` (one or several levels)."""
     out = check_out(out)
-    name, df = load_sweep(db, sweep)
+    name, df = results.sweep_frame(db, sweep, where, metrics=(metric, "train_error", x, y, facet, row))
     fig = heatmap_figure(df, name, x=x, y=y, metric=metric, contour=contour, facet=facet, epoch=epoch,
-                         log_color=log_color, where=where, row=row, emc_line=emc_line)
+                         log_color=log_color, row=row, emc_line=emc_line)
     return save(fig, out)
 
 

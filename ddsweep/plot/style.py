@@ -125,15 +125,3 @@ def png_bytes(fig, dpi: int = 110) -> bytes:
     fig.savefig(buf, format="png", dpi=dpi)  # constrained layout already fits titles and colour bars
     plt.close(fig)
     return buf.getvalue()
-
-
-def load_sweep(db, sweep: str | None):
-    """(sweep name, its metric frame) from the database; an empty sweep is a UserError."""
-    from ddsweep.analysis.frames import pick_sweep
-    from ddsweep.api import load_metrics
-
-    name = pick_sweep(db, sweep)
-    df = load_metrics(db, name)
-    if df.empty:
-        raise UserError(f"{db}: sweep {name} has no metric rows yet; run `ddsweep work --db {db}` first")
-    return name, df

@@ -1,0 +1,227 @@
+"""The read layer (ddsweep.store.results): same numbers as reading the whole table, and no writes."""
+
+import ast
+import hashlib
+import os
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pytest
+
+from ddsweep import api, axes
+from ddsweep.analysis.emc import emc_table
+from ddsweep.analysis.frames import apply_where
+from ddsweep.analysis.peaks import summarize
+from ddsweep.errors import DatabaseBusy, UserError
+from ddsweep.exchange import import_frame
+from ddsweep.store import Store, results
+from tests.synthetic import grid_frame
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _old_load(db, sweep=None) -> pd.DataFrame:
+    """The whole table as the read path before the read layer built it: every row a Python tuple."""
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        sql = ("SELECT j.*, j.epochs AS horizon, m.*, m.lr AS epoch_lr FROM metrics m JOIN jobs j USING (job_id)"
+               + (" WHERE j.sweep = ?" if sweep else "") + " ORDER BY j.sweep, m.job_id, m.epoch")
+        cur = con.execute(sql, [sweep] if sweep else [])
+        names = [d[0] for d in cur.description]
+        rows = cur.fetchall()
+    finally:
+        con.close()
+    df = pd.DataFrame(rows, columns=names)
+    df = df.loc[:, ~df.columns.duplicated()]  # (m.lr is dropped for the job's lr, as the old read did)
+    return df
+
+
+@pytest.fixture(scope="module")
+def synthetic_db(tmp_path_factory):
+    """Widths x n x 2 noise levels x 3 seeds x 31 epochs, imported (so depth etc. are missing)."""
+    db = tmp_path_factory.mktemp("res") / "s.duckdb"
+    df = grid_frame([2, 4, 8, 16, 32, 64, 128], 30, n_values=(250, 500, 1000, 2000), noises=(0.0, 0.2),
+                    seeds=(0, 1, 2))
+    import_frame(df.drop(columns="job_id").assign(dataset="mnist1d"), db, sweep="syn")
+    return db
+
+
+@pytest.fixture(scope="module")
+def trained_db(tmp_path_factory):
+    """The tiny grid of the end-to-end test, trained for real."""
+    from tests.conftest import TINY, write_grid
+
+    d = tmp_path_factory.mktemp("trained")
+    db = d / "t.duckdb"
+    grid = write_grid(d / "tiny.yaml", TINY)
+    api.plan(grid, db)
+    assert api.work(db, cpus=2, show_progress=False).done == 4
+    return db
+
+
+@pytest.mark.parametrize("which", ["synthetic_db", "trained_db"])
+def test_load_metrics_equals_the_whole_table(request, which):
+    db = request.getfixturevalue(which)
+    new = api.load_metrics(db)
+    old = _old_load(db)
+    assert len(new) == len(old) and tuple(new.columns) == axes.RESULT_COLUMNS
+    for col in axes.RESULT_COLUMNS:
+        a, b = new[col], old[col]
+        if a.dtype.kind == "f":
+            assert np.allclose(a.to_numpy(), pd.to_numeric(b).to_numpy(dtype=float), equal_nan=True), col
+        else:
+            assert a.astype(str).tolist() == b.astype(str).tolist(), col
+    for m in axes.METRICS:  # float metrics float64, also where the table holds nulls
+        assert new[m.column].dtype == (np.float64 if m.kind == "float" or new[m.column].isna().any() else np.int64)
+    if which == "trained_db":  # the per-epoch lr is there, next to the job's
+        assert new["epoch_lr"].notna().all() and (new["lr"] == 0.05).all()
+
+
+def test_filters_in_sql_equal_filters_in_pandas(synthetic_db):
+    full = api.load_metrics(synthetic_db)
+    where = {"n_train": ["500", "2000"], "label_noise": ["0.2"]}
+    got = api.load_metrics(synthetic_db, where=where).reset_index(drop=True)
+    pd.testing.assert_frame_equal(got, apply_where(full, where).reset_index(drop=True))
+    last = full.loc[full.groupby("job_id")["epoch"].idxmax()].sort_values(["job_id"]).reset_index(drop=True)
+    fin = api.load_metrics(synthetic_db, final=True).sort_values(["job_id"]).reset_index(drop=True)
+    pd.testing.assert_frame_equal(fin, last)
+    at = api.load_metrics(synthetic_db, epochs=[3, 30], columns=["width", "epoch", "test_error"])
+    assert list(at.columns) == ["width", "epoch", "test_error"] and set(at["epoch"]) == {3, 30}
+    with pytest.raises(UserError, match="no such value"):
+        api.load_metrics(synthetic_db, where={"width": ["3"]})
+    with pytest.raises(UserError, match="no such column"):
+        api.load_metrics(synthetic_db, where={"nope": ["3"]})
+
+
+def test_summary_emc_and_maps_equal_the_whole_table_path(synthetic_db):
+    full = _old_load(synthetic_db)
+    for c in ("test_error", "train_error"):
+        full[c] = full[c].astype(float)
+    where = {"label_noise": ["0.2"]}
+    pd.testing.assert_frame_equal(api.summary(synthetic_db, where=where),
+                                  summarize(apply_where(full, where)), check_dtype=False)
+    old_emc = emc_table(apply_where(full, where))
+    new_emc = api.emc(synthetic_db, where=where)
+    pd.testing.assert_frame_equal(new_emc.table, old_emc.table, check_dtype=False)
+
+
+@pytest.mark.parametrize("output", ["arrow", "polars"])
+def test_arrow_and_polars_output(synthetic_db, output):
+    module = {"arrow": "pyarrow", "polars": "polars"}[output]
+    try:
+        __import__(module)
+    except ImportError:
+        with pytest.raises(UserError, match=f"pip install {module}"):
+            api.load_metrics(synthetic_db, output=output)
+        return
+    t = api.load_metrics(synthetic_db, where={"width": ["8"]}, output=output)
+    assert t.num_rows if output == "arrow" else len(t) == len(api.load_metrics(synthetic_db, where={"width": ["8"]}))
+
+
+def _snapshot(folder: Path) -> dict:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def test_read_commands_write_nothing(tmp_path, cli, synthetic_db):
+    folder = tmp_path / "db"
+    folder.mkdir()
+    db = folder / "copy.duckdb"
+    db.write_bytes(synthetic_db.read_bytes())  # a copied database: no lock file beside it
+    out = tmp_path / "out"
+    before = _snapshot(folder)
+    commands = [
+        ["status"], ["query", "select count(*) from metrics"], ["summary"], ["emc", "--where", "label_noise=0.2"],
+        ["plot", "heatmap", "--x", "width", "--y", "epoch", "--where", "n_train=500", "--out", out / "h.png"],
+        ["plot", "curve", "--x", "width", "--where", "n_train=500", "--out", out / "c.png"],
+        ["export", "--format", "parquet", "--out", out / "e.parquet"],
+        ["report", "--out", out / "r.html"],
+    ]
+    for args in commands:
+        r = cli(*args, "--db", db)
+        assert r.exit_code == 0, (args, r.output)
+        assert _snapshot(folder) == before, args  # same bytes, no lock file, no WAL, nothing new
+    assert not list(folder.glob("*.lock*"))
+
+
+def test_reader_takes_its_turn_at_a_writers_lock(tmp_path):
+    from filelock import FileLock
+
+    db = tmp_path / "w.duckdb"
+    with Store(db).write():
+        pass
+    lock = FileLock(Store(db).lock_path)
+    with lock:  # a writer queued (or writing): the reader waits for it, then says who
+        with pytest.raises(DatabaseBusy, match="writing for over"):
+            results.sweeps(db, wait=0.3)
+    assert results.sweeps(db, wait=1) == []
+
+
+# ----------------------------------------------------------------------------- import graph
+
+LAYER_RULES = {  # package -> ddsweep modules it may not import (directly or in a function)
+    "ddsweep.analysis": ("ddsweep.api", "ddsweep.cli", "ddsweep.store", "ddsweep.plot", "ddsweep.report",
+                         "ddsweep.workers", "ddsweep.exchange"),
+    "ddsweep.plot": ("ddsweep.api", "ddsweep.cli", "ddsweep.report", "ddsweep.workers"),
+    "ddsweep.store": ("ddsweep.api", "ddsweep.cli", "ddsweep.analysis", "ddsweep.plot", "ddsweep.report"),
+    "ddsweep.axes": ("ddsweep.",),
+}
+
+
+def _imports() -> dict[str, set[str]]:
+    """module -> the ddsweep modules it imports (at the top or inside functions)."""
+    graph = {}
+    for path in (ROOT / "ddsweep").rglob("*.py"):
+        rel = path.relative_to(ROOT).with_suffix("")
+        name = ".".join(rel.parts[:-1] if rel.name == "__init__" else rel.parts)
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                found |= {a.name for a in node.names if a.name.startswith("ddsweep")}
+            elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("ddsweep"):
+                found.add(node.module)
+                found |= {f"{node.module}.{a.name}" for a in node.names}  # `from ddsweep.store import results`
+        graph[name] = found
+    return {m: {i for i in deps if i in graph and i != m} for m, deps in graph.items()}
+
+
+def test_layers_and_no_cycle_through_api_analysis_or_plot():
+    graph = _imports()
+    assert "ddsweep.api" in graph and "ddsweep.store.results" in graph
+    for module, deps in graph.items():
+        for package, banned in LAYER_RULES.items():
+            if module == package or module.startswith(package + "."):
+                bad = sorted(d for d in deps if any(d == b or d.startswith(b) for b in banned))
+                assert not bad, f"{module} imports {bad}"
+    # strongly connected components (Tarjan): no cycle may pass through api, analysis, plot or store
+    index, low, stack, on, sccs = {}, {}, [], set(), []
+
+    def visit(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = set()
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.add(w)
+                if w == v:
+                    break
+            sccs.append(comp)
+
+    for v in graph:
+        if v not in index:
+            visit(v)
+    watched = ("ddsweep.api", "ddsweep.analysis", "ddsweep.plot", "ddsweep.store", "ddsweep.report",
+               "ddsweep.exchange", "ddsweep.axes")
+    for comp in sccs:
+        if len(comp) > 1 and any(m.startswith(watched) for m in comp):
+            raise AssertionError(f"import cycle: {sorted(comp)}")
