@@ -180,10 +180,22 @@ def _imports() -> dict[str, set[str]]:
             if isinstance(node, ast.Import):
                 found |= {a.name for a in node.names if a.name.startswith("ddsweep")}
             elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("ddsweep"):
-                found.add(node.module)
-                found |= {f"{node.module}.{a.name}" for a in node.names}  # `from ddsweep.store import results`
+                found.add((node.module, tuple(a.name for a in node.names)))
         graph[name] = found
-    return {m: {i for i in deps if i in graph and i != m} for m, deps in graph.items()}
+    out = {}
+    for m, deps in graph.items():
+        edges = set()
+        for dep in deps:
+            if isinstance(dep, str):
+                edges.add(dep)
+                continue
+            module, names = dep  # `from ddsweep.store import results` imports the module results, not store's body
+            subs = {f"{module}.{n}" for n in names if f"{module}.{n}" in graph}
+            edges |= subs if len(subs) == len(names) else subs | {module}
+        out[m] = {i for i in edges if i in graph and i != m and i != "ddsweep"}
+    # (the root package is the lazy facade `ddsweep.plan(...)` over api; importing __version__
+    # from it imports nothing else)
+    return out
 
 
 def test_layers_and_no_cycle_through_api_analysis_or_plot():
