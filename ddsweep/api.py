@@ -121,20 +121,34 @@ def load_sweep(db: str | Path = "results.duckdb", sweep: str | None = None, wher
 
 def emc(db: str | Path = "results.duckdb", sweep: str | None = None, epsilon: float = 0.1, factor: float = 2.0,
         epochs: list[int] | None = None, all_epochs: bool = False, where: dict | None = None):
-    """EMC per (width, epoch) with a sample axis, else the interpolation threshold per epoch (EmcTable)."""
-    from ddsweep.analysis.emc import emc_table
+    """EMC per (width, epoch) with a sample axis, else the interpolation threshold per epoch (EmcTable).
 
-    _, df = load_sweep(db, sweep, where)
-    return emc_table(df, epsilon=epsilon, factor=factor, epochs=epochs, all_epochs=all_epochs)
+    Reads each job's last row, and the seed-mean train-error curves where the table needs
+    other epochs, reduced in DuckDB (ddsweep.store.results.reduce), not every row.
+    """
+    from ddsweep.analysis.emc import emc_table
+    from ddsweep.analysis.frames import Reduced
+
+    def needs_curves(rows) -> bool:  # a sample axis at the last epoch reads the last rows only
+        return bool(epochs) or all_epochs or "n_train" not in rows or rows["n_train"].nunique() <= 1
+
+    red = results.reduce(db, sweep, where, metrics=("train_error",), curves=needs_curves)
+    return emc_table(Reduced(red["rows"], red["curves"]), epsilon=epsilon, factor=factor, epochs=epochs,
+                     all_epochs=all_epochs)
 
 
 def summary(db: str | Path = "results.duckdb", sweep: str | None = None, epsilon: float = 0.1,
             epoch: int | None = None, where: dict | None = None) -> pd.DataFrame:
-    """First minimum, peak, second descent and interpolation threshold of every model-/sample-wise curve."""
+    """First minimum, peak, second descent and interpolation threshold of every model-/sample-wise curve.
+
+    Reads each job's row at the epoch (its last, or `epoch`) and the early-stopped test
+    error per cell, reduced in DuckDB (ddsweep.store.results.reduce), not every row.
+    """
+    from ddsweep.analysis.frames import Reduced
     from ddsweep.analysis.peaks import summarize
 
-    _, df = load_sweep(db, sweep, where)
-    return summarize(df, epsilon=epsilon, epoch=epoch)
+    red = results.reduce(db, sweep, where, epoch=epoch, best="test_error", best_until=epoch)
+    return summarize(Reduced(red["rows"], best=red["best"], best_until=epoch), epsilon=epsilon, epoch=epoch)
 
 
 def export(db: str | Path = "results.duckdb", fmt: str = "parquet", out: str | Path | None = None,

@@ -44,6 +44,9 @@ def synthetic_db(tmp_path_factory):
     db = tmp_path_factory.mktemp("res") / "s.duckdb"
     df = grid_frame([2, 4, 8, 16, 32, 64, 128], 30, n_values=(250, 500, 1000, 2000), noises=(0.0, 0.2),
                     seeds=(0, 1, 2))
+    # (at label noise 0 the synthetic test error depends on neither width nor n: break those exact ties, which
+    # means summed in another order may break the other way)
+    df["test_error"] += (1e-3 * np.log2(df["width"]) + 7e-4 * np.log2(df["n_train"])) * (df["label_noise"] == 0)
     import_frame(df.drop(columns="job_id").assign(dataset="mnist1d"), db, sweep="syn")
     return db
 
@@ -95,16 +98,70 @@ def test_filters_in_sql_equal_filters_in_pandas(synthetic_db):
         api.load_metrics(synthetic_db, where={"nope": ["3"]})
 
 
-def test_summary_emc_and_maps_equal_the_whole_table_path(synthetic_db):
-    full = _old_load(synthetic_db)
+@pytest.mark.parametrize("which", ["synthetic_db", "trained_db"])
+def test_summary_and_emc_reduced_in_sql_equal_the_whole_table_path(request, which):
+    db = request.getfixturevalue(which)
+    full = _old_load(db)
     for c in ("test_error", "train_error"):
         full[c] = full[c].astype(float)
-    where = {"label_noise": ["0.2"]}
-    pd.testing.assert_frame_equal(api.summary(synthetic_db, where=where),
-                                  summarize(apply_where(full, where)), check_dtype=False)
-    old_emc = emc_table(apply_where(full, where))
-    new_emc = api.emc(synthetic_db, where=where)
-    pd.testing.assert_frame_equal(new_emc.table, old_emc.table, check_dtype=False)
+    n = sorted(full["n_train"].unique())
+    cases = [({}, {}), ({"label_noise": ["0.2"]}, {}), ({"n_train": [str(n[0])]}, {}),
+             ({"n_train": [str(n[0])]}, {"all_epochs": True}), ({}, {"epochs": [2, 6]})]
+    for where, kw in cases:
+        old = emc_table(apply_where(full, where), **kw)
+        new = api.emc(db, where=where, **kw)
+        assert (new.mode, new.folded, new.notes) == (old.mode, old.folded, old.notes), (where, kw)
+        pd.testing.assert_frame_equal(new.table, old.table, check_dtype=False)
+    if which == "trained_db":  # 2 widths: no curve to summarise
+        return
+    for where, epoch in (({}, None), ({"label_noise": ["0.2"]}, None), ({"n_train": ["500"]}, 20)):
+        pd.testing.assert_frame_equal(api.summary(db, where=where, epoch=epoch),
+                                      summarize(apply_where(full, where), epoch=epoch), check_dtype=False)
+    with pytest.raises(UserError, match="--epoch 999: no job was evaluated at that epoch"):
+        api.summary(db, epoch=999)
+
+
+def _drawn(fig) -> list[np.ndarray]:
+    """What a figure shows: colour meshes and line data, panel by panel."""
+    import matplotlib.pyplot as plt
+
+    out = []
+    for ax in fig.axes:
+        for c in ax.collections:
+            a = c.get_array()
+            if a is not None:
+                out.append(np.ma.filled(np.asarray(a, dtype=float), np.nan).ravel())
+        for ln in ax.get_lines():
+            out.append(np.asarray(ln.get_ydata(), dtype=float))
+    plt.close(fig)
+    return out
+
+
+def test_maps_and_curves_read_in_sql_draw_what_all_rows_draw(synthetic_db):
+    import importlib
+
+    curve_mod, heatmap_mod = (importlib.import_module(f"ddsweep.plot.{m}") for m in ("curve", "heatmap"))
+
+    full = api.load_metrics(synthetic_db)
+    for kw in ({"x": "width", "y": "epoch", "where": {"n_train": ["500"]}},
+               {"x": "width", "y": "n_train", "metric": "train_error"},
+               {"x": "n_train", "y": "epoch", "where": {"width": ["16"]}, "facet": "label_noise"},
+               {"x": "width", "y": "n_train", "epoch": 10}):
+        name, df = heatmap_mod._read(synthetic_db, None, kw.get("where"), kw["x"], kw["y"],
+                                     kw.get("metric", "test_error"), kw.get("facet", "label_noise"), None, kw.get("epoch"))
+        assert len(df) < len(full)  # seed means or one row per job, not every row
+        rest = {k: v for k, v in kw.items() if k != "where"}
+        a = _drawn(heatmap_mod.heatmap_figure(df, name, **rest))
+        b = _drawn(heatmap_mod.heatmap_figure(full, name, **kw))
+        assert len(a) == len(b) and all(np.allclose(u, v, equal_nan=True) for u, v in zip(a, b)), kw
+    for kw in ({"x": "width", "where": {"n_train": ["1000"]}}, {"x": "n_train", "where": {"width": ["64"]}, "epoch": 20},
+               {"x": "epoch", "where": {"n_train": ["1000"], "label_noise": ["0.2"]}}):
+        name, df = curve_mod._read(synthetic_db, None, kw.get("where"), kw["x"], kw.get("epoch"), "label_noise",
+                                   None, True)
+        rest = {k: v for k, v in kw.items() if k != "where"}
+        a = _drawn(curve_mod.curve_figure(df, name, **rest))
+        b = _drawn(curve_mod.curve_figure(full, name, **kw))
+        assert len(a) == len(b) and all(np.allclose(u, v, equal_nan=True) for u, v in zip(a, b)), kw
 
 
 @pytest.mark.parametrize("output", ["arrow", "polars"])

@@ -279,3 +279,74 @@ def sweep_frame(db, sweep: str | None = None, where: dict | None = None, metrics
     wanted = [c for c in dict.fromkeys(metrics) if c in COLUMN_SQL and c not in JOB_COLUMNS and c != "epoch"]
     return load_sweep(db, sweep, where, columns=[*JOB_COLUMNS, "epoch", *wanted], final=final, epochs=epochs,
                       wait=wait)
+
+
+# ----------------------------------------------------------------------------- reductions in SQL
+# What the maps, curves, summary and emc read instead of every row: each job's row at the
+# epoch read, seed means per cell and epoch, the early-stopping epoch per cell. The same
+# numbers as ddsweep.analysis.frames computes from all rows (tests/test_results.py checks).
+
+SHOWN_CELL = ("label_noise", "n_train", "width")  # cell columns a curve always names, varying or not
+
+
+def _num(expr: str) -> str:
+    """A metric as SQL, NaN read as missing (pandas' means skip NaN; DuckDB's avg would return it)."""
+    return f"CASE WHEN isnan({expr}) THEN NULL ELSE {expr} END"
+
+
+def _means_sql(keys: list[str], metrics: list[str], filters: list[str], epoch_col: bool = True) -> str:
+    """seed_mean in SQL: per `keys` (and epoch): means, standard errors over seeds, rows (`seeds`)."""
+    group = [COLUMN_SQL[k] for k in keys] + (["m.epoch"] if epoch_col else [])
+    sel = [f"{COLUMN_SQL[k]} AS {k}" for k in keys] + (["m.epoch AS epoch"] if epoch_col else [])
+    sel += [f"avg({_num(COLUMN_SQL[c])}) AS {c}" for c in metrics]
+    sel += [f"stddev_samp({_num(COLUMN_SQL[c])}) / sqrt(count({_num(COLUMN_SQL[c])})) AS {c}_sem" for c in metrics]
+    sel += ["count(*) AS seeds"]
+    where = f" WHERE {' AND '.join(filters)}" if filters else ""
+    return (f"SELECT {', '.join(sel)} FROM metrics m JOIN jobs j USING (job_id){where} "
+            f"GROUP BY {', '.join(group)}")
+
+
+def cell_keys(rows: pd.DataFrame) -> list[str]:
+    """The cell columns that split a sweep's rows: every varying cell axis, plus label noise, n and width."""
+    from ddsweep.axes import CELL_AXES
+
+    return [a for a in CELL_AXES if a in rows.columns and (a in SHOWN_CELL or rows[a].nunique(dropna=False) > 1)]
+
+
+def reduce(db, sweep: str | None = None, where: dict | None = None, epoch: int | None = None,
+           metrics=("test_error", "train_error"), curves=False, best: str | None = None,
+           best_until: int | None = None, wait: float = DEFAULT_WAIT) -> dict:
+    """A sweep reduced in DuckDB to what summary, emc and the figures read.
+
+    Returns {"sweep", "rows", "curves", "best"}: `rows`, each job's row at `epoch` (None:
+    its last evaluated epoch) with every job column; with curves=True (or a function of
+    `rows` that says True), the seed means of `metrics` per cell and evaluated epoch
+    (`epoch_curves` over `cell_keys`); with best=M,
+    per cell the epoch <= best_until of least seed-mean M (`early_stopped`).
+    """
+    name = pick_sweep(db, sweep, wait)
+    metrics = [m for m in dict.fromkeys(metrics) if m in COLUMN_SQL]
+    with connect(db, wait) as conn:
+        if not conn.execute("SELECT 1 FROM metrics m JOIN jobs j USING (job_id) WHERE j.sweep = ? LIMIT 1",
+                            [name]).fetchall():
+            raise UserError(f"{db}: sweep {name} has no metric rows yet; run `ddsweep work --db {db}` first")
+        sql, args = _metric_sql(name, where, None if epoch is None else [epoch], epoch is None,
+                                [*JOB_COLUMNS, "epoch", *metrics], None, conn)
+        rows = _out(conn.sql(sql + " ORDER BY j.job_id", params=args or None), "pandas")
+        if rows.empty and epoch is not None:
+            raise UserError(f"--epoch {epoch}: no job was evaluated at that epoch")
+        keys = cell_keys(rows)
+        filters, fargs = _filters(conn, name, where)
+        out = {"sweep": name, "rows": rows, "curves": None, "best": None}
+        if curves is True or callable(curves) and curves(rows):
+            q = _means_sql(keys, metrics, filters) + f" ORDER BY {', '.join(keys + ['epoch'])}"
+            out["curves"] = _out(conn.sql(q, params=fargs or None), "pandas")
+        if best:
+            until = [] if best_until is None else [f"m.epoch <= {int(best_until)}"]
+            inner = _means_sql(keys, [best], filters + until)
+            part = ", ".join(keys)
+            q = (f"SELECT * FROM ({inner}) WHERE {best} IS NOT NULL "
+                 f"QUALIFY row_number() OVER (PARTITION BY {part} ORDER BY {best}, epoch) = 1 ORDER BY {part}")
+            b = _out(conn.sql(q, params=fargs or None), "pandas")
+            out["best"] = b.rename(columns={"epoch": "best_epoch"}).reset_index(drop=True)
+    return out
