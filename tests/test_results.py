@@ -215,6 +215,14 @@ def test_reader_takes_its_turn_at_a_writers_lock(tmp_path):
     assert results.sweeps(db, wait=1) == []
 
 
+def test_schema_check_reads_the_revisions_alembic_reads():
+    from ddsweep.store import connection
+
+    script = connection._script()
+    assert connection.head_revision() == script.get_current_head()
+    assert connection.known_revisions() == {s.revision for s in script.walk_revisions()}
+
+
 # ----------------------------------------------------------------------------- import graph
 
 LAYER_RULES = {  # package -> ddsweep modules it may not import (directly or in a function)

@@ -34,7 +34,7 @@ def bootstrap(db="results.duckdb", sweep: str | None = None, out="bootstrap.png"
               facet: str | None = None) -> Path:
     """Draw the real-vs-ideal figure of a sweep with both worlds (see the module docstring)."""
     out = check_out(out)
-    name, df = results.sweep_frame(db, sweep, where, metrics=("test_error", "train_error", facet))
+    name, df = results.sweep_frame(db, sweep, where, metrics=("step", "test_error", "train_error", facet))
     return save(bootstrap_figure(df, name, facet=facet), out)
 
 

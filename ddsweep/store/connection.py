@@ -276,12 +276,34 @@ def _script():
     return ScriptDirectory.from_config(_alembic_config())
 
 
+@lru_cache(maxsize=1)
+def _revisions() -> dict[str, str | None]:
+    """{revision: down_revision} of the shipped scripts, read from their text.
+
+    Every command checks the schema version before it reads; loading Alembic's script
+    directory for that (importing Alembic and every script) took most of a second, more
+    than a `ddsweep status` itself. `tests/test_results.py` checks this against Alembic.
+    """
+    out = {}
+    for path in sorted((migrations_dir() / "versions").glob("*.py")):
+        text = path.read_text(encoding="utf-8")
+        rev = re.search(r'^revision\s*=\s*["\']([^"\']+)["\']', text, re.M)
+        down = re.search(r'^down_revision\s*=\s*(?:["\']([^"\']+)["\']|None)', text, re.M)
+        if rev and down:
+            out[rev.group(1)] = down.group(1)
+    return out
+
+
 def head_revision() -> str:
-    return _script().get_current_head()
+    revs = _revisions()
+    heads = set(revs) - set(revs.values())
+    if len(heads) != 1:  # (branched scripts: ask Alembic)
+        return _script().get_current_head()
+    return heads.pop()
 
 
 def known_revisions() -> set[str]:
-    return {s.revision for s in _script().walk_revisions()}
+    return set(_revisions())
 
 
 def _current_revision(fetch, path) -> str | None:

