@@ -30,7 +30,7 @@ from ddsweep.axes import (BOOKKEEPING, INT_AXES, JOB_AXES, KNOB_DEFAULTS, METRIC
                           TEXT_AXES, result_select)
 from ddsweep.errors import UserError
 from ddsweep.store import Store, results
-from ddsweep.store.jobs import _insert_rows
+from ddsweep.store.jobs import _insert_rows, insert_metrics
 
 # The exchange format is the vocabulary's long format (ddsweep.axes.RESULT_COLUMNS), so an export
 # holds every axis and metric `load_metrics` returns and imports again unchanged.
@@ -266,7 +266,7 @@ def import_frame(df: pd.DataFrame, db, sweep: str | None = None, mapping: dict |
                              (sweep, source, f"# imported from {source}\n"))
         job_cols = list(dict.fromkeys(c for j in jobs for c in j))
         _insert_rows(conn, "jobs", jobs, job_cols)
-        _insert_rows(conn, "metrics", rows, ["job_id", "epoch"] + [METRICS[c] for c in metrics])
+        insert_metrics(conn, rows)
     return ImportResult(sweep, Path(db), len(jobs), len(rows), source, axes, metrics, dropped)
 
 

@@ -148,13 +148,15 @@ def test_maps_and_curves_read_in_sql_draw_what_all_rows_draw(synthetic_db):
                {"x": "n_train", "y": "epoch", "where": {"width": ["16"]}, "facet": "label_noise"},
                {"x": "width", "y": "n_train", "epoch": 10}):
         name, df = heatmap_mod._read(synthetic_db, None, kw.get("where"), kw["x"], kw["y"],
-                                     kw.get("metric", "test_error"), kw.get("facet", "label_noise"), None, kw.get("epoch"))
+                                     kw.get("metric", "test_error"), kw.get("facet", "label_noise"), None,
+                                     kw.get("epoch"))
         assert len(df) < len(full)  # seed means or one row per job, not every row
         rest = {k: v for k, v in kw.items() if k != "where"}
         a = _drawn(heatmap_mod.heatmap_figure(df, name, **rest))
         b = _drawn(heatmap_mod.heatmap_figure(full, name, **kw))
         assert len(a) == len(b) and all(np.allclose(u, v, equal_nan=True) for u, v in zip(a, b)), kw
-    for kw in ({"x": "width", "where": {"n_train": ["1000"]}}, {"x": "n_train", "where": {"width": ["64"]}, "epoch": 20},
+    for kw in ({"x": "width", "where": {"n_train": ["1000"]}},
+               {"x": "n_train", "where": {"width": ["64"]}, "epoch": 20},
                {"x": "epoch", "where": {"n_train": ["1000"], "label_noise": ["0.2"]}}):
         name, df = curve_mod._read(synthetic_db, None, kw.get("where"), kw["x"], kw.get("epoch"), "label_noise",
                                    None, True)

@@ -47,7 +47,8 @@ def _read(db, sweep, where, x, y, metric, facet, row, epoch):
     from ddsweep.axes import CELL_AXES
 
     metrics = (metric, "train_error")
-    if all(c is None or c in CELL_AXES or c == "epoch" for c in (x, y, facet, row)) and metric in results.COLUMN_SQL:
+    cells = all(c is None or c in CELL_AXES or c == "epoch" for c in (x, y, facet, row))
+    if cells and metric in results.METRIC_NAMES:
         over_epochs = "epoch" in (x, y)
         red = results.reduce(db, sweep, where, epoch=None if over_epochs else epoch, metrics=metrics,
                              curves=over_epochs)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+import duckdb
 import numpy as np
 import pandas as pd
 
@@ -69,13 +70,17 @@ def insert_metrics(conn, rows: list[dict]) -> None:
             data[c] = pd.array(values, dtype="Int64")
         else:
             floats = np.array(values, dtype=np.float64)  # (None becomes NaN here ...)
-            missing = np.fromiter((v is None for v in values), dtype=bool, count=len(values))
-            if np.isnan(floats[~missing]).any():  # (... and DuckDB reads a frame's NaN as NULL: keep NaN, rarely)
+            missing = np.isnan(floats)
+            if int(missing.sum()) != values.count(None):  # (... and DuckDB reads a frame's NaN as NULL: keep NaN)
                 _insert_rows(conn, "metrics", rows, METRIC_COLUMNS, ignore_existing=True)
                 return
-            data[c] = pd.arrays.FloatingArray(floats, missing)
+            data[c] = pd.arrays.FloatingArray(floats, missing) if missing.any() else floats
     frame = pd.DataFrame(data)
     raw = conn.connection.driver_connection
+    try:  # a statement of the caller's may have left its result unread (fetchone): it blocks register
+        raw.fetchall()
+    except duckdb.Error:
+        pass
     raw.register("_ddsweep_metric_rows", frame)
     try:
         raw.execute("INSERT OR IGNORE INTO metrics BY NAME SELECT * FROM _ddsweep_metric_rows")

@@ -30,6 +30,7 @@ OUTPUTS = ("pandas", "arrow", "polars")
 COLUMN_SQL = {"sweep": "j.sweep", "job_id": "j.job_id", "status": "j.status", "horizon": "j.epochs",
               **{a: f"j.{a}" for a in JOB_AXES}, "epoch": "m.epoch", **{m.column: f"m.{m.name}" for m in METRICS}}
 JOB_COLUMNS = BOOKKEEPING + JOB_AXES  # the long-format columns the jobs table alone holds
+METRIC_NAMES = tuple(m.column for m in METRICS)  # the per-epoch columns, as load_metrics names them
 assert tuple(COLUMN_SQL) == RESULT_COLUMNS
 
 
@@ -325,7 +326,7 @@ def reduce(db, sweep: str | None = None, where: dict | None = None, epoch: int |
     per cell the epoch <= best_until of least seed-mean M (`early_stopped`).
     """
     name = pick_sweep(db, sweep, wait)
-    metrics = [m for m in dict.fromkeys(metrics) if m in COLUMN_SQL]
+    metrics = [m for m in dict.fromkeys(metrics) if m in METRIC_NAMES]
     with connect(db, wait) as conn:
         if not conn.execute("SELECT 1 FROM metrics m JOIN jobs j USING (job_id) WHERE j.sweep = ? LIMIT 1",
                             [name]).fetchall():
