@@ -11,6 +11,7 @@ from ddsweep.errors import UserError
 from ddsweep.grid import Job, expand, load_grid, read_grid_text
 from ddsweep.store import Store
 from ddsweep.store import jobs as store_jobs
+from ddsweep.store import results
 from ddsweep.workers import WorkResult, work
 
 __all__ = ["plan", "work", "status", "query", "load_metrics", "retry", "extend", "PlanResult", "WorkResult",
@@ -41,11 +42,7 @@ def plan(grid: str | Path, db: str | Path = "results.duckdb", dry_run: bool = Fa
     jobs = expand(spec, grid)
     store = Store(db)
     if dry_run:
-        known: dict[str, int] = {}
-        if store.exists():
-            with store.read() as conn:
-                known = dict(conn.exec_driver_sql("SELECT job_id, epochs FROM jobs WHERE sweep = ?",
-                                                  (spec.name,)).fetchall())
+        known = results.job_epochs(db, spec.name) if store.exists() else {}
         new = sum(j.job_id not in known for j in jobs)
         extended = sum(j.job_id in known and j.epochs > known[j.job_id] for j in jobs)
         total = len(set(known) | {j.job_id for j in jobs})
@@ -60,9 +57,9 @@ def plan(grid: str | Path, db: str | Path = "results.duckdb", dry_run: bool = Fa
 
 def status(db: str | Path = "results.duckdb", sweep: str | None = None, wait: float = 30.0) -> pd.DataFrame:
     """Jobs per sweep and status (pending/running/done/failed/diverged), epochs done and planned."""
-    with Store(db).read(wait) as conn:
-        store_jobs.require_sweep(conn, sweep, db)
-        return store_jobs.status_table(conn, sweep)
+    if sweep is not None:
+        results.pick_sweep(db, sweep, wait)  # an unknown sweep is bad input (exit 2), not an empty table
+    return results.status(db, sweep, wait)
 
 
 def query(sql: str, db: str | Path = "results.duckdb", wait: float = 30.0,
@@ -72,36 +69,21 @@ def query(sql: str, db: str | Path = "results.duckdb", wait: float = 30.0,
     The SQL sees this database only: DuckDB's external access is off (no COPY ... TO,
     EXPORT DATABASE, read_csv of other files, ATTACH, INSTALL), and cannot be turned back on
     from the SQL, unless `allow_external`."""
-    import sqlalchemy as sa
-
-    with Store(db).read(wait) as conn:
-        if not allow_external:
-            conn.exec_driver_sql("SET enable_external_access = false")
-            conn.exec_driver_sql("SET lock_configuration = true")
-        try:
-            result = conn.exec_driver_sql(sql)
-        except sa.exc.DBAPIError as e:
-            raise UserError(f"query failed: {str(e.orig).strip().splitlines()[0]}") from None
-        if not result.returns_rows:
-            return pd.DataFrame()
-        return pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+    return results.query(db, sql, wait, allow_external=allow_external)
 
 
-def load_metrics(db: str | Path = "results.duckdb", sweep: str | None = None, wait: float = 30.0) -> pd.DataFrame:
-    """Every metric row joined with its job's axes: one row per (job, evaluated epoch)."""
-    sql = ("SELECT j.sweep, j.width, j.n_train, j.label_noise, j.seed, j.lr, j.batch_size, j.momentum, "
-           "j.weight_decay, j.optimizer, j.depth, j.dataset, j.model, j.loss, j.epochs AS horizon, j.status, "
-           "j.schedule, j.warmup, j.grad_clip, j.grad_penalty, j.flood, j.world, m.* "  # knob axes: migration 0004
-           "FROM metrics m JOIN jobs j USING (job_id)")
-    args: tuple = ()
-    if sweep:
-        sql += " WHERE j.sweep = ?"
-        args = (sweep,)
-    with Store(db).read(wait) as conn:
-        result = conn.exec_driver_sql(sql + " ORDER BY j.sweep, m.job_id, m.epoch", args)
-        df = pd.DataFrame(result.fetchall(), columns=list(result.keys()))
-    df = df.loc[:, ~df.columns.duplicated()]
-    return df
+def load_metrics(db: str | Path = "results.duckdb", sweep: str | None = None, wait: float = 30.0,
+                 where: dict | None = None, epochs=None, final: bool = False, columns=None, output: str = "pandas"):
+    """Every metric row joined with its job's axes: one row per (job, evaluated epoch).
+
+    The columns are the long exchange format (ddsweep.axes.RESULT_COLUMNS), the same as
+    `export`: the job's `lr` and the per-epoch `epoch_lr` side by side, floats as float64.
+    The filters run in DuckDB (see ddsweep.store.results.load_metrics): `where`
+    ({column: values}), `epochs`, `final` (each job's last epoch), `columns`; `output`
+    "arrow" or "polars" returns that instead of a pandas DataFrame.
+    """
+    return results.load_metrics(db, sweep, where=where, epochs=epochs, final=final, columns=columns, wait=wait,
+                                output=output)
 
 
 def retry(db: str | Path = "results.duckdb", sweep: str | None = None,
@@ -148,8 +130,7 @@ def _check_epochs(epochs) -> None:
 
 
 def sweeps(db: str | Path = "results.duckdb") -> list[str]:
-    with Store(db).read() as conn:
-        return [r[0] for r in conn.exec_driver_sql("SELECT name FROM sweeps ORDER BY name")]
+    return results.sweeps(db)
 
 
 # ----------------------------------------------------------------------------- maps, EMC, peaks, exchange
@@ -159,29 +140,39 @@ def sweeps(db: str | Path = "results.duckdb") -> list[str]:
 
 def load_sweep(db: str | Path = "results.duckdb", sweep: str | None = None, where: dict | None = None):
     """(sweep name, its metric rows): the sweep named, or the only one in the database."""
-    from ddsweep.analysis.frames import apply_where
-    from ddsweep.plot.style import load_sweep as _load
-
-    name, df = _load(db, sweep)
-    return name, apply_where(df, where)
+    return results.load_sweep(db, sweep, where)
 
 
 def emc(db: str | Path = "results.duckdb", sweep: str | None = None, epsilon: float = 0.1, factor: float = 2.0,
         epochs: list[int] | None = None, all_epochs: bool = False, where: dict | None = None):
-    """EMC per (width, epoch) with a sample axis, else the interpolation threshold per epoch (EmcTable)."""
-    from ddsweep.analysis.emc import emc_table
+    """EMC per (width, epoch) with a sample axis, else the interpolation threshold per epoch (EmcTable).
 
-    _, df = load_sweep(db, sweep, where)
-    return emc_table(df, epsilon=epsilon, factor=factor, epochs=epochs, all_epochs=all_epochs)
+    Reads each job's last row, and the seed-mean train-error curves where the table needs
+    other epochs, reduced in DuckDB (ddsweep.store.results.reduce), not every row.
+    """
+    from ddsweep.analysis.emc import emc_table
+    from ddsweep.analysis.frames import Reduced
+
+    def needs_curves(rows) -> bool:  # a sample axis at the last epoch reads the last rows only
+        return bool(epochs) or all_epochs or "n_train" not in rows or rows["n_train"].nunique() <= 1
+
+    red = results.reduce(db, sweep, where, metrics=("train_error",), curves=needs_curves)
+    return emc_table(Reduced(red["rows"], red["curves"]), epsilon=epsilon, factor=factor, epochs=epochs,
+                     all_epochs=all_epochs)
 
 
 def summary(db: str | Path = "results.duckdb", sweep: str | None = None, epsilon: float = 0.1,
             epoch: int | None = None, where: dict | None = None) -> pd.DataFrame:
-    """First minimum, peak, second descent and interpolation threshold of every model-/sample-wise curve."""
+    """First minimum, peak, second descent and interpolation threshold of every model-/sample-wise curve.
+
+    Reads each job's row at the epoch (its last, or `epoch`) and the early-stopped test
+    error per cell, reduced in DuckDB (ddsweep.store.results.reduce), not every row.
+    """
+    from ddsweep.analysis.frames import Reduced
     from ddsweep.analysis.peaks import summarize
 
-    _, df = load_sweep(db, sweep, where)
-    return summarize(df, epsilon=epsilon, epoch=epoch)
+    red = results.reduce(db, sweep, where, epoch=epoch, best="test_error", best_until=epoch)
+    return summarize(Reduced(red["rows"], best=red["best"], best_until=epoch), epsilon=epsilon, epoch=epoch)
 
 
 def export(db: str | Path = "results.duckdb", fmt: str = "parquet", out: str | Path | None = None,
@@ -224,13 +215,12 @@ def refine(db: str | Path = "results.duckdb", sweep: str | None = None, axis: st
     until the budget is spent or the bracket is resolved. Returns a RefineResult
     (ddsweep.refinement): the estimate, its bracket, what was proposed.
     """
-    from ddsweep.analysis.frames import pick_sweep
     from ddsweep.refinement import check_args, refine as _refine, refine_auto
 
     check_args(target, budget, batch, epsilon, early_stopped)
     if not Store(db).exists():
         raise UserError(f"{db}: no such database; plan a grid first: ddsweep plan GRID.yaml --db {db}")
-    name = pick_sweep(db, sweep)
+    name = results.pick_sweep(db, sweep)
     kwargs = dict(axis=axis, target=target, budget=budget, batch=batch, early_stopped=early_stopped,
                   epsilon=epsilon, log=log, where=where)
     if not auto:

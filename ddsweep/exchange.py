@@ -1,10 +1,11 @@
 """Moving results in and out: `ddsweep export` (Parquet/CSV) and `ddsweep import` (results made elsewhere).
 
 The exchange format is long: one row per run and evaluated epoch, with the run's
-axes (width, n_train, label_noise, seed, and optionally depth, lr, momentum,
-weight_decay, batch_size, optimizer, dataset, model, loss), `epoch`, and metric
-columns (test_error, train_error, ...). `export --table metrics` writes exactly
-that, so an export imports again unchanged.
+axes (width, n_train, label_noise, seed, and optionally the other axes of
+ddsweep.axes: depth, lr, ..., the knobs), `epoch`, and metric columns (test_error,
+train_error, ..., the per-epoch learning rate as epoch_lr). `export --table metrics`
+writes exactly that, the same columns as `load_metrics`, so an export imports again
+unchanged.
 
 An import becomes a sweep of jobs with status 'done', one per distinct combination
 of axes, with a synthetic job_id (a hash of sweep and axes, prefixed "imp-") and a
@@ -25,29 +26,24 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ddsweep.axes import (BOOKKEEPING, INT_AXES, JOB_AXES, KNOB_DEFAULTS, METRICS as VOCABULARY, REQUIRED_AXES,
+                          TEXT_AXES, result_select)
 from ddsweep.errors import UserError
-from ddsweep.store import Store
-from ddsweep.store.jobs import _insert_rows
+from ddsweep.store import Store, results
+from ddsweep.store.jobs import _insert_rows, insert_metrics
 
-REQUIRED_AXES = ("width", "n_train", "label_noise", "seed")
-OPTIONAL_AXES = ("depth", "lr", "momentum", "weight_decay", "batch_size", "optimizer", "dataset", "model", "loss")
-INT_AXES = {"width", "n_train", "seed", "depth", "batch_size"}
+# The exchange format is the vocabulary's long format (ddsweep.axes.RESULT_COLUMNS), so an export
+# holds every axis and metric `load_metrics` returns and imports again unchanged.
+OPTIONAL_AXES = tuple(a for a in JOB_AXES if a not in REQUIRED_AXES)
+METRICS = {m.column: m.name for m in VOCABULARY}  # file column -> metrics column (epoch_lr -> lr)
+WHOLE_METRICS = tuple(m.column for m in VOCABULARY if m.kind == "int")  # step
+ERROR_METRICS = tuple(m.column for m in VOCABULARY if m.fraction)  # shares in [0, 1]
 INT_LIMITS = {"epoch": 1_000_000, "width": 1_000_000, "step": 2**53}  # epochs and widths as a grid allows
-TEXT_AXES = {"optimizer", "dataset", "model", "loss"}
-# file column -> metrics column
-METRICS = {"step": "step", "train_loss": "train_loss", "train_error": "train_error",
-           "train_error_clean": "train_error_clean", "noisy_fit": "noisy_fit", "test_loss": "test_loss",
-           "test_error": "test_error", "epoch_lr": "lr", "seconds": "seconds"}
-ERROR_METRICS = ("train_error", "train_error_clean", "noisy_fit", "test_error")
-BOOKKEEPING = ("sweep", "job_id", "status", "horizon")  # written by export, not needed on import
 
 FORMATS = {"parquet": ".parquet", "csv": ".csv"}
 
-_METRIC_SQL = (
-    "SELECT j.sweep, j.job_id, j.status, j.dataset, j.model, j.depth, j.width, j.n_train, j.label_noise, j.seed, "
-    "j.optimizer, j.lr, j.momentum, j.weight_decay, j.batch_size, j.loss, m.epoch, m.step, m.train_loss, "
-    "m.train_error, m.train_error_clean, m.noisy_fit, m.test_loss, m.test_error, m.lr AS epoch_lr, m.seconds "
-    "FROM metrics m JOIN jobs j ON j.job_id = m.job_id {where} ORDER BY j.sweep, j.job_id, m.epoch")
+_METRIC_SQL = "SELECT " + result_select() + " FROM metrics m JOIN jobs j ON j.job_id = m.job_id {where} " \
+    "ORDER BY j.sweep, j.job_id, m.epoch"
 TABLES = {
     "metrics": _METRIC_SQL,
     "curves": "SELECT * FROM curves {where} ORDER BY ALL",
@@ -78,14 +74,11 @@ def export(db, fmt: str = "parquet", out=None, sweep: str | None = None, table: 
     sql = TABLES[table].format(where=where)
     options = "FORMAT parquet" if fmt == "parquet" else "FORMAT csv, HEADER true"
     tmp = out.with_name(out.name + ".tmp")
-    with Store(db).read() as conn:
-        if sweep:
-            known = {r[0] for r in conn.exec_driver_sql("SELECT name FROM sweeps")}
-            if sweep not in known:
-                raise UserError(f"--sweep {sweep}: no such sweep in {db} (sweeps: {', '.join(sorted(known)) or 'none'})")
-        raw = conn.connection.driver_connection
-        raw.execute(f"COPY ({sql}) TO {_literal(str(tmp))} ({options})")
-        rows = raw.execute(f"SELECT count(*) FROM ({sql})").fetchone()[0]
+    if sweep:
+        known = results.sweeps(db)
+        if sweep not in known:
+            raise UserError(f"--sweep {sweep}: no such sweep in {db} (sweeps: {', '.join(sorted(known)) or 'none'})")
+    rows = results.copy_to(db, sql, tmp, options)
     tmp.replace(out)
     return out, int(rows)
 
@@ -193,7 +186,7 @@ def prepare(df: pd.DataFrame, mapping: dict | None = None, constants: dict | Non
         if bad.any():
             raise UserError(f"{source}: {col} = {df[col][bad].iloc[0]!r} (row {int(np.flatnonzero(bad)[0]) + 1}): "
                             "not a number")
-        if col in INT_AXES or col in ("epoch", "step"):
+        if col in INT_AXES or col == "epoch" or col in WHOLE_METRICS:
             if col in REQUIRED_AXES or col == "epoch":
                 if values.isna().any():
                     raise UserError(f"{source}: {col} is empty in row {int(np.flatnonzero(values.isna())[0]) + 1}")
@@ -246,7 +239,10 @@ def import_frame(df: pd.DataFrame, db, sweep: str | None = None, mapping: dict |
     for key, g in df.groupby(axes, dropna=False, sort=True):
         key = key if isinstance(key, tuple) else (key,)
         values = {a: _py(v) for a, v in zip(axes, key)}
-        job_id = "imp-" + hashlib.sha256(json.dumps([sweep, values], sort_keys=True, default=str).encode()).hexdigest()[:16]
+        # knobs at their defaults are left out of the id, as in a grid's job ids: a file without
+        # knob columns and its export (which has them, at their defaults) give the same runs
+        named = {a: v for a, v in values.items() if a not in KNOB_DEFAULTS or v != KNOB_DEFAULTS[a]}
+        job_id = "imp-" + hashlib.sha256(json.dumps([sweep, named], sort_keys=True, default=str).encode()).hexdigest()[:16]
         last = int(g["epoch"].max())
         config = {"imported_from": source, "source_sha256": digest, "imported_at": now.isoformat() + "Z",
                   "columns": mapping or {}, "constants": constants or {}, "sweep": sweep, **values}
@@ -276,7 +272,7 @@ def import_frame(df: pd.DataFrame, db, sweep: str | None = None, mapping: dict |
                              (sweep, source, f"# imported from {source}\n"))
         job_cols = list(dict.fromkeys(c for j in jobs for c in j))
         _insert_rows(conn, "jobs", jobs, job_cols)
-        _insert_rows(conn, "metrics", rows, ["job_id", "epoch"] + [METRICS[c] for c in metrics])
+        insert_metrics(conn, rows)
     return ImportResult(sweep, Path(db), len(jobs), len(rows), source, axes, metrics, dropped)
 
 

@@ -18,8 +18,9 @@ import numpy as np
 import pandas as pd
 
 from ddsweep.analysis.emc import emc_table
-from ddsweep.analysis.frames import CELL_AXES, varying_axes
+from ddsweep.analysis.frames import varying_axes
 from ddsweep.analysis.peaks import describe, summarize
+from ddsweep.axes import CELL_AXES
 from ddsweep.errors import UserError
 from ddsweep.plot.curve import curve_figure
 from ddsweep.plot.heatmap import heatmap_figure
@@ -41,18 +42,14 @@ def build_report(db, sweep: str | None = None, out="report.html", epsilon: float
                  figures_dir=None, dpi: int = 110) -> Path:
     """Write the report for `sweep` to `out` (.html); with figures_dir, also each figure as PNG there."""
     from ddsweep import __version__
-    from ddsweep.api import status
-    from ddsweep.plot.style import load_sweep
-    from ddsweep.store import Store
+    from ddsweep.store import results
 
     out = Path(out)
     if out.suffix.lower() not in (".html", ".htm"):
         raise UserError(f"--out {out}: a report is an .html file")
-    name, df = load_sweep(db, sweep)
-    jobs = status(db, name)
-    with Store(db).read() as conn:
-        row = conn.exec_driver_sql("SELECT grid_path, grid_yaml FROM sweeps WHERE name = ?", (name,)).fetchone()
-    grid_path, grid_yaml = row if row else (None, None)
+    name, df = results.load_sweep(db, sweep)
+    jobs = results.status(db, name)
+    grid_path, grid_yaml = results.stored_grid(db, name) or (None, None)
 
     figures = figures_for(df, name, epsilon, dpi)
     emc = _section(lambda: emc_table(df, epsilon=epsilon))

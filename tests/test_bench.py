@@ -63,3 +63,20 @@ def test_step_costs_time_every_pack_work_would_form():
     narrow = next(r for r in rows if 2 in r["widths"])
     assert narrow["trains_at"] == 32 and narrow["members"] == 10
     assert all(r["us_per_step"] > 0 and r["gflops"] > 0 for r in rows)
+
+
+def test_store_bench_builds_reads_and_reports(tmp_path):
+    """`--store` tiny: every row through journal + flush, every read command timed on both paths."""
+    out = tmp_path / "store.json"
+    r = subprocess.run([sys.executable, "-m", "ddsweep.bench", "--store", "--rows", "20000", "--old-rows", "20000",
+                        "--commands", "status,summary,heatmap", "--out", str(out)],
+                       check=True, capture_output=True, text=True, cwd=tmp_path)
+    report = json.loads(out.read_text())
+    big = report["large"]
+    assert big["ingest"]["rows"] == big["ingest"]["stored_rows"] == 300 * 66  # 300 jobs x 66 epochs, none lost
+    assert big["ingest"]["ingest_rows_per_s"] > 0
+    for arm, part in (("new", big), ("new", report["small"]), ("old", report["small"])):
+        assert set(part[arm]) == {"status", "summary", "heatmap"}
+        for name, r in part[arm].items():
+            assert r["seconds"] > 0 and r["peak_mb"] > 50, (arm, name, r)
+    assert "ingest" in r.stdout and "old/new" in r.stdout and "targets on 19,800 rows" in r.stdout

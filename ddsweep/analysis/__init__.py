@@ -2,12 +2,12 @@
 early stopping, EMC and interpolation thresholds, double-descent peaks.
 
 Everything here is a pure function of pandas DataFrames shaped like
-`ddsweep.load_metrics()` (one row per job and evaluated epoch, with the job's axes);
-no database, no torch.
+`ddsweep.load_metrics()` (one row per job and evaluated epoch, with the job's axes):
+frames in, frames out; no database (ddsweep.store.results reads it), no torch.
 """
 
 from ddsweep.analysis.frames import (at_epoch, early_stopped, epoch_curves, final_epoch, final_means,
-                                     noisy_test_error, pick_sweep, seed_mean, varying_axes)
+                                     noisy_test_error, seed_mean, varying_axes)
 
 __all__ = ["at_epoch", "early_stopped", "epoch_curves", "final_epoch", "final_means", "noisy_test_error",
-           "pick_sweep", "seed_mean", "varying_axes"]
+           "seed_mean", "varying_axes"]

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ddsweep.analysis.frames import epoch_curves, final_means, varying_axes
+from ddsweep.analysis.frames import Reduced, epoch_curves, final_means, rows_of, varying_axes
 from ddsweep.errors import UserError
 
 EPSILON = 0.1  # the paper's eps
@@ -113,8 +113,9 @@ class EmcTable:
                 "(EMC = n is crossed between the previous grid width and it)")
 
 
-def _context(df: pd.DataFrame, drop: str) -> list[str]:
+def _context(df: pd.DataFrame | Reduced, drop: str) -> list[str]:
     """Columns that name a curve: label noise and n (always), plus every other varying axis."""
+    df = rows_of(df)
     keys = [a for a in ("label_noise", "n_train", "width") if a in df.columns and a != drop]
     keys += [a for a in varying_axes(df) if a not in keys and a != drop]
     return keys
@@ -124,10 +125,14 @@ def _means(df: pd.DataFrame, keys: list[str], epochs, all_epochs: bool) -> pd.Da
     if all_epochs:
         return epoch_curves(df, keys, ["train_error"])
     if epochs:
-        missing = sorted(set(int(e) for e in epochs) - set(df["epoch"].unique()))
+        every = df.curves if isinstance(df, Reduced) else df
+        missing = sorted(set(int(e) for e in epochs) - set(every["epoch"].unique()))
         if missing:
             raise UserError(f"--epoch {', '.join(map(str, missing))}: not an evaluated epoch "
-                            f"(evaluated: {_epoch_list(df)})")
+                            f"(evaluated: {_epoch_list(every)})")
+        if isinstance(df, Reduced):
+            m = epoch_curves(df, keys, ["train_error"])
+            return m[m["epoch"].isin([int(e) for e in epochs])]
         return epoch_curves(df[df["epoch"].isin([int(e) for e in epochs])], keys, ["train_error"])
     return final_means(df, keys, ["train_error"])
 
@@ -137,24 +142,26 @@ def _epoch_list(df) -> str:
     return ", ".join(map(str, e)) if len(e) <= 12 else f"{', '.join(map(str, e[:6]))}, ..., {', '.join(map(str, e[-3:]))}"
 
 
-def emc_table(df: pd.DataFrame, epsilon: float = EPSILON, factor: float = FACTOR, epochs=None,
+def emc_table(df: pd.DataFrame | Reduced, epsilon: float = EPSILON, factor: float = FACTOR, epochs=None,
               all_epochs: bool = False) -> EmcTable:
     """EMC per (width, epoch) with a sample axis, else the interpolation threshold per epoch.
 
     Default epochs: the last one with a sample axis; every epoch at which the
-    threshold changes (and the last) without one.
+    threshold changes (and the last) without one. `df`: all rows, or a Reduced with each
+    job's last row and (except for a sample axis at the last epoch) the train-error curves.
     """
     if not 0 <= epsilon < 1:
         raise UserError(f"--epsilon {epsilon}: must be in [0, 1)")
     if factor < 1:
         raise UserError(f"--factor {factor}: must be at least 1")
-    if df.empty:
+    rows = rows_of(df)
+    if rows.empty:
         raise UserError("no metric rows")
-    if "train_error" not in df.columns or df["train_error"].isna().all():
+    if "train_error" not in rows.columns or rows["train_error"].isna().all():
         raise UserError("no train error in the metric rows (every value is empty): EMC and thresholds need it")
-    if "n_train" in df.columns and df["n_train"].nunique() > 1:
+    if "n_train" in rows.columns and rows["n_train"].nunique() > 1:
         return _sample_mode(df, epsilon, factor, epochs, all_epochs)
-    if "width" not in df.columns or df["width"].nunique() < 2:
+    if "width" not in rows.columns or rows["width"].nunique() < 2:
         raise UserError("emc needs a sample axis (several n_train) or a width axis (several widths)")
     return _threshold_mode(df, epsilon, factor, epochs, all_epochs)
 
@@ -206,9 +213,10 @@ def _threshold_mode(df, epsilon, factor, epochs, all_epochs) -> EmcTable:
         cols = list(table.columns)
         cols.insert(cols.index("epoch") + 1, cols.pop(cols.index("last_epoch")))
         table = table[cols]
-    notes = [f"one sample size (n = {', '.join(fmt_n(n) for n in sorted(df['n_train'].unique()))}): "
+    rows = rows_of(df)
+    notes = [f"one sample size (n = {', '.join(fmt_n(n) for n in sorted(rows['n_train'].unique()))}): "
              "EMC >= n exactly where the train error is <= eps, so only the crossing is known; "
-             "a sample axis (several n_train) gives EMC itself"] if "n_train" in df.columns else []
+             "a sample axis (several n_train) gives EMC itself"] if "n_train" in rows.columns else []
     return EmcTable("threshold", epsilon, factor, table, folded, notes)
 
 

@@ -2,27 +2,45 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 
+from ddsweep.axes import CELL_AXES
 from ddsweep.errors import UserError
 
-JOB_AXES = ("width", "n_train", "label_noise", "seed", "lr", "batch_size", "momentum", "weight_decay",
-            "depth", "horizon", "schedule", "warmup", "grad_clip", "grad_penalty", "flood", "world")
+
+@dataclass
+class Reduced:
+    """A sweep already reduced (in the database: ddsweep.store.results.reduce) to what a summary,
+    an EMC table or a figure reads, instead of all its rows.
+
+    rows:   each job's row at the epoch read (its last, or the one asked for), with its axes;
+    curves: seed means per cell (every varying cell axis, plus label noise, n, width) and
+            evaluated epoch: `epoch_curves` of all rows, or None;
+    best:   per cell, the epoch of least seed-mean `best_metric` up to `best_until`
+            (`early_stopped` of all rows), or None.
+    The functions below take a Reduced wherever they take a frame of rows, and give the same.
+    """
+
+    rows: pd.DataFrame
+    curves: pd.DataFrame | None = None
+    best: pd.DataFrame | None = None
+    best_metric: str = "test_error"
+    best_until: int | None = None
 
 
-def pick_sweep(db, sweep: str | None) -> str:
-    """The sweep to draw: the one named, or the only one in the database."""
-    from ddsweep.api import sweeps
+def rows_of(df) -> pd.DataFrame:
+    """The metric rows of a frame or a Reduced (a Reduced's: one per job)."""
+    return df.rows if isinstance(df, Reduced) else df
 
-    names = sweeps(db)
-    if sweep is None:
-        if len(names) != 1:
-            raise UserError(f"{db}: holds sweeps {', '.join(names) or '(none)'}; choose one with --sweep")
-        return names[0]
-    if sweep not in names:
-        raise UserError(f"--sweep {sweep}: no such sweep in {db} (sweeps: {', '.join(names) or 'none'})")
-    return sweep
+
+def _cells_of(red: Reduced, keys, what: str) -> None:
+    """A Reduced's tables are per cell: `keys` must split at least as finely (every varying axis)."""
+    missing = set(varying_axes(red.rows)) - set(keys)
+    if missing or red.curves is None and what == "curves" or red.best is None and what == "best":
+        raise ValueError(f"this Reduced has no {what} by {list(keys)} (it splits by every varying cell axis)")
 
 
 def check_columns(df: pd.DataFrame, **named) -> None:
@@ -55,15 +73,12 @@ def seed_mean(df: pd.DataFrame, by: list[str], metrics: list[str]) -> pd.DataFra
     return pd.concat([mean, sem, count], axis=1).reset_index()
 
 
-# Axes that tell one cell of a grid from another (seed aside): a curve or a map is
-# drawn over one or two of them with every other varying axis held fixed.
-CELL_AXES = ("width", "n_train", "label_noise", "depth", "lr", "momentum", "weight_decay", "batch_size",
-             "optimizer", "dataset", "model", "loss", "schedule", "warmup", "grad_clip", "grad_penalty", "flood",
-             "world")
-
-
 def varying_axes(df: pd.DataFrame) -> list[str]:
-    """The cell axes that take more than one value in df (in CELL_AXES order)."""
+    """The cell axes that take more than one value in df (in the order of ddsweep.axes).
+
+    (Cell axes tell one cell of a grid from another, seed aside: a curve or a map is
+    drawn over one or two of them with every other varying axis held fixed.)
+    """
     return [a for a in CELL_AXES if a in df.columns and df[a].nunique(dropna=False) > 1]
 
 
@@ -105,24 +120,29 @@ def _fmt_value(v) -> str:
     return f"{v:g}" if isinstance(v, float) else str(v)
 
 
-def epoch_curves(df: pd.DataFrame, keys: list[str], metrics: list[str]) -> pd.DataFrame:
+def epoch_curves(df: pd.DataFrame | Reduced, keys: list[str], metrics: list[str]) -> pd.DataFrame:
     """Seed means per cell of `keys` and evaluated epoch (the SQL view `curves`, in pandas)."""
+    if isinstance(df, Reduced):
+        _cells_of(df, keys, "curves")
+        cols = list(keys) + ["epoch"] + list(metrics) + [f"{m}_sem" for m in metrics] + ["seeds"]
+        return df.curves[cols]
     return seed_mean(df, list(keys) + ["epoch"], metrics)
 
 
-def final_means(df: pd.DataFrame, keys: list[str], metrics: list[str], epoch: int | None = None) -> pd.DataFrame:
+def final_means(df: pd.DataFrame | Reduced, keys: list[str], metrics: list[str],
+                epoch: int | None = None) -> pd.DataFrame:
     """Seed means per cell at `epoch` (None: each job's last epoch), with the epoch read.
 
     At the last epoch, jobs of one cell may stop at different horizons; the cell's
     `epoch` is then the largest of them.
     """
-    rows = at_epoch(df, epoch)
+    rows = df.rows if isinstance(df, Reduced) else at_epoch(df, epoch)  # (a Reduced's rows: at that epoch)
     m = seed_mean(rows, list(keys), metrics)
     ep = rows.groupby(list(keys), dropna=False)["epoch"].max().rename("epoch").reset_index()
     return m.merge(ep, on=list(keys), how="left")
 
 
-def early_stopped(df: pd.DataFrame, keys: list[str], metric: str = "test_error",
+def early_stopped(df: pd.DataFrame | Reduced, keys: list[str], metric: str = "test_error",
                   epoch: int | None = None) -> pd.DataFrame:
     """"Optimal early stopping": per cell, the minimum over epochs of the seed-mean `metric`.
 
@@ -130,6 +150,12 @@ def early_stopped(df: pd.DataFrame, keys: list[str], metric: str = "test_error",
     epoch); `{metric}_sem` and `seeds` are those of the best epoch, `best_epoch` is it.
     With `epoch`, only epochs up to it count.
     """
+    if isinstance(df, Reduced):
+        _cells_of(df, keys, "best")
+        if (df.best_metric, df.best_until) != (metric, epoch):
+            raise ValueError(f"this Reduced stopped early on {df.best_metric} up to {df.best_until}, "
+                             f"not {metric} up to {epoch}")
+        return df.best[list(keys) + ["best_epoch", metric, f"{metric}_sem", "seeds"]]
     rows = df if epoch is None else df[df["epoch"] <= epoch]
     m = epoch_curves(rows, keys, [metric])
     m = m[m[metric].notna()]

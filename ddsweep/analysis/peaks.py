@@ -30,7 +30,8 @@ import numpy as np
 import pandas as pd
 
 from ddsweep.analysis.emc import EPSILON, emc_over_n, threshold_over_width
-from ddsweep.analysis.frames import early_stopped, final_means, varying_axes
+from ddsweep.analysis.frames import Reduced, early_stopped, final_means, rows_of, varying_axes
+from ddsweep.axes import KNOB_COLUMNS, KNOB_DEFAULTS as AXIS_DEFAULTS
 from ddsweep.errors import UserError
 
 NOISE_Z = 2.0  # a peak counts as real when it stands NOISE_Z pooled standard errors above the first minimum
@@ -110,22 +111,24 @@ def analyse_curve(x, y, sem, seeds, threshold: float, bound: str, noise_z: float
 CURVES = {"width": "model-wise", "n_train": "sample-wise"}
 
 
-def summarize(df: pd.DataFrame, epsilon: float = EPSILON, epoch: int | None = None,
+def summarize(df: pd.DataFrame | Reduced, epsilon: float = EPSILON, epoch: int | None = None,
               noise_z: float = NOISE_Z) -> pd.DataFrame:
     """One row per curve (model-wise over width, sample-wise over n_train) and measure.
 
     Measures: "final" (test error at the last or `epoch`-th epoch) and
     "early-stopped" (minimum over epochs <= epoch of the seed-mean test error).
-    Axes with fewer than 3 values make no curve.
+    Axes with fewer than 3 values make no curve. `df`: all rows, or a Reduced with the
+    rows at `epoch` and the early-stopped test error up to it.
     """
-    if df.empty:
+    table = rows_of(df)
+    if table.empty:
         raise UserError("no metric rows")
     rows = []
     for axis, kind in CURVES.items():
-        if axis not in df.columns or df[axis].nunique() < 3:
+        if axis not in table.columns or table[axis].nunique() < 3:
             continue
-        keys = [a for a in ("label_noise", "n_train", "width") if a in df.columns and a != axis]
-        keys += [a for a in varying_axes(df) if a not in keys and a != axis]
+        keys = [a for a in ("label_noise", "n_train", "width") if a in table.columns and a != axis]
+        keys += [a for a in varying_axes(table) if a not in keys and a != axis]
         final = final_means(df, keys + [axis], ["test_error", "train_error"], epoch)
         stopped = early_stopped(df, keys + [axis], "test_error", epoch).rename(
             columns={"test_error": "es_error", "test_error_sem": "es_sem", "seeds": "es_seeds"})
@@ -215,7 +218,7 @@ def _isnan(v) -> bool:
     return v is None or (isinstance(v, float) and math.isnan(v))
 
 
-KNOB_DEFAULTS = {"schedule": "constant", "warmup": 0, "grad_clip": 0, "grad_penalty": 0, "flood": 0, "world": "real"}
+KNOB_DEFAULTS = {k: AXIS_DEFAULTS[k] for k in KNOB_COLUMNS}  # the knobs a metric frame holds as columns
 
 
 def _knob_levels(r: dict, axis: str) -> list[str]:

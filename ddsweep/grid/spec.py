@@ -10,6 +10,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
+from ddsweep import axes as vocabulary
+
 MAX_JOBS = 200_000  # a grid bigger than this is almost surely a typo in an axis
 
 
@@ -99,12 +101,10 @@ SPARSE_TRAIN = {"precision": "auto"}
 # The knobs of issue 7 (ddsweep.train.knobs) are sparse too, and more: a knob that does
 # not matter for the job (KNOB_NEEDS: it only acts with that other setting) is left out
 # as well, so equal runs get equal ids. Read a job's full recipe with `train_recipe`.
-KNOB_DEFAULTS = {name: TrainSpec.model_fields[name].default for name in (
-    "schedule", "warmup", "inv_sqrt_steps", "step_milestones", "step_factor", "grad_clip", "grad_penalty",
-    "flood", "trust", "world")}
+KNOB_DEFAULTS = {name: TrainSpec.model_fields[name].default for name in vocabulary.KNOB_AXES}
 KNOB_NEEDS = {"inv_sqrt_steps": ("schedule", "inverse_sqrt"), "step_milestones": ("schedule", "step"),
               "step_factor": ("schedule", "step"), "trust": ("optimizer", "lars")}
-KNOB_COLUMNS = ("schedule", "warmup", "grad_clip", "grad_penalty", "flood", "world")  # also columns of `jobs`
+KNOB_COLUMNS = vocabulary.KNOB_COLUMNS  # also columns of `jobs`
 HORIZON_SCHEDULES = ("step", "cosine")  # schedules that depend on the horizon: `epochs` joins the job id
 IDEAL_DATASETS = ("mnist1d",)  # datasets with a generator for the ideal world (fresh samples every step)
 
@@ -168,13 +168,14 @@ class EvalSpec(_Strict):
 
 
 # Axes a grid may vary, and where each lands in the resolved config.
-CELL_AXES = ("width", "n_train", "label_noise", "seed")
-TRAIN_AXES = tuple(TrainSpec.model_fields)  # includes epochs
-MODEL_AXES = ("depth",)
-INT_AXES = {"width", "n_train", "seed", "batch_size", "epochs", "steps", "depth"}
-TEXT_AXES = {"optimizer", "loss", "precision", "schedule", "world"}  # every other axis takes numbers only
+# (from the vocabulary, ddsweep.axes; tests/test_vocabulary.py checks it against the specs above)
+CELL_AXES = tuple(a.name for a in vocabulary.AXES if a.grid and a.section == "cell")  # top-level keys of a config
+TRAIN_AXES = tuple(a.name for a in vocabulary.AXES if a.grid and a.section == "train")  # includes epochs
+MODEL_AXES = tuple(a.name for a in vocabulary.AXES if a.grid and a.section == "model")
+INT_AXES = vocabulary.INT_AXES
+TEXT_AXES = vocabulary.TEXT_AXES  # every other axis takes numbers only
 WORD_VALUES = {"batch_size": ("full",)}  # numeric axes that also take these words
-ALL_AXES = CELL_AXES + TRAIN_AXES + MODEL_AXES
+ALL_AXES = CELL_AXES + tuple(TrainSpec.model_fields) + MODEL_AXES  # (the order error messages list them in)
 
 
 class CellSpec(_Strict):

@@ -22,7 +22,8 @@ import pandas as pd
 from ddsweep.analysis import seed_mean, varying_axes
 from ddsweep.analysis.frames import apply_where, check_columns, t975
 from ddsweep.errors import UserError
-from ddsweep.plot.style import check_out, fmt_level, load_sweep, plain_log_ticks, save, setup
+from ddsweep.plot.style import check_out, fmt_level, plain_log_ticks, save, setup
+from ddsweep.store import results
 
 __all__ = ["bootstrap", "bootstrap_figure"]
 
@@ -33,8 +34,8 @@ def bootstrap(db="results.duckdb", sweep: str | None = None, out="bootstrap.png"
               facet: str | None = None) -> Path:
     """Draw the real-vs-ideal figure of a sweep with both worlds (see the module docstring)."""
     out = check_out(out)
-    name, df = load_sweep(db, sweep)
-    return save(bootstrap_figure(df, name, where=where, facet=facet), out)
+    name, df = results.sweep_frame(db, sweep, where, metrics=("step", "test_error", "train_error", facet))
+    return save(bootstrap_figure(df, name, facet=facet), out)
 
 
 def bootstrap_figure(df: pd.DataFrame, name: str = "", where: dict | None = None, facet: str | None = None):

@@ -14,9 +14,10 @@ import numpy as np
 import pandas as pd
 
 from ddsweep.analysis import at_epoch, early_stopped, seed_mean, varying_axes
-from ddsweep.analysis.frames import apply_where, check_columns, classes_of, t975
+from ddsweep.analysis.frames import Reduced, apply_where, check_columns, classes_of, rows_of, t975
 from ddsweep.errors import UserError
-from ddsweep.plot.style import check_out, fmt_level, is_log_axis, label, load_sweep, plain_log_ticks, save, setup
+from ddsweep.plot.style import check_out, fmt_level, is_log_axis, label, plain_log_ticks, save, setup
+from ddsweep.store import results
 
 __all__ = ["curve", "curve_figure"]
 
@@ -29,17 +30,32 @@ def curve(db="results.duckdb", sweep: str | None = None, x: str = "width", epoch
           noisy_test: bool = False, classes: int | None = None, early_stopping: bool = True) -> Path:
     """Final-epoch (or `epoch`) test and train error against x; against epoch it plots whole runs."""
     out = check_out(out)
-    name, df = load_sweep(db, sweep)
-    fig = curve_figure(df, name, x=x, epoch=epoch, hue=hue, where=where, facet=facet, noisy_test=noisy_test,
+    name, df = _read(db, sweep, where, x, epoch, hue, facet, early_stopping)
+    fig = curve_figure(df, name, x=x, epoch=epoch, hue=hue, facet=facet, noisy_test=noisy_test,
                        classes=classes, early_stopping=early_stopping)
     return save(fig, out)
 
 
-def curve_figure(df: pd.DataFrame, name: str = "", x: str = "width", epoch: int | None = None,
+def _read(db, sweep, where, x, epoch, hue, facet, early_stopping):
+    """What the figure draws, reduced in DuckDB where the axes allow (cell axes and epoch), else the rows."""
+    metrics = ("test_error", "train_error")
+    from ddsweep.axes import CELL_AXES
+
+    if all(c is None or c in CELL_AXES or c == "epoch" for c in (x, hue, facet)):
+        red = results.reduce(db, sweep, where, epoch=None if x == "epoch" else epoch, metrics=metrics,
+                             curves=x == "epoch", best="test_error" if early_stopping and x != "epoch" else None,
+                             best_until=epoch)
+        return red["sweep"], Reduced(red["rows"], red["curves"], red["best"], best_until=epoch)
+    return results.sweep_frame(db, sweep, where, metrics=(*metrics, x, hue, facet))
+
+
+def curve_figure(df: pd.DataFrame | Reduced, name: str = "", x: str = "width", epoch: int | None = None,
                  hue: str | None = "label_noise", where: dict | None = None, facet: str | None = None,
                  noisy_test: bool = False, classes: int | None = None, early_stopping: bool = True,
                  threshold_eps: float | None = 0.1):
-    """The figure behind `curve`, from a metric frame (as `load_metrics` returns).
+    """The figure behind `curve`, from a metric frame (as `load_metrics` returns), or a Reduced
+    (ddsweep.store.results.reduce: the rows at the epoch, the early-stopped test error per
+    cell and, against epoch, the seed-mean curves) that draws the same.
 
     With threshold_eps, a vertical line marks the interpolation threshold (train error
     <= eps: the smallest such width, or EMC = n over n_train).
@@ -47,7 +63,11 @@ def curve_figure(df: pd.DataFrame, name: str = "", x: str = "width", epoch: int 
     plt = setup()
     import seaborn as sns
 
+    red = df if isinstance(df, Reduced) else None  # reduced in the database: rows at the epoch, means per cell
+    df = rows_of(df)
     check_columns(df, x=x, hue=hue, facet=facet)
+    if red is not None and where:
+        raise ValueError("a Reduced is filtered when it is made (ddsweep.store.results.reduce(where=...))")
     df = apply_where(df, where)
     if df[x].dtype.kind not in "iuf":
         raise UserError(f"--x {x}: not numeric")
@@ -63,9 +83,10 @@ def curve_figure(df: pd.DataFrame, name: str = "", x: str = "width", epoch: int 
         raise UserError(f"{', '.join(rest)} also varies: choose panels with --facet AXIS or fix it with "
                         f"--where {rest[0]}=VALUE")
     if x == "epoch":
-        final = df[df["epoch"] > 0]
+        final = (df if red is None else red.curves)
+        final = final[final["epoch"] > 0]
     else:
-        final = at_epoch(df, epoch)
+        final = at_epoch(df, epoch) if red is None else red.rows
     panels = sorted(df[facet].dropna().unique()) if facet else [None]
     if len(panels) > MAX_PANELS:
         raise UserError(f"{len(panels)} panels ({facet}): too many; fix it with --where {facet}=VALUE")
@@ -92,19 +113,23 @@ def curve_figure(df: pd.DataFrame, name: str = "", x: str = "width", epoch: int 
         ax.set_axis_off()
     for ax, panel in zip(axes, panels):
         sub_f = final if facet is None else final[final[facet] == panel]
-        sub_all = df if facet is None else df[df[facet] == panel]
+        every = df if red is None or not show_es else red.best  # (per cell: the early-stopped epoch)
+        sub_all = every if facet is None else every[every[facet] == panel]
         for color, level in zip(colors, levels):
             f = sub_f if hue is None else sub_f[sub_f[hue] == level]
             if f.empty:
                 continue
-            m = seed_mean(f, [x], ["test_error", "train_error"]).sort_values(x)
+            if red is not None and x == "epoch":  # already the seed means of each cell and epoch
+                m = f.sort_values(x)
+            else:
+                m = seed_mean(f, [x], ["test_error", "train_error"]).sort_values(x)
             p = _noise_of(f) if noisy_test else None
             tag = "" if hue is None or many else f" ({fmt_level(hue, level)})"
             lines = [("test", m["test_error"], m["test_error_sem"], m["seeds"], "-", "o", True),
                      ("train", m["train_error"], m["train_error_sem"], m["seeds"], "--", None, False)]
             if show_es:
                 a = sub_all if hue is None else sub_all[sub_all[hue] == level]
-                es = early_stopped(a, [x], "test_error", epoch).sort_values(x)
+                es = (early_stopped(a, [x], "test_error", epoch) if red is None else a).sort_values(x)
                 lines.append(("test, early-stopped", es["test_error"], es["test_error_sem"], es["seeds"], ":", "v",
                               True, es[x]))
             if threshold_eps and x in ("width", "n_train"):

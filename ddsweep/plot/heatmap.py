@@ -18,7 +18,8 @@ from ddsweep.analysis.emc import emc_over_n
 from ddsweep.analysis.frames import apply_where, check_columns
 from ddsweep.errors import UserError
 from ddsweep.plot.style import (LABELS, bin_centers, check_out, edges, fmt_level, is_log_axis, label,
-                                load_sweep, plain_log_ticks, save, setup)
+                                plain_log_ticks, save, setup)
+from ddsweep.store import results
 
 __all__ = ["heatmap", "heatmap_figure", "LABELS"]
 
@@ -32,10 +33,27 @@ def heatmap(db="results.duckdb", sweep: str | None = None, x: str = "width", y: 
             row: str | None = None, emc_line: bool = True) -> Path:
     """Draw `metric` over x and y (mean over seeds) with train-error contours at `contour` (one or several levels)."""
     out = check_out(out)
-    name, df = load_sweep(db, sweep)
+    name, df = _read(db, sweep, where, x, y, metric, facet, row, epoch)
     fig = heatmap_figure(df, name, x=x, y=y, metric=metric, contour=contour, facet=facet, epoch=epoch,
-                         log_color=log_color, where=where, row=row, emc_line=emc_line)
+                         log_color=log_color, row=row, emc_line=emc_line)
     return save(fig, out)
+
+
+def _read(db, sweep, where, x, y, metric, facet, row, epoch):
+    """What the map draws, reduced in DuckDB where its axes are cell axes (and epoch): each
+    job's row at the epoch read, or against epoch the seed means per cell and epoch (the map
+    draws seed means; a mean of one cell's mean is that mean). Else the rows themselves.
+    """
+    from ddsweep.axes import CELL_AXES
+
+    metrics = (metric, "train_error")
+    cells = all(c is None or c in CELL_AXES or c == "epoch" for c in (x, y, facet, row))
+    if cells and metric in results.METRIC_NAMES:
+        over_epochs = "epoch" in (x, y)
+        red = results.reduce(db, sweep, where, epoch=None if over_epochs else epoch, metrics=metrics,
+                             curves=over_epochs)
+        return red["sweep"], red["curves"] if over_epochs else red["rows"]
+    return results.sweep_frame(db, sweep, where, metrics=(*metrics, x, y, facet, row))
 
 
 def _levels(contour) -> list[float]:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ddsweep import axes
 from ddsweep.errors import UserError
 
 FORMATS = {".png", ".svg", ".pdf"}
@@ -67,22 +68,19 @@ def save(fig, out: Path) -> Path:
     return out
 
 
-LABELS = {"width": "model width h", "n_train": "training samples n", "epoch": "epoch",
-          "label_noise": "label noise", "test_error": "test error", "train_error": "train error",
-          "train_error_clean": "train error (true labels)", "noisy_fit": "noisy labels fitted",
-          "test_loss": "test loss", "train_loss": "train loss", "lr": "learning rate",
-          "batch_size": "batch size", "weight_decay": "weight decay"}
+# How figures name columns (from the vocabulary, ddsweep.axes); any other column: its name in words.
+LABELS = {c: axes.label(c) for c in ("epoch", *axes.AXIS, *axes.METRIC) if axes.label(c) != c.replace("_", " ")}
 
 
 def label(col: str) -> str:
-    return LABELS.get(col, col.replace("_", " "))
+    return axes.label(col)
 
 
 def fmt_level(col: str, level) -> str:
     """How a panel or a line names its value: 'label noise 15%', 'model width h 43'."""
     if col == "label_noise":
         return f"{label(col)} {level:.0%}"
-    short = {"width": "h", "n_train": "n"}.get(col)
+    short = axes.AXIS[col].short if col in axes.AXIS else ""
     value = f"{level:g}" if isinstance(level, (float, int, np.integer, np.floating)) else str(level)
     return f"{short} = {value}" if short else f"{label(col)} {value}"
 
@@ -127,15 +125,3 @@ def png_bytes(fig, dpi: int = 110) -> bytes:
     fig.savefig(buf, format="png", dpi=dpi)  # constrained layout already fits titles and colour bars
     plt.close(fig)
     return buf.getvalue()
-
-
-def load_sweep(db, sweep: str | None):
-    """(sweep name, its metric frame) from the database; an empty sweep is a UserError."""
-    from ddsweep.analysis.frames import pick_sweep
-    from ddsweep.api import load_metrics
-
-    name = pick_sweep(db, sweep)
-    df = load_metrics(db, name)
-    if df.empty:
-        raise UserError(f"{db}: sweep {name} has no metric rows yet; run `ddsweep work --db {db}` first")
-    return name, df

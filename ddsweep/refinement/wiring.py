@@ -126,7 +126,8 @@ def _cells(conn, sweep: str, axis: Axis, grid_values, target: str, early_stopped
     """{value: Cell} of the selected curve, and every value of the axis in the sweep."""
     import pandas as pd
 
-    from ddsweep.analysis.frames import CELL_AXES, apply_where, early_stopped as es, final_means
+    from ddsweep.analysis.frames import apply_where, early_stopped as es, final_means
+    from ddsweep.axes import CELL_AXES
 
     cols = ["job_id", "status", "seed", *CELL_AXES]
     res = conn.exec_driver_sql(f"SELECT {', '.join(cols)} FROM jobs WHERE sweep = ?", (sweep,))
@@ -139,10 +140,10 @@ def _cells(conn, sweep: str, axis: Axis, grid_values, target: str, early_stopped
         vals = ", ".join(fmt_value(v) for v in sorted(jobs[c].dropna().unique()))
         raise UserError(f"refine follows one curve, but {c} takes several values ({vals}); "
                         f"choose one with --where {c}=VALUE")
-    res = conn.exec_driver_sql(
+    # (in refine's write transaction, so what it plans matches what it read; as a frame, not tuples)
+    metrics = conn.connection.driver_connection.execute(
         "SELECT m.job_id, m.epoch, m.test_error, m.train_error FROM metrics m JOIN jobs j USING (job_id) "
-        "WHERE j.sweep = ? AND j.status = 'done'", (sweep,))
-    metrics = pd.DataFrame(res.fetchall(), columns=list(res.keys()))
+        "WHERE j.sweep = ? AND j.status = 'done'", [sweep]).df()
     done = jobs[jobs["status"] == "done"][["job_id", axis.name, "seed"]].merge(metrics, on="job_id")
     objective: dict = {}
     if not done.empty:

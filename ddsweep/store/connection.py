@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import time
@@ -125,28 +126,44 @@ class Store:
 
     @contextmanager
     def read(self, wait: float | None = None):
-        """A read-only connection; waits for a writer to let go, up to `wait` seconds."""
+        """A read-only SQLAlchemy connection; waits for a writer to let go, up to `wait` seconds.
+
+        (Analysis reads go through `reader()` and ddsweep.store.results: DuckDB's own client.)
+        """
+        with self._reading(wait, native=False) as conn:
+            yield conn
+
+    @contextmanager
+    def reader(self, wait: float | None = None):
+        """A read-only connection of DuckDB's own client (Arrow, `.df()`, `.pl()`), for ddsweep.store.results.
+
+        Same waiting as `read()`; it writes nothing, not even a lock file (see `_take_turn`).
+        """
+        with self._reading(wait, native=True) as conn:
+            yield conn
+
+    @contextmanager
+    def _reading(self, wait: float | None, native: bool):
         wait = self.wait if wait is None else wait
         if not self.path.exists():
             raise UserError(f"{self.path}: no such database; create it with `ddsweep plan GRID.yaml --db {self.path}`")
-        engine, conn = self._open_for_reading(wait)
+        engine, conn = self._open_for_reading(wait, native)
         try:
-            with conn:
-                if _current_revision(conn, self.path) == head_revision():
-                    yield conn
-                    return
+            current = _current_revision(_fetcher(conn), self.path) == head_revision()
+            if current:
+                yield conn
+                return
         finally:
-            engine.dispose()
+            _close(engine, conn)
         with self.write(wait):  # an older schema: upgrade it, then read
             pass
-        engine, conn = self._open(read_only=True, wait=wait)
+        engine, conn = self._open(read_only=True, wait=wait, native=native)
         try:
-            with conn:
-                yield conn
+            yield conn
         finally:
-            engine.dispose()
+            _close(engine, conn)
 
-    def _open_for_reading(self, wait: float) -> tuple[sa.Engine, sa.Connection]:
+    def _open_for_reading(self, wait: float, native: bool):
         """Open read-only, taking a turn at the writers' lock while opening (not while reading).
 
         Writers queue on the lock file and grab the database the moment it is free, so a
@@ -155,40 +172,45 @@ class Store:
         the query itself runs after the lock is released, beside other readers.
         """
         if str(self.lock_path) in _WRITING:  # this process holds it already (a read inside a write)
-            return self._open(read_only=True, wait=wait)
-        turnstile = FileLock(self.lock_path)
+            return self._open(read_only=True, wait=wait, native=native)
         t0 = time.monotonic()
-        try:
-            turnstile.acquire(timeout=wait)
-        except Timeout:
+        turn = _take_turn(self.lock_path, wait)
+        if turn is False:
             raise DatabaseBusy(f"{self.path}: {self._lock_holder()} has been writing for over {wait:.0f}s "
-                               f"(lock file {self.lock_path}); try again when it is done") from None
-        except OSError:  # a read-only directory: no turn to take
-            return self._open(read_only=True, wait=wait)
+                               f"(lock file {self.lock_path}); try again when it is done")
+        if turn is None:  # no writer has queued here (or the lock file cannot be read): DuckDB's lock decides
+            return self._open(read_only=True, wait=wait, native=native)
         try:  # briefly: if someone outside ddsweep holds the file, wait for it without blocking writers
-            return self._open(read_only=True, wait=min(1.0, max(0.0, wait - (time.monotonic() - t0))))
+            return self._open(read_only=True, wait=min(1.0, max(0.0, wait - (time.monotonic() - t0))), native=native)
         except DatabaseBusy:
             pass
         finally:
-            turnstile.release()
-        return self._open(read_only=True, wait=max(0.0, wait - (time.monotonic() - t0)))
+            os.close(turn)  # (closing the descriptor releases its flock)
+        return self._open(read_only=True, wait=max(0.0, wait - (time.monotonic() - t0)), native=native)
 
-    def _open(self, read_only: bool, wait: float) -> tuple[sa.Engine, sa.Connection]:
-        """An engine and its open connection; retries while DuckDB's file lock is held.
+    def _open(self, read_only: bool, wait: float, native: bool = False):
+        """(engine, open connection): SQLAlchemy's, or (None, DuckDB's own) with native; retries
+        while DuckDB's file lock is held.
 
         The connection that got in is the one returned: probing and then reconnecting
         would let another process take the file in between (and fail unretried).
         """
+        import duckdb
+
         url = f"duckdb:///{self.path}"
         args = {"read_only": True} if read_only else {}
         deadline = time.monotonic() + wait
         delay = 0.05
         while True:
-            engine = sa.create_engine(url, poolclass=NullPool, connect_args=args)
+            engine = None
             try:
+                if native:
+                    return None, duckdb.connect(str(self.path), read_only=read_only)
+                engine = sa.create_engine(url, poolclass=NullPool, connect_args=args)
                 return engine, engine.connect()
-            except sa.exc.DBAPIError as e:
-                engine.dispose()
+            except (sa.exc.DBAPIError, duckdb.Error) as e:
+                if engine is not None:
+                    engine.dispose()
                 if storage_fault(e):
                     raise StorageError(f"cannot {'read' if read_only else 'write'} {storage_fault(e)}") from None
                 if not _is_lock_error(e):
@@ -199,6 +221,48 @@ class Store:
                         "(or wait for it) and try again") from None
                 time.sleep(delay)
                 delay = min(delay * 1.5, 0.5)
+
+
+def _take_turn(lock_path: Path, wait: float):
+    """A reader's turn at the writers' lock: the locked descriptor, None when there is no
+    lock file to queue on, False when writers kept it for `wait` seconds.
+
+    Unlike FileLock it never creates the lock file: a read-only command leaves the
+    directory as it found it. A writer creates the file before it opens the database,
+    so no lock file means no ddsweep writer is queued; DuckDB's own lock still decides.
+    """
+    try:
+        fd = os.open(lock_path, os.O_RDONLY)
+    except OSError:
+        return None
+    deadline = time.monotonic() + wait
+    delay = 0.01
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the lock FileLock takes (flock)
+            return fd
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                os.close(fd)
+                return False
+            time.sleep(delay)
+            delay = min(delay * 1.5, 0.1)
+        except OSError:  # no flock on this file system: no turn to take
+            os.close(fd)
+            return None
+
+
+def _close(engine, conn) -> None:
+    conn.close()
+    if engine is not None:
+        engine.dispose()
+
+
+def _fetcher(conn):
+    """sql -> rows, for a SQLAlchemy connection or DuckDB's own."""
+    if hasattr(conn, "exec_driver_sql"):
+        return lambda sql: conn.exec_driver_sql(sql).fetchall()
+    return lambda sql: conn.execute(sql).fetchall()
 
 
 def _first_line(e: Exception) -> str:
@@ -228,24 +292,46 @@ def _script():
     return ScriptDirectory.from_config(_alembic_config())
 
 
+@lru_cache(maxsize=1)
+def _revisions() -> dict[str, str | None]:
+    """{revision: down_revision} of the shipped scripts, read from their text.
+
+    Every command checks the schema version before it reads; loading Alembic's script
+    directory for that (importing Alembic and every script) took most of a second, more
+    than a `ddsweep status` itself. `tests/test_results.py` checks this against Alembic.
+    """
+    out = {}
+    for path in sorted((migrations_dir() / "versions").glob("*.py")):
+        text = path.read_text(encoding="utf-8")
+        rev = re.search(r'^revision\s*=\s*["\']([^"\']+)["\']', text, re.M)
+        down = re.search(r'^down_revision\s*=\s*(?:["\']([^"\']+)["\']|None)', text, re.M)
+        if rev and down:
+            out[rev.group(1)] = down.group(1)
+    return out
+
+
 def head_revision() -> str:
-    return _script().get_current_head()
+    revs = _revisions()
+    heads = set(revs) - set(revs.values())
+    if len(heads) != 1:  # (branched scripts: ask Alembic)
+        return _script().get_current_head()
+    return heads.pop()
 
 
 def known_revisions() -> set[str]:
-    return {s.revision for s in _script().walk_revisions()}
+    return set(_revisions())
 
 
-def _current_revision(conn, path) -> str | None:
-    tables = {r[0] for r in conn.exec_driver_sql(
-        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main'")}
+def _current_revision(fetch, path) -> str | None:
+    """The schema revision, read through `fetch` (sql -> rows; see _fetcher)."""
+    tables = {r[0] for r in fetch("SELECT table_name FROM information_schema.tables WHERE table_schema = 'main'")}
     if "alembic_version" not in tables:
         if tables - {"alembic_version"}:
             raise SchemaError(f"{path}: not a ddsweep database (it has tables {sorted(tables)[:5]} "
                               "but no schema version)")
         return None
-    row = conn.exec_driver_sql("SELECT version_num FROM alembic_version").fetchone()
-    rev = row[0] if row else None
+    rows = fetch("SELECT version_num FROM alembic_version")
+    rev = rows[0][0] if rows else None
     if rev is not None and rev not in known_revisions():
         raise SchemaError(f"{path}: schema version {rev} is newer than this ddsweep knows "
                           f"(up to {head_revision()}); upgrade ddsweep to use this database")
@@ -254,7 +340,7 @@ def _current_revision(conn, path) -> str | None:
 
 def _migrate(conn, path) -> None:
     """Bring the schema to head (new or older database); no-op when current."""
-    if _current_revision(conn, path) == head_revision():
+    if _current_revision(_fetcher(conn), path) == head_revision():
         return
     from alembic import command
 

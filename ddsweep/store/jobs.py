@@ -9,16 +9,14 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+import duckdb
+import numpy as np
 import pandas as pd
 
 from ddsweep.errors import UserError
-from ddsweep.grid import KNOB_COLUMNS, Job, train_recipe
+from ddsweep.axes import AXES, METRIC, METRIC_COLUMNS, config_value
+from ddsweep.grid import Job, train_recipe
 
-METRIC_COLUMNS = ("job_id", "epoch", "step", "train_loss", "train_error", "train_error_clean",
-                  "noisy_fit", "test_loss", "test_error", "lr", "seconds",
-                  # migration 0004: null where they do not apply (see the README's metrics table)
-                  "grad_norm", "dist_from_init", "weight_norm", "noise_scale", "flooded_loss", "ascent_fraction",
-                  "clip_rate")
 TERMINAL = ("done", "failed", "diverged")
 
 
@@ -32,17 +30,14 @@ class PlanCounts:
 
 
 def _job_row(job: Job) -> dict:
+    """The `jobs` row of a planned job: bookkeeping plus every axis that is a jobs column (ddsweep.axes)."""
     c = job.config
-    t = c["train"]
+    recipe = train_recipe(c)  # the knobs at their defaults where the hashed config leaves them out
+    axes = {a.name: recipe[a.path[1]] if a.section == "train" else config_value(c, a.name) for a in AXES if a.job}
     return {
-        "job_id": job.job_id, "sweep": job.sweep, "status": "pending",
-        "dataset": c["dataset"]["name"], "model": c["model"]["name"], "depth": c["model"]["depth"],
-        "width": c["width"], "n_train": c["n_train"], "label_noise": c["label_noise"], "seed": c["seed"],
+        "job_id": job.job_id, "sweep": job.sweep, "status": "pending", **axes,
         "epochs": job.epochs, "horizons": json.dumps(list(job.horizons)),
-        "optimizer": t["optimizer"], "lr": t["lr"], "momentum": t["momentum"],
-        "weight_decay": t["weight_decay"], "batch_size": t["batch_size"], "loss": t["loss"],
         "pack_key": job.pack_key, "config": json.dumps(c, sort_keys=True),
-        **{k: v for k, v in train_recipe(c).items() if k in KNOB_COLUMNS},  # the knobs' axes (migration 0004)
     }
 
 
@@ -55,6 +50,43 @@ def _insert_rows(conn, table: str, rows: list[dict], columns, ignore_existing: b
     select = ", ".join(f"unnest($c{i}) AS {c}" for i, c in enumerate(columns))
     verb = "INSERT OR IGNORE INTO" if ignore_existing else "INSERT INTO"
     conn.connection.driver_connection.execute(f"{verb} {table} BY NAME SELECT {select}", params)
+
+
+def insert_metrics(conn, rows: list[dict]) -> None:
+    """Metric rows (dicts keyed by the `metrics` columns; absent keys are NULL), INSERT OR IGNORE.
+
+    Column by column into typed arrays, then one insert from that frame (DuckDB scans it
+    without converting row by row): 5x faster than unnesting Python lists, which matters
+    at 100,000 rows a second. None is NULL; a batch holding a NaN metric (a diverging run)
+    goes the slower way, which keeps NaN apart from NULL.
+    """
+    if not rows:
+        return
+    data = {}
+    for c in METRIC_COLUMNS:
+        values = [r.get(c) for r in rows]
+        if c == "job_id":
+            data[c] = pd.array(values, dtype=object)
+        elif c == "epoch" or METRIC[c].kind == "int":
+            data[c] = pd.array(values, dtype="Int64")
+        else:
+            floats = np.array(values, dtype=np.float64)  # (None becomes NaN here ...)
+            missing = np.isnan(floats)
+            if int(missing.sum()) != values.count(None):  # (... and DuckDB reads a frame's NaN as NULL: keep NaN)
+                _insert_rows(conn, "metrics", rows, METRIC_COLUMNS, ignore_existing=True)
+                return
+            data[c] = pd.arrays.FloatingArray(floats, missing) if missing.any() else floats
+    frame = pd.DataFrame(data)
+    raw = conn.connection.driver_connection
+    try:  # a statement of the caller's may have left its result unread (fetchone): it blocks register
+        raw.fetchall()
+    except duckdb.Error:
+        pass
+    raw.register("_ddsweep_metric_rows", frame)
+    try:
+        raw.execute("INSERT OR IGNORE INTO metrics BY NAME SELECT * FROM _ddsweep_metric_rows")
+    finally:
+        raw.unregister("_ddsweep_metric_rows")
 
 
 def add_jobs(conn, sweep: str, grid_path: str, grid_yaml: str, jobs: list[Job]) -> PlanCounts:
@@ -185,7 +217,7 @@ def apply_events(conn, owner: str, events: list[dict], lease_seconds: float | No
     counters are stored as absolute values. With `lease_seconds`, `owner`'s leases are renewed.
     """
     rows = {(r["job_id"], r["epoch"]): r for e in events if e["kind"] == "metrics" for r in e["rows"]}
-    _insert_rows(conn, "metrics", list(rows.values()), METRIC_COLUMNS, ignore_existing=True)  # keyed by (job_id, epoch)
+    insert_metrics(conn, list(rows.values()))  # keyed by (job_id, epoch): a row seen twice is stored once
     progress = {}
     for e in events:
         if e["kind"] == "progress":

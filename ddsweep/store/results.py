@@ -1,0 +1,360 @@
+"""The one read layer: jobs, metrics, sweeps and stored grids, read through DuckDB's own client.
+
+Every read of a results database goes through here, on a read-only connection
+(`Store.reader`: it waits for a writer like `Store.read`, and writes nothing, not
+even a lock file). Filters run in DuckDB: `sweep`, `where`, `epochs`, each job's
+final epoch, the columns asked for; seed means and early stopping are SQL
+aggregates (`cell_means`, `best_epochs`), so a map or a summary reads only the cells
+it draws, never the whole table as Python objects.
+
+Frames come back as pandas (`output="pandas"`, the default, with the vocabulary's
+dtypes: floats float64, whole numbers int64), or as Arrow tables (`"arrow"`, needs
+pyarrow) or polars frames (`"polars"`, needs polars) straight from DuckDB.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ddsweep.axes import BOOKKEEPING, JOB_AXES, METRICS, RESULT_COLUMNS, normalize
+from ddsweep.errors import UserError
+from ddsweep.store.connection import DEFAULT_WAIT, Store
+
+OUTPUTS = ("pandas", "arrow", "polars")
+
+# Each long-format column as SQL over `metrics m JOIN jobs j`.
+COLUMN_SQL = {"sweep": "j.sweep", "job_id": "j.job_id", "status": "j.status", "horizon": "j.epochs",
+              **{a: f"j.{a}" for a in JOB_AXES}, "epoch": "m.epoch", **{m.column: f"m.{m.name}" for m in METRICS}}
+JOB_COLUMNS = BOOKKEEPING + JOB_AXES  # the long-format columns the jobs table alone holds
+METRIC_NAMES = tuple(m.column for m in METRICS)  # the per-epoch columns, as load_metrics names them
+assert tuple(COLUMN_SQL) == RESULT_COLUMNS
+
+
+@contextmanager
+def connect(db, wait: float = DEFAULT_WAIT):
+    """A read-only DuckDB connection to `db` (for SQL of your own: `.sql(...).df()`, `.arrow()`, `.pl()`)."""
+    with Store(db).reader(wait) as conn:
+        yield conn
+
+
+def _out(rel, output: str):
+    """A DuckDB relation as the frame type asked for."""
+    if output == "pandas":
+        return normalize(rel.df())
+    if output == "arrow":
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError:
+            raise UserError("output='arrow' needs pyarrow: pip install pyarrow") from None
+        return rel.arrow()
+    if output == "polars":
+        try:
+            import polars  # noqa: F401
+        except ImportError:
+            raise UserError("output='polars' needs polars: pip install polars") from None
+        return rel.pl()
+    raise UserError(f"output={output!r}: use one of {', '.join(OUTPUTS)}")
+
+
+# ----------------------------------------------------------------------------- sweeps, jobs, status
+
+
+def sweeps(db, wait: float = DEFAULT_WAIT) -> list[str]:
+    """The sweeps in the database, by name."""
+    with connect(db, wait) as conn:
+        return [r[0] for r in conn.execute("SELECT name FROM sweeps ORDER BY name").fetchall()]
+
+
+def pick_sweep(db, sweep: str | None, wait: float = DEFAULT_WAIT) -> str:
+    """The sweep to read: the one named, or the only one in the database."""
+    names = sweeps(db, wait)
+    if sweep is None:
+        if len(names) != 1:
+            raise UserError(f"{db}: holds sweeps {', '.join(names) or '(none)'}; choose one with --sweep")
+        return names[0]
+    if sweep not in names:
+        raise UserError(f"--sweep {sweep}: no such sweep in {db} (sweeps: {', '.join(names) or 'none'})")
+    return sweep
+
+
+def stored_grid(db, sweep: str, wait: float = DEFAULT_WAIT) -> tuple[str | None, str | None] | None:
+    """(grid_path, grid_yaml) of a sweep as last planned; None if there is no such sweep."""
+    with connect(db, wait) as conn:
+        row = conn.execute("SELECT grid_path, grid_yaml FROM sweeps WHERE name = ?", [sweep]).fetchone()
+    return None if row is None else (row[0], row[1])
+
+
+def job_epochs(db, sweep: str, wait: float = DEFAULT_WAIT) -> dict[str, int]:
+    """{job_id: planned horizon} of a sweep's jobs (what `plan --dry-run` compares with)."""
+    with connect(db, wait) as conn:
+        return dict(conn.execute("SELECT job_id, epochs FROM jobs WHERE sweep = ?", [sweep]).fetchall())
+
+
+def jobs(db, sweep: str | None = None, columns=None, where: dict | None = None, wait: float = DEFAULT_WAIT,
+         output: str = "pandas"):
+    """The jobs table (of `sweep`; `columns` only; rows matching `where` on job columns)."""
+    cols = list(columns) if columns else ["*"]
+    with connect(db, wait) as conn:
+        filters, args = _filters(conn, sweep, where, metric_rows=False)
+        sql = f"SELECT {', '.join(cols)} FROM jobs j" + (f" WHERE {' AND '.join(filters)}" if filters else "")
+        return _out(conn.sql(sql + " ORDER BY j.sweep, j.job_id", params=args or None), output)
+
+
+def status(db, sweep: str | None = None, wait: float = DEFAULT_WAIT) -> pd.DataFrame:
+    """Jobs per sweep and status, epochs done and planned, training rate and ETA.
+
+    `epochs/s` is the sweep's epochs trained (summed over jobs) per second of wall time
+    since its first job started; `eta` divides the epochs left by it while jobs run.
+    """
+    sql = ("SELECT sweep, count(*) AS jobs, "
+           "count(*) FILTER (WHERE status = 'pending') AS pending, "
+           "count(*) FILTER (WHERE status = 'running') AS running, "
+           "count(*) FILTER (WHERE status = 'done') AS done, "
+           "count(*) FILTER (WHERE status = 'failed') AS failed, "
+           "count(*) FILTER (WHERE status = 'diverged') AS diverged, "
+           "sum(epochs_done) AS epochs_done, sum(epochs) AS epochs, "
+           "coalesce(sum(epochs_done) FILTER (WHERE started_at IS NOT NULL), 0) AS _trained, "
+           "epoch(max(coalesce(finished_at, heartbeat_at)) - min(started_at)) AS _span, "
+           "coalesce(sum(epochs - epochs_done) FILTER (WHERE status IN ('pending', 'running')), 0) AS _left "
+           "FROM jobs {where} GROUP BY sweep ORDER BY sweep")
+    with connect(db, wait) as conn:
+        df = conn.execute(sql.format(where="WHERE sweep = ?" if sweep else ""), [sweep] if sweep else []).df()
+    df = df.astype({c: "int64" for c in ("jobs", "pending", "running", "done", "failed", "diverged")})
+    rates, etas = [], []
+    for rec in df.to_dict("records"):
+        span, trained, left = rec["_span"], rec["_trained"], rec["_left"]
+        rate = float(trained) / float(span) if span and span == span and span > 0 and trained else None
+        rates.append(round(rate, 3) if rate else None)
+        etas.append(_duration(float(left) / rate) if rate and rec["running"] and left else "")
+    df = df.drop(columns=["_trained", "_span", "_left"])
+    df["epochs/s"] = pd.Series(rates, index=df.index, dtype="float64")
+    df["eta"] = pd.Series(etas, index=df.index, dtype=object)
+    return df
+
+
+def _duration(seconds: float) -> str:
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
+def query(db, sql: str, wait: float = DEFAULT_WAIT, output: str = "pandas", allow_external: bool = False):
+    """Read-only SQL of your own (a statement that writes is refused by the read-only connection).
+
+    Unless `allow_external`, the SQL sees this database only: DuckDB's external access is
+    off (no COPY ... TO, read_csv of other files, ATTACH, INSTALL) and the configuration is
+    locked, so the SQL cannot turn it back on."""
+    import duckdb
+
+    with connect(db, wait) as conn:
+        if not allow_external:
+            conn.execute("SET enable_external_access = false")
+            conn.execute("SET lock_configuration = true")
+        try:
+            rel = conn.sql(sql)
+        except duckdb.Error as e:
+            raise UserError(f"query failed: {str(e).strip().splitlines()[0]}") from None
+        if rel is None:  # not a query (e.g. SET): nothing to return
+            return pd.DataFrame()
+        return rel.df() if output == "pandas" else _out(rel, output)
+
+
+# ----------------------------------------------------------------------------- metric rows
+
+
+def _filters(conn, sweep: str | None, where: dict | None, metric_rows: bool = True) -> tuple[list[str], list]:
+    """SQL conditions (over `jobs j`, and `metrics m` with metric_rows) for a sweep and `--where`.
+
+    `where` keeps rows whose column takes one of the given values, numbers compared with a
+    relative tolerance of 1e-9 (as typed on a command line, 0.1 matches 0.1000000001): the
+    column's distinct values are read first (cheap: the jobs table, or one metric column)
+    and the matching ones become an exact IN list, so the scan itself is a plain filter.
+    """
+    filters, args = (["j.sweep = ?"], [sweep]) if sweep else ([], [])
+    for col, values in (where or {}).items():
+        if col not in COLUMN_SQL or (not metric_rows and col not in JOB_COLUMNS):
+            have = RESULT_COLUMNS if metric_rows else JOB_COLUMNS
+            raise UserError(f"--where {col}: no such column (columns: {', '.join(sorted(have))})")
+        expr = COLUMN_SQL[col]
+        values = values if isinstance(values, (list, tuple, set)) else [values]
+        source = "metrics m JOIN jobs j USING (job_id)" if expr.startswith("m.") else "jobs j"
+        cond = f" WHERE {' AND '.join(filters)}" if filters else ""
+        have = [r[0] for r in conn.execute(f"SELECT DISTINCT {expr} FROM {source}{cond}", args).fetchall()]
+        keep = _matching(col, have, values)
+        if not keep:
+            shown = ", ".join(_fmt_value(v) for v in sorted(v for v in have if v is not None and v == v))
+            raise UserError(f"--where {col}={','.join(map(str, values))}: no such value (values: {shown})")
+        filters.append(f"{expr} IN ({', '.join('?' * len(keep))})")
+        args.extend(keep)
+    return filters, args
+
+
+def _matching(col: str, have: list, wanted) -> list:
+    present = [v for v in have if v is not None and not (isinstance(v, float) and v != v)]
+    if present and all(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+                       for v in present):
+        try:
+            w = np.array([float(v) for v in wanted])
+        except ValueError:
+            raise UserError(f"--where {col}={','.join(map(str, wanted))}: {col} is numeric") from None
+        x = np.array(present, dtype=float)
+        close = np.isclose(x[:, None], w[None, :], rtol=1e-9, atol=1e-12).any(axis=1)
+        return [v for v, k in zip(present, close) if k]
+    wanted = {str(v) for v in wanted}
+    return [v for v in present if str(v) in wanted]
+
+
+def _fmt_value(v) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def _metric_sql(sweep, where, epochs, final, columns, status, conn) -> tuple[str, list]:
+    cols = list(columns) if columns else list(RESULT_COLUMNS)
+    unknown = [c for c in cols if c not in COLUMN_SQL]
+    if unknown:
+        raise UserError(f"no such column {unknown[0]!r} (columns: {', '.join(RESULT_COLUMNS)})")
+    filters, args = _filters(conn, sweep, where)
+    if status:
+        filters.append(f"j.status IN ({', '.join('?' * len(status))})")
+        args.extend(status)
+    if epochs is not None:
+        epochs = [int(e) for e in (epochs if isinstance(epochs, (list, tuple, set)) else [epochs])]
+        filters.append(f"m.epoch IN ({', '.join(map(str, epochs))})")
+    source = "metrics m JOIN jobs j USING (job_id)"
+    if final:  # each job's last evaluated epoch (the metrics key is (job_id, epoch): a grouped max)
+        last = "SELECT job_id, max(epoch) AS epoch FROM metrics GROUP BY job_id"
+        if filters:
+            last = ("SELECT m.job_id, max(m.epoch) AS epoch FROM metrics m JOIN jobs j USING (job_id) "
+                    f"WHERE {' AND '.join(filters)} GROUP BY m.job_id")
+        source = f"({last}) f JOIN metrics m USING (job_id, epoch) JOIN jobs j USING (job_id)"
+        args = args + args
+    select = ", ".join(f"{COLUMN_SQL[c]} AS {c}" for c in cols)
+    sql = f"SELECT {select} FROM {source}" + (f" WHERE {' AND '.join(filters)}" if filters else "")
+    return sql, args
+
+
+def load_metrics(db, sweep: str | None = None, where: dict | None = None, epochs=None, final: bool = False,
+                 columns=None, status=None, wait: float = DEFAULT_WAIT, output: str = "pandas", order: bool = True):
+    """Metric rows joined with their job's axes: one row per (job, evaluated epoch).
+
+    The columns are the long exchange format (ddsweep.axes.RESULT_COLUMNS, the same as
+    `export`), or just `columns`. Filters run in DuckDB: `sweep`, `where` ({column:
+    values}, as `--where`), `epochs` (one or several), `final` (each job's last
+    evaluated epoch), `status` (job statuses). Rows are ordered by sweep, job, epoch
+    unless order=False.
+    """
+    with connect(db, wait) as conn:
+        sql, args = _metric_sql(sweep, where, epochs, final, columns, status, conn)
+        if order:
+            keys = [c for c in ("sweep", "job_id", "epoch") if not columns or c in columns]
+            sql += f" ORDER BY {', '.join(COLUMN_SQL[c] for c in keys)}" if keys else ""
+        return _out(conn.sql(sql, params=args or None), output)
+
+
+def load_sweep(db, sweep: str | None = None, where: dict | None = None, columns=None, final: bool = False,
+               epochs=None, wait: float = DEFAULT_WAIT) -> tuple[str, pd.DataFrame]:
+    """(sweep name, its metric rows): the sweep named, or the only one; no rows is a UserError."""
+    name = pick_sweep(db, sweep, wait)
+    df = load_metrics(db, name, where=where, columns=columns, final=final, epochs=epochs, wait=wait)
+    if df.empty:
+        if where or epochs is not None:
+            raise UserError(f"{db}: sweep {name} has no metric rows where {where or ''} {epochs or ''}".rstrip())
+        raise UserError(f"{db}: sweep {name} has no metric rows yet; run `ddsweep work --db {db}` first")
+    return name, df
+
+
+def copy_to(db, sql: str, out: Path, options: str, wait: float = DEFAULT_WAIT) -> int:
+    """DuckDB's COPY (query) TO out: writes the file (not the database); returns its rows."""
+    with connect(db, wait) as conn:
+        conn.execute(f"COPY ({sql}) TO '{str(out).replace(chr(39), chr(39) * 2)}' ({options})")
+        return int(conn.execute(f"SELECT count(*) FROM ({sql})").fetchone()[0])
+
+
+def sweep_frame(db, sweep: str | None = None, where: dict | None = None, metrics=(), final: bool = False,
+                epochs=None, wait: float = DEFAULT_WAIT) -> tuple[str, pd.DataFrame]:
+    """(sweep name, its rows with every job column, epoch and just `metrics`): what a figure reads.
+
+    Names in `metrics` that are not metric columns are left out, so the figure's own
+    check names them ("--metric nope: no such column").
+    """
+    wanted = [c for c in dict.fromkeys(metrics) if c in COLUMN_SQL and c not in JOB_COLUMNS and c != "epoch"]
+    return load_sweep(db, sweep, where, columns=[*JOB_COLUMNS, "epoch", *wanted], final=final, epochs=epochs,
+                      wait=wait)
+
+
+# ----------------------------------------------------------------------------- reductions in SQL
+# What the maps, curves, summary and emc read instead of every row: each job's row at the
+# epoch read, seed means per cell and epoch, the early-stopping epoch per cell. The same
+# numbers as ddsweep.analysis.frames computes from all rows (tests/test_results.py checks).
+
+SHOWN_CELL = ("label_noise", "n_train", "width")  # cell columns a curve always names, varying or not
+
+
+def _num(expr: str) -> str:
+    """A metric as SQL, NaN read as missing (pandas' means skip NaN; DuckDB's avg would return it)."""
+    return f"CASE WHEN isnan({expr}) THEN NULL ELSE {expr} END"
+
+
+def _means_sql(keys: list[str], metrics: list[str], filters: list[str], epoch_col: bool = True) -> str:
+    """seed_mean in SQL: per `keys` (and epoch): means, standard errors over seeds, rows (`seeds`)."""
+    group = [COLUMN_SQL[k] for k in keys] + (["m.epoch"] if epoch_col else [])
+    sel = [f"{COLUMN_SQL[k]} AS {k}" for k in keys] + (["m.epoch AS epoch"] if epoch_col else [])
+    sel += [f"avg({_num(COLUMN_SQL[c])}) AS {c}" for c in metrics]
+    sel += [f"stddev_samp({_num(COLUMN_SQL[c])}) / sqrt(count({_num(COLUMN_SQL[c])})) AS {c}_sem" for c in metrics]
+    sel += ["count(*) AS seeds"]
+    where = f" WHERE {' AND '.join(filters)}" if filters else ""
+    return (f"SELECT {', '.join(sel)} FROM metrics m JOIN jobs j USING (job_id){where} "
+            f"GROUP BY {', '.join(group)}")
+
+
+def cell_keys(rows: pd.DataFrame) -> list[str]:
+    """The cell columns that split a sweep's rows: every varying cell axis, plus label noise, n and width."""
+    from ddsweep.axes import CELL_AXES
+
+    return [a for a in CELL_AXES if a in rows.columns and (a in SHOWN_CELL or rows[a].nunique(dropna=False) > 1)]
+
+
+def reduce(db, sweep: str | None = None, where: dict | None = None, epoch: int | None = None,
+           metrics=("test_error", "train_error"), curves=False, best: str | None = None,
+           best_until: int | None = None, wait: float = DEFAULT_WAIT) -> dict:
+    """A sweep reduced in DuckDB to what summary, emc and the figures read.
+
+    Returns {"sweep", "rows", "curves", "best"}: `rows`, each job's row at `epoch` (None:
+    its last evaluated epoch) with every job column; with curves=True (or a function of
+    `rows` that says True), the seed means of `metrics` per cell and evaluated epoch
+    (`epoch_curves` over `cell_keys`); with best=M,
+    per cell the epoch <= best_until of least seed-mean M (`early_stopped`).
+    """
+    name = pick_sweep(db, sweep, wait)
+    metrics = [m for m in dict.fromkeys(metrics) if m in METRIC_NAMES]
+    with connect(db, wait) as conn:
+        if not conn.execute("SELECT 1 FROM metrics m JOIN jobs j USING (job_id) WHERE j.sweep = ? LIMIT 1",
+                            [name]).fetchall():
+            raise UserError(f"{db}: sweep {name} has no metric rows yet; run `ddsweep work --db {db}` first")
+        sql, args = _metric_sql(name, where, None if epoch is None else [epoch], epoch is None,
+                                [*JOB_COLUMNS, "epoch", *metrics], None, conn)
+        rows = _out(conn.sql(sql + " ORDER BY j.job_id", params=args or None), "pandas")
+        if rows.empty and epoch is not None:
+            raise UserError(f"--epoch {epoch}: no job was evaluated at that epoch")
+        keys = cell_keys(rows)
+        filters, fargs = _filters(conn, name, where)
+        out = {"sweep": name, "rows": rows, "curves": None, "best": None}
+        if curves is True or callable(curves) and curves(rows):
+            q = _means_sql(keys, metrics, filters) + f" ORDER BY {', '.join(keys + ['epoch'])}"
+            out["curves"] = _out(conn.sql(q, params=fargs or None), "pandas")
+        if best:
+            until = [] if best_until is None else [f"m.epoch <= {int(best_until)}"]
+            inner = _means_sql(keys, [best], filters + until)
+            part = ", ".join(keys)
+            q = (f"SELECT * FROM ({inner}) WHERE {best} IS NOT NULL "
+                 f"QUALIFY row_number() OVER (PARTITION BY {part} ORDER BY {best}, epoch) = 1 ORDER BY {part}")
+            b = _out(conn.sql(q, params=fargs or None), "pandas")
+            out["best"] = b.rename(columns={"epoch": "best_epoch"}).reset_index(drop=True)
+    return out
