@@ -525,7 +525,7 @@ def test_checkpoints_of_another_parameter_layout_restart_from_scratch(tmp_path):
     as if it fitted: the jobs restart (with a warning) and train exactly as from scratch."""
     import torch
 
-    from ddsweep.train.checkpoint import path_for
+    from ddsweep.train.checkpoint import path_for, read
     from ddsweep.train.loop import train_pack
 
     grid = {**TINY, "eval": {"every": 1}}
@@ -539,7 +539,7 @@ def test_checkpoints_of_another_parameter_layout_restart_from_scratch(tmp_path):
         assert train_pack(jobs, should_stop=lambda: calls.append(1) or len(calls) >= 2, checkpoint_dir=tmp_path,
                           checkpoint_every=1e9) == "stopped"
         for j in jobs:  # as an older ddsweep wrote them: no layout recorded (layout 1)
-            state = torch.load(path_for(tmp_path, j["job_id"]), weights_only=False)
+            state = read(tmp_path, j["job_id"])
             del state["layout"]
             torch.save(state, path_for(tmp_path, j["job_id"]))
         events = []

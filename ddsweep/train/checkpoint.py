@@ -6,11 +6,17 @@ row of `model.buffers`, and for augmented data the member's augmentation RNG sta
 and any `extra` per-member rows the loop keeps (its initial weights theta_0). Saving per job, not per pack, lets a resumed job
 join any pack of jobs at the same epoch; the coordinator groups them so.
 Files are written to a temporary name and renamed, so a kill at any moment leaves
-either the old or the new checkpoint, never a torn one.
+either the old or the new checkpoint, never a torn one. Each file starts with a magic
+and the SHA-256 of the rest (torch.save's bytes), checked on every read: a checkpoint
+whose bytes changed on disk (bit rot, a bad copy, a stray write) is refused, and the job
+restarts from scratch rather than from corrupt weights. (A file without the magic was
+written by a ddsweep from before checksums: torch's own zip format, read unverified.)
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
 import warnings
 from pathlib import Path
@@ -18,6 +24,28 @@ from pathlib import Path
 import torch
 
 from ddsweep.models.protocol import PackedModel
+
+
+MAGIC = b"DDSCKPT1"  # then 32 bytes of SHA-256 over the payload, then the payload (torch.save's bytes)
+_HEADER = len(MAGIC) + 32
+
+
+def encode(state: dict) -> bytes:
+    """A checkpoint file's bytes: magic, SHA-256 of the payload, payload."""
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    payload = buf.getbuffer()
+    return MAGIC + hashlib.sha256(payload).digest() + bytes(payload)
+
+
+def decode(data: bytes) -> dict:
+    """The state in a checkpoint file's bytes; ValueError when the checksum does not match."""
+    if data[:len(MAGIC)] == MAGIC:
+        digest, payload = data[len(MAGIC):_HEADER], memoryview(data)[_HEADER:]
+        if len(digest) < 32 or hashlib.sha256(payload).digest() != digest:
+            raise ValueError("checksum mismatch: the file's contents changed after it was written")
+        return torch.load(io.BytesIO(payload), weights_only=False, map_location="cpu")
+    return torch.load(io.BytesIO(data), weights_only=False, map_location="cpu")  # before checksums
 
 
 class CheckpointMismatch(Exception):
@@ -65,10 +93,15 @@ def save_pack(checkpoint_dir, members, model: PackedModel, opt, epoch: int, step
             state["aug_rng"] = m.aug_rng.get_state()
         path = path_for(checkpoint_dir, m.job_id)
         tmp = path.with_suffix(f".tmp{os.getpid()}")
-        torch.save(state, tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        try:
+            with open(tmp, "wb") as f:
+                f.write(encode(state))
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # (a full disk: leave no half-written file behind)
+            raise
 
 
 def read(checkpoint_dir, job_id: str) -> dict | None:
@@ -77,7 +110,7 @@ def read(checkpoint_dir, job_id: str) -> dict | None:
     if not path.exists():
         return None
     try:
-        state = torch.load(path, weights_only=False, map_location="cpu")
+        state = decode(path.read_bytes())
         if state.get("job_id") != job_id:
             raise ValueError("checkpoint belongs to another job")
         return state

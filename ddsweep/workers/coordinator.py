@@ -31,7 +31,7 @@ from pathlib import Path
 from ddsweep.errors import DatabaseBusy, UserError
 from ddsweep.store import Store
 from ddsweep.store import jobs as store_jobs
-from ddsweep.workers.journal import Journal, orphans, read_events
+from ddsweep.workers.journal import Journal, move_aside, orphans, read_journal
 from ddsweep.workers.packing import PLAN_MAX_PACKS, cost, make_packs, memory_override, plan_slots
 from ddsweep.workers.progress import Display
 
@@ -343,7 +343,7 @@ class Coordinator:
         dead = 0
         for path, _ in found:
             owner = path.stem
-            store_jobs.apply_events(conn, owner, read_events(path))
+            store_jobs.apply_events(conn, owner, self._replay(path))
             dead += store_jobs.reclaim_owner(conn, owner)
         expired = store_jobs.reclaim_expired(conn, self.lease_seconds)
         if dead or expired:
@@ -354,6 +354,31 @@ class Coordinator:
         if expired:
             notes.append(f"requeued {expired} job(s) whose lease expired")
         return "; ".join(notes)
+
+    def _replay(self, path: Path) -> list[dict]:
+        """A dead coordinator's journaled events; unreadable records are skipped, an unreadable
+        file moved aside (its jobs are requeued all the same and resume from their checkpoints)."""
+        try:
+            contents = read_journal(path)
+        except OSError as e:
+            aside = move_aside(path)
+            self._warn(f"journal {path} of a stopped `ddsweep work` cannot be read ({e.strerror or e}): "
+                       f"moved aside to {aside}; its jobs resume from their checkpoints")
+            return []
+        if not contents.skipped:
+            return contents.events
+        # A skipped record may have held metric rows of a job that ended: such jobs are not marked
+        # ended but requeued; they resume from their last checkpoint, which re-sends every row.
+        events = [e for e in contents.events
+                  if not (e["kind"] == "finished" and e["status"] in ("done", "diverged"))]
+        reopened = len(contents.events) - len(events)
+        self._warn(contents.warning(path) + (f"; {reopened} job end(s) in it are not trusted: those jobs resume "
+                                             "from their checkpoints, which re-send their rows" if reopened else ""))
+        return events
+
+    def _warn(self, message: str) -> None:
+        self.result.warnings.append(message)
+        self.display.note(f"warning: {message}")
 
     @staticmethod
     def _forget_orphans(found) -> None:

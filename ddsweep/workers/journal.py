@@ -4,12 +4,20 @@ Events count as received only once appended and fsynced here, so a coordinator
 that dies, or a database held by a stray process, loses nothing: the next flush
 (or the next `ddsweep work`, for a dead coordinator's journal) writes them.
 Applying an event twice is harmless: metric rows are keyed by (job_id, epoch).
+
+Each record is one line, `<CRC-32 of the JSON, 8 hex digits> <JSON>`, so a record that
+changed on disk is told from a good one. Reading skips every unreadable record (not
+UTF-8, a checksum that does not match, not JSON, not an event) and goes on with the
+next; the caller warns once per file, naming the lines. Lines without a checksum (plain
+JSON) were written by a ddsweep from before checksums and are read as they are.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import zlib
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from filelock import FileLock, Timeout
@@ -23,7 +31,7 @@ class Journal:
         self.path = self.dir / f"{safe}.jsonl"
         self._lock = FileLock(str(self.path) + ".lock")
         self._lock.acquire(timeout=0)  # held for our lifetime: marks the journal as live
-        self._file = open(self.path, "a", encoding="utf-8")
+        self._file = open(self.path, "ab")
 
     def append(self, events: list[dict], sync: bool = True) -> None:
         """Append events; `sync=False` leaves them to the OS (they survive the coordinator's death,
@@ -31,7 +39,7 @@ class Journal:
         nothing needs kept."""
         if not events:
             return
-        self._file.write("".join(json.dumps(e, separators=(",", ":")) + "\n" for e in events))
+        self._file.write(b"".join(map(encode, events)))
         self._file.flush()
         if sync:
             os.fsync(self._file.fileno())
@@ -51,16 +59,106 @@ class Journal:
             Path(self._lock.lock_file).unlink(missing_ok=True)
 
 
-def read_events(path: Path) -> list[dict]:
-    """Events of a journal file; a torn last line (killed mid-write) is skipped."""
-    events = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            try:
-                events.append(json.loads(line))
-            except json.JSONDecodeError:
-                break
-    return events
+def encode(event: dict) -> bytes:
+    """One journal record: the CRC-32 of the event's JSON (ASCII), a space, the JSON, a newline."""
+    body = json.dumps(event, separators=(",", ":")).encode("ascii")
+    return b"%08x %s\n" % (zlib.crc32(body), body)
+
+
+@dataclass
+class JournalContents:
+    events: list[dict] = field(default_factory=list)
+    skipped: list[tuple[int, str]] = field(default_factory=list)  # (line number, why it was unreadable)
+
+    def warning(self, path) -> str:
+        """One line naming the file and the records skipped ('' when none was)."""
+        if not self.skipped:
+            return ""
+        shown = ", ".join(f"line {n} ({why})" for n, why in self.skipped[:5])
+        more = f" and {len(self.skipped) - 5} more" if len(self.skipped) > 5 else ""
+        return (f"journal {path}: skipped {len(self.skipped)} unreadable record(s): {shown}{more}; "
+                f"replayed the other {len(self.events)}")
+
+
+def read_journal(path: Path) -> JournalContents:
+    """The events of a journal file, skipping unreadable records; raises OSError if the file cannot be read."""
+    out = JournalContents()
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, 1):
+            if not raw.strip():
+                continue
+            event = decode(raw)
+            if isinstance(event, str):
+                out.skipped.append((number, event))
+            else:
+                out.events.append(event)
+    return out
+
+
+def decode(raw: bytes) -> dict | str:
+    """The event of one record, or why it cannot be read."""
+    if not raw.endswith(b"\n"):
+        return "cut off mid-write"
+    try:
+        text = raw[:-1].decode("utf-8")
+    except UnicodeDecodeError:
+        return "not UTF-8"
+    if not text.startswith("{"):  # (plain JSON: a journal from before checksums)
+        crc, _, text = text.partition(" ")
+        try:
+            good = len(crc) == 8 and int(crc, 16) == zlib.crc32(text.encode("utf-8"))
+        except ValueError:
+            good = False
+        if not good:
+            return "checksum mismatch"
+    try:
+        event = json.loads(text)
+    except ValueError:
+        return "not JSON"
+    problem = _event_problem(event)
+    return problem or event
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _event_problem(e) -> str:
+    """'' for an event the store can apply (the kinds the coordinator journals), else what is wrong."""
+    if not isinstance(e, dict) or not isinstance(e.get("kind"), str):
+        return "not an event"
+    kind = e["kind"]
+    if kind == "metrics":
+        rows = e.get("rows")
+        if not isinstance(rows, list) or not all(
+                isinstance(r, dict) and isinstance(r.get("job_id"), str) and _is_int(r.get("epoch"))
+                and not any(isinstance(v, (dict, list)) for v in r.values())
+                for r in rows):
+            return "metrics event without valid rows"
+        return ""
+    if kind == "progress":
+        ok = (isinstance(e.get("job_ids"), list) and all(isinstance(j, str) for j in e["job_ids"])
+              and _is_int(e.get("epoch")))
+        return "" if ok else "progress event without job ids and epoch"
+    if not isinstance(e.get("job_id"), str):
+        return f"{kind} event without a job id"
+    if kind == "finished":
+        return "" if e.get("status") in ("done", "failed", "diverged") else "finished event without a status"
+    if kind == "retry":
+        return "" if _is_int(e.get("failures")) and _is_int(e.get("attempts")) else "retry event without counts"
+    if kind == "released":
+        return ""
+    return f"unknown event kind {kind!r}"
+
+
+def move_aside(path: Path) -> Path:
+    """Rename an unreadable journal out of the way (kept for a person to look at); returns the new name."""
+    for n in range(1000):
+        target = path.with_name(path.name + (".unreadable" if n == 0 else f".unreadable{n}"))
+        if not target.exists():
+            os.replace(path, target)
+            return target
+    raise OSError(f"{path}: too many unreadable journals beside it")
 
 
 def orphans(directory: str | Path, exclude: Path | None = None) -> list[tuple[Path, FileLock]]:
