@@ -110,8 +110,7 @@ def extend(db: str | Path = "results.duckdb", epochs: int = 0, sweep: str | None
     Finished jobs reopen and continue from their final checkpoint, so their metrics equal
     those of a run planned to `epochs` from the start.
     """
-    if int(epochs) < 1:
-        raise UserError(f"extend: --epochs = {epochs}: must be at least 1")
+    _check_epochs(epochs)
     store = Store(db)
     if not store.exists():
         raise UserError(f"{db}: no such database; plan a grid first: ddsweep plan GRID.yaml --db {db}")
@@ -119,6 +118,18 @@ def extend(db: str | Path = "results.duckdb", epochs: int = 0, sweep: str | None
         if sweep and not conn.exec_driver_sql("SELECT 1 FROM sweeps WHERE name = ?", (sweep,)).fetchone():
             raise UserError(f"extend: no sweep {sweep!r} in {db}")
         return store_jobs.extend(conn, int(epochs), sweep)
+
+
+def _check_epochs(epochs) -> None:
+    """`extend`'s horizon obeys the grid's rule for `train.epochs` (one definition: TrainSpec)."""
+    from pydantic import ValidationError
+
+    from ddsweep.grid import TrainSpec
+
+    try:
+        TrainSpec(epochs=epochs)
+    except ValidationError as e:
+        raise UserError(f"extend: --epochs = {epochs}: {e.errors()[0]['msg']}") from None
 
 
 def sweeps(db: str | Path = "results.duckdb") -> list[str]:

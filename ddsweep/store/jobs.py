@@ -62,29 +62,39 @@ def add_jobs(conn, sweep: str, grid_path: str, grid_yaml: str, jobs: list[Job]) 
         "INSERT INTO sweeps (name, grid_path, grid_yaml) VALUES (?, ?, ?) "
         "ON CONFLICT (name) DO UPDATE SET grid_path = excluded.grid_path, grid_yaml = excluded.grid_yaml, "
         "updated_at = now()", (sweep, grid_path, grid_yaml))
-    existing = {r[0]: (r[1], json.loads(r[2] or "[]"), r[3]) for r in conn.exec_driver_sql(
-        "SELECT job_id, epochs, horizons, status FROM jobs WHERE sweep = ?", (sweep,))}
-    new_rows, extended = [], 0
+    existing = {r[0]: json.loads(r[1] or "[]") for r in conn.exec_driver_sql(
+        "SELECT job_id, horizons FROM jobs WHERE sweep = ?", (sweep,))}
+    new_rows, longer = [], []
     for job in jobs:
         if job.job_id not in existing:
             new_rows.append(_job_row(job))
             continue
-        epochs, horizons, status = existing[job.job_id]
+        horizons = existing[job.job_id]
         merged = sorted(set(horizons) | set(job.horizons))
         if merged != sorted(horizons):
-            extended += 1
-            new_epochs = max(merged)
-            # a finished job with a longer horizon continues from its final checkpoint
-            reopen = status == "done" and new_epochs > epochs
-            conn.exec_driver_sql(
-                "UPDATE jobs SET epochs = ?, horizons = ?, status = CASE WHEN ? THEN 'pending' ELSE status END, "
-                "finished_at = CASE WHEN ? THEN NULL ELSE finished_at END WHERE job_id = ?",
-                (new_epochs, json.dumps(merged), reopen, reopen, job.job_id))
+            longer.append((job.job_id, merged))
+    _set_horizons(conn, longer)
     if new_rows:
         _insert_rows(conn, "jobs", new_rows, new_rows[0].keys())
     total, total_epochs = conn.exec_driver_sql(
         "SELECT count(*), coalesce(sum(epochs), 0) FROM jobs WHERE sweep = ?", (sweep,)).fetchone()
-    return PlanCounts(len(new_rows), len(jobs) - len(new_rows), extended, int(total), int(total_epochs))
+    return PlanCounts(len(new_rows), len(jobs) - len(new_rows), len(longer), int(total), int(total_epochs))
+
+
+def _set_horizons(conn, changes: list[tuple[str, list[int]]]) -> None:
+    """Give jobs their new (merged) horizons in one statement; a finished job whose longest
+    horizon grew reopens (pending: it continues from its final checkpoint)."""
+    if not changes:
+        return
+    conn.connection.driver_connection.execute(
+        "UPDATE jobs SET epochs = n.epochs, horizons = n.horizons, "
+        "status = CASE WHEN jobs.status = 'done' AND n.epochs > jobs.epochs THEN 'pending' ELSE jobs.status END, "
+        "finished_at = CASE WHEN jobs.status = 'done' AND n.epochs > jobs.epochs THEN NULL "
+        "ELSE jobs.finished_at END "
+        "FROM (SELECT unnest($ids::VARCHAR[]) AS job_id, unnest($epochs::INTEGER[]) AS epochs, "
+        "unnest($horizons::VARCHAR[]) AS horizons) AS n WHERE jobs.job_id = n.job_id",
+        {"ids": [c[0] for c in changes], "epochs": [max(c[1]) for c in changes],
+         "horizons": [json.dumps(c[1]) for c in changes]})
 
 
 # Lease times are kept in UTC, so that daylight-saving jumps cannot expire a live lease.
@@ -212,11 +222,12 @@ def apply_events(conn, owner: str, events: list[dict], lease_seconds: float | No
             "unnest($trained::INTEGER[]) AS trained, unnest($error::VARCHAR[]) AS error, "
             "unnest($failures::INTEGER[]) AS failures, unnest($attempts::INTEGER[]) AS attempts) AS f "
             "WHERE jobs.job_id = f.job_id", cols)
-    for e in events:
-        if e["kind"] == "released":  # stopped before the end (Ctrl-C): back to the queue
-            conn.exec_driver_sql(
-                "UPDATE jobs SET status = 'pending', lease_owner = NULL, lease_until = NULL "
-                "WHERE job_id = ? AND status = 'running' AND lease_owner = ?", (e["job_id"], owner))
+    released = [e["job_id"] for e in events if e["kind"] == "released"]  # stopped before the end (Ctrl-C)
+    if released:  # back to the queue, one statement for the batch
+        raw.execute("UPDATE jobs SET status = 'pending', lease_owner = NULL, lease_until = NULL "
+                    "FROM (SELECT unnest($ids::VARCHAR[]) AS job_id) AS r "
+                    "WHERE jobs.job_id = r.job_id AND jobs.status = 'running' AND jobs.lease_owner = $owner",
+                    {"ids": released, "owner": owner})
     if lease_seconds is not None:
         heartbeat(conn, owner, lease_seconds)
 
@@ -244,17 +255,12 @@ def extend(conn, epochs: int, sweep: str | None = None) -> int:
     Finished jobs reopen and continue from their final checkpoint; pending, running,
     failed and diverged jobs just get the longer horizon. Returns how many jobs changed.
     """
-    sql, args = "SELECT job_id, horizons, status FROM jobs WHERE epochs < ?", (epochs,)
+    sql, args = "SELECT job_id, horizons FROM jobs WHERE epochs < ?", (epochs,)
     if sweep:
         sql, args = sql + " AND sweep = ?", (epochs, sweep)
-    changed = conn.exec_driver_sql(sql, args).fetchall()
-    for job_id, horizons, status in changed:
-        merged = sorted(set(json.loads(horizons or "[]")) | {epochs})
-        reopen = status == "done"
-        conn.exec_driver_sql(
-            "UPDATE jobs SET epochs = ?, horizons = ?, status = CASE WHEN ? THEN 'pending' ELSE status END, "
-            "finished_at = CASE WHEN ? THEN NULL ELSE finished_at END WHERE job_id = ?",
-            (epochs, json.dumps(merged), reopen, reopen, job_id))
+    changed = [(job_id, sorted(set(json.loads(horizons or "[]")) | {epochs}))
+               for job_id, horizons in conn.exec_driver_sql(sql, args).fetchall()]
+    _set_horizons(conn, changed)
     return len(changed)
 
 
