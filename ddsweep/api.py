@@ -55,6 +55,7 @@ def plan(grid: str | Path, db: str | Path = "results.duckdb", dry_run: bool = Fa
 def status(db: str | Path = "results.duckdb", sweep: str | None = None, wait: float = 30.0) -> pd.DataFrame:
     """Jobs per sweep and status (pending/running/done/failed/diverged), epochs done and planned."""
     with Store(db).read(wait) as conn:
+        store_jobs.require_sweep(conn, sweep, db)
         return store_jobs.status_table(conn, sweep)
 
 
@@ -101,6 +102,7 @@ def retry(db: str | Path = "results.duckdb", sweep: str | None = None,
     if not store.exists():
         raise UserError(f"{db}: no such database; plan a grid first: ddsweep plan GRID.yaml --db {db}")
     with store.write() as conn:
+        store_jobs.require_sweep(conn, sweep, db)
         return store_jobs.requeue(conn, tuple(statuses), sweep)
 
 
@@ -115,8 +117,7 @@ def extend(db: str | Path = "results.duckdb", epochs: int = 0, sweep: str | None
     if not store.exists():
         raise UserError(f"{db}: no such database; plan a grid first: ddsweep plan GRID.yaml --db {db}")
     with store.write() as conn:
-        if sweep and not conn.exec_driver_sql("SELECT 1 FROM sweeps WHERE name = ?", (sweep,)).fetchone():
-            raise UserError(f"extend: no sweep {sweep!r} in {db}")
+        store_jobs.require_sweep(conn, sweep, db)
         return store_jobs.extend(conn, int(epochs), sweep)
 
 

@@ -101,8 +101,14 @@ def work(db: Path = DB,
                  cpus_per_job=cpus_per_job, checkpoint_dir=checkpoint_dir)
     out.print(f"done {r.done}, failed {r.failed}, diverged {r.diverged}, handed back {r.released} "
               f"in {r.seconds:.1f}s" + (f" ({r.retried} failed attempt(s) retried)" if r.retried else ""))
-    if r.failed:
-        out.print(f"see errors: ddsweep query \"select job_id, error from jobs where status = 'failed'\" --db {db}")
+    scope = r.scope or {}
+    if scope.get("failed", r.failed):
+        out.print(f"{scope.get('failed', r.failed)} job(s) failed; see errors: ddsweep query \"select job_id, error "
+                  f"from jobs where status = 'failed'\" --db {db}; requeue them: ddsweep retry --db {db}")
+    elif r.signal is None and (scope.get("pending") or scope.get("running")):
+        out.print(f"{scope.get('pending', 0)} job(s) pending and {scope.get('running', 0)} running elsewhere "
+                  "are not finished yet")
+    raise typer.Exit(r.exit_code)
 
 
 @app.command()

@@ -1,12 +1,24 @@
-"""Errors that reach the user as one clear line (exit code 2)."""
+"""Errors that reach the user as one clear line (exit code 2), and every exit code of `ddsweep`."""
 
 import reprlib
+
+# Exit codes (README: Reliability). A signal that stopped `work` gives 128 + its number.
+EXIT_OK = 0  # every job of the scope ended done or diverged (other commands: it worked)
+EXIT_BUG = 1  # an unexpected error (a traceback): please report it
+EXIT_USAGE = 2  # bad input or an unusable environment (a UserError): one line says what and where
+EXIT_JOBS_FAILED = 3  # `work`: some job of the scope is failed (see `ddsweep retry`)
+EXIT_UNFINISHED = 4  # `work`: some job of the scope is still pending or running (e.g. leased by another `work`)
+
+
+def signal_exit_code(signum: int) -> int:
+    """The shell's convention: 130 after SIGINT (Ctrl-C), 143 after SIGTERM."""
+    return 128 + int(signum)
 
 
 class UserError(Exception):
     """Bad input or an unusable environment: printed as one line, exit code 2."""
 
-    exit_code = 2
+    exit_code = EXIT_USAGE
 
 
 class GridError(UserError):

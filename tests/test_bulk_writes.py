@@ -67,4 +67,4 @@ def test_extend_validates_epochs_like_plan(tmp_path, cli):
         assert r.exit_code == 2 and f"--epochs = {bad}: Input should be {why}" in r.output, r.output
     assert db_rows(db, "select distinct epochs from jobs") == [(6,)]
     r = cli("extend", "--epochs", 7, "--sweep", "nosuch", "--db", db)
-    assert r.exit_code == 2 and "no sweep 'nosuch'" in r.output, r.output
+    assert r.exit_code == 2 and "--sweep nosuch: no such sweep" in r.output, r.output

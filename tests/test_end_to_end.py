@@ -80,7 +80,7 @@ def test_failed_job_is_recorded_and_others_go_on(tmp_path, tiny_grid, cli, monke
     con.execute("update jobs set config = ?, pack_key = job_id where job_id = ?", (json.dumps(config), job_id))
     con.close()
     r = cli("work", "--db", db, "--cpus", "1", "--no-progress")
-    assert r.exit_code == 0, r.output
+    assert r.exit_code == 3 and "1 job(s) failed" in r.output, r.output  # EXIT_JOBS_FAILED
     con = duckdb.connect(str(db), read_only=True)
     status = dict(con.execute("select status, count(*) from jobs group by status").fetchall())
     error = con.execute("select error from jobs where status = 'failed'").fetchone()[0]

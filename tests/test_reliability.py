@@ -103,9 +103,9 @@ def start_work(db, *args, session=True) -> subprocess.Popen:
                             cwd=ROOT, start_new_session=session)
 
 
-def finish(proc: subprocess.Popen, timeout: float = 120) -> tuple[str, str]:
+def finish(proc: subprocess.Popen, timeout: float = 120, code: int = 0) -> tuple[str, str]:
     out, err = proc.communicate(timeout=timeout)
-    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout: {out}\nstderr: {err}"
+    assert proc.returncode == code, f"exit {proc.returncode}\nstdout: {out}\nstderr: {err}"
     return out, err
 
 
@@ -372,7 +372,7 @@ def test_ctrl_c_checkpoints_and_hands_back_then_resumes(tmp_path):
     try:
         wait_for(progressed, interval=0.1, what="an epoch")
         os.killpg(proc.pid, signal.SIGINT)
-        out, err = finish(proc, timeout=60)
+        out, err = finish(proc, timeout=60, code=130)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -390,7 +390,7 @@ def test_ctrl_c_checkpoints_and_hands_back_then_resumes(tmp_path):
         time.sleep(0.2)
         os.killpg(proc.pid, signal.SIGINT)
         t = time.monotonic()
-        out, err = finish(proc, timeout=30)
+        out, err = finish(proc, timeout=30, code=130)
         assert time.monotonic() - t < 10
     finally:
         if proc.poll() is None:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from ddsweep.errors import UserError
 from ddsweep.grid import KNOB_COLUMNS, Job, train_recipe
 
 METRIC_COLUMNS = ("job_id", "epoch", "step", "train_loss", "train_error", "train_error_clean",
@@ -262,6 +263,23 @@ def extend(conn, epochs: int, sweep: str | None = None) -> int:
                for job_id, horizons in conn.exec_driver_sql(sql, args).fetchall()]
     _set_horizons(conn, changed)
     return len(changed)
+
+
+def status_counts(conn, sweep: str | None = None) -> dict[str, int]:
+    """Jobs per status (of `sweep`, or all)."""
+    sql, args = "SELECT status, count(*) FROM jobs", ()
+    if sweep:
+        sql, args = sql + " WHERE sweep = ?", (sweep,)
+    return dict(conn.exec_driver_sql(sql + " GROUP BY status", args).fetchall())
+
+
+def require_sweep(conn, sweep: str | None, db) -> None:
+    """A UserError (exit 2) when `sweep` is given and the database has no sweep of that name."""
+    if sweep is None:
+        return
+    names = [r[0] for r in conn.exec_driver_sql("SELECT name FROM sweeps ORDER BY name")]
+    if sweep not in names:
+        raise UserError(f"--sweep {sweep}: no such sweep in {db} (sweeps: {', '.join(names) or 'none'})")
 
 
 def status_table(conn, sweep: str | None = None) -> pd.DataFrame:

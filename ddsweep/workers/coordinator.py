@@ -28,7 +28,8 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ddsweep.errors import DatabaseBusy, UserError
+from ddsweep.errors import (EXIT_JOBS_FAILED, EXIT_OK, EXIT_UNFINISHED, DatabaseBusy, UserError,
+                            signal_exit_code)
 from ddsweep.store import Store
 from ddsweep.store import jobs as store_jobs
 from ddsweep.workers.journal import Journal, move_aside, orphans, read_journal
@@ -70,6 +71,21 @@ class WorkResult:
     timing: dict = field(default_factory=lambda: {"train_seconds": 0.0, "eval_seconds": 0.0,
                                                    "setup_seconds": 0.0, "train_samples": 0,
                                                    "startup_seconds": 0.0})
+    signal: int | None = None  # the first SIGINT/SIGTERM that stopped the run, if any
+    scope: dict | None = None  # jobs of the scope per status at the end (None: the database was busy)
+
+    @property
+    def exit_code(self) -> int:
+        """What `ddsweep work` exits with (ddsweep.errors): 0 only when every job of the scope
+        ended done or diverged; 128 + the signal when stopped by one, jobs handed back."""
+        if self.signal is not None:
+            return signal_exit_code(self.signal)
+        scope = self.scope if self.scope is not None else {"failed": self.failed}
+        if scope.get("failed"):
+            return EXIT_JOBS_FAILED
+        if scope.get("pending") or scope.get("running"):
+            return EXIT_UNFINISHED
+        return EXIT_OK
 
 
 def cuda_device_count() -> int:
@@ -135,6 +151,9 @@ def work(db: str | Path = "results.duckdb", cpus: int | None = None, gpus: str |
     store = Store(db)
     if not store.exists():
         raise UserError(f"{db}: no such database; plan a grid first: ddsweep plan GRID.yaml --db {db}")
+    if sweep is not None:
+        with store.read() as conn:
+            store_jobs.require_sweep(conn, sweep, db)
     host = re.sub(r"[^A-Za-z0-9.-]", "_", socket.gethostname())
     owner = f"{host}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
     if ray is None:
@@ -259,6 +278,7 @@ class Coordinator:
             finally:
                 for sig, handler in saved_handlers.items():
                     signal.signal(sig, handler)
+        self.result.scope = self._scope_statuses()
         self.result.seconds = time.monotonic() - t0
         return self.result
 
@@ -277,6 +297,8 @@ class Coordinator:
                     return
             except KeyboardInterrupt:  # no handler of ours (not the main thread): same as our handler
                 self.interrupts += 1
+                if self.result.signal is None:
+                    self.result.signal = signal.SIGINT
 
     def _finished(self) -> bool:
         busy = any(s.pack or s.retry for s in self.slots)
@@ -297,6 +319,8 @@ class Coordinator:
 
         def handler(signum, frame):
             self.interrupts += 1
+            if self.result.signal is None:
+                self.result.signal = signum
 
         for sig in (signal.SIGINT, signal.SIGTERM):
             saved[sig] = signal.signal(sig, handler)
@@ -386,6 +410,13 @@ class Coordinator:
             path.unlink(missing_ok=True)
             lock.release()
             Path(lock.lock_file).unlink(missing_ok=True)
+
+    def _scope_statuses(self) -> dict | None:
+        try:
+            with self.store.read(wait=5.0) as conn:
+                return store_jobs.status_counts(conn, self.sweep)
+        except DatabaseBusy:
+            return None
 
     def _scope_totals(self) -> tuple[int, int]:
         with self.store.read() as conn:

@@ -26,7 +26,10 @@ def worker_main(slot: int, device: str, threads: int, tasks, events, stop, check
     `launched_at` the coordinator's time.time() when it started this process; `share` the
     part of the device's memory this worker may use (1 / the workers sharing it).
     """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the coordinator's to handle
+    # Ctrl-C, and SIGTERM to the whole process group (a service manager's stop), are the coordinator's
+    # to handle: it has its workers checkpoint and hands their jobs back.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     import torch
 
     import ddsweep.train.loop  # noqa: F401  (imported now, while the coordinator leases the first pack)
