@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from ddsweep.errors import UserError
-from ddsweep.grid import Job, expand, load_grid
+from ddsweep.grid import Job, expand, load_grid, read_grid_text
 from ddsweep.store import Store
 from ddsweep.store import jobs as store_jobs
 from ddsweep.workers import WorkResult, work
@@ -30,8 +30,14 @@ class PlanResult:
 
 
 def plan(grid: str | Path, db: str | Path = "results.duckdb", dry_run: bool = False) -> PlanResult:
-    """Expand a grid file into jobs in the database (idempotent); dry_run writes nothing."""
-    spec = load_grid(grid)
+    """Expand a grid file into jobs in the database (idempotent); dry_run writes nothing.
+
+    The file is read once, before the database is opened, and exactly the text parsed is
+    stored with the sweep (`report` and `refine` read it), so `-` (standard input), a FIFO
+    or a shell's process substitution work as a grid file."""
+    text = read_grid_text(grid)
+    grid = Path("<stdin>") if str(grid) == "-" else grid
+    spec = load_grid(grid, text)
     jobs = expand(spec, grid)
     store = Store(db)
     if dry_run:
@@ -47,7 +53,7 @@ def plan(grid: str | Path, db: str | Path = "results.duckdb", dry_run: bool = Fa
                                            else 0 for j in jobs)
         return PlanResult(spec.name, jobs, new, len(jobs) - new, extended, total, epochs, True)
     with store.write() as conn:
-        counts = store_jobs.add_jobs(conn, spec.name, str(grid), Path(grid).read_text(), jobs)
+        counts = store_jobs.add_jobs(conn, spec.name, str(grid), text, jobs)
     return PlanResult(spec.name, jobs, counts.new, counts.existing, counts.extended, counts.total,
                       counts.total_epochs, False)
 
@@ -59,11 +65,19 @@ def status(db: str | Path = "results.duckdb", sweep: str | None = None, wait: fl
         return store_jobs.status_table(conn, sweep)
 
 
-def query(sql: str, db: str | Path = "results.duckdb", wait: float = 30.0) -> pd.DataFrame:
-    """Run read-only SQL on the database (waits while a writer holds it)."""
+def query(sql: str, db: str | Path = "results.duckdb", wait: float = 30.0,
+          allow_external: bool = False) -> pd.DataFrame:
+    """Run read-only SQL on the database (waits while a writer holds it).
+
+    The SQL sees this database only: DuckDB's external access is off (no COPY ... TO,
+    EXPORT DATABASE, read_csv of other files, ATTACH, INSTALL), and cannot be turned back on
+    from the SQL, unless `allow_external`."""
     import sqlalchemy as sa
 
     with Store(db).read(wait) as conn:
+        if not allow_external:
+            conn.exec_driver_sql("SET enable_external_access = false")
+            conn.exec_driver_sql("SET lock_configuration = true")
         try:
             result = conn.exec_driver_sql(sql)
         except sa.exc.DBAPIError as e:

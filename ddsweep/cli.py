@@ -58,7 +58,7 @@ def _fmt(v) -> str:
 
 @app.command()
 @_user_errors
-def plan(grid: Path = typer.Argument(..., help="Grid file (YAML)."), db: Path = DB,
+def plan(grid: Path = typer.Argument(..., help="Grid file (YAML); - reads standard input."), db: Path = DB,
          dry_run: bool = typer.Option(False, "--dry-run", help="Show what would be planned; write nothing.")):
     """Expand a grid file into jobs in the database (idempotent)."""
     from ddsweep import api
@@ -123,15 +123,25 @@ def status(db: Path = DB, sweep: Optional[str] = SWEEP):
 @app.command()
 @_user_errors
 def query(sql: str = typer.Argument(..., help="SQL to run (read-only)."), db: Path = DB,
-          csv: bool = typer.Option(False, "--csv", help="Print CSV instead of a table.")):
+          csv: bool = typer.Option(False, "--csv", help="Print CSV instead of a table."),
+          allow_external: bool = typer.Option(False, "--allow-external", help="Let the SQL read and write other files "
+                                              "(COPY ... TO, read_csv, ATTACH) and install extensions.")):
     """Run read-only SQL on the database; safe while `ddsweep work` runs."""
     from ddsweep import api
 
-    df = api.query(sql, db)
+    df = api.query(sql, db, allow_external=allow_external)
     if csv:
         sys.stdout.write(df.to_csv(index=False))
-    else:
-        out.print(_frame_table(df))
+        return
+    if len(df) > TABLE_ROWS:
+        Console(stderr=True, soft_wrap=True).print(
+            f"ddsweep: warning: {len(df):,} rows; showing the first {TABLE_ROWS:,} as a table (all of them: --csv)",
+            highlight=False, markup=False)
+        df = df.head(TABLE_ROWS)
+    out.print(_frame_table(df))
+
+
+TABLE_ROWS = 1000  # more rows than this are not drawn as a table (slow and unreadable): --csv prints them
 
 
 WHERE = typer.Option(None, "--where", help="Only rows with AXIS=VALUE[,VALUE...] (repeatable), e.g. --where n_train=4000.")

@@ -25,7 +25,7 @@ validation), generators (axis values and their generators), expansion (jobs and 
 
 from ddsweep.grid.expansion import Job, canonical_json, epoch_steps, expand
 from ddsweep.grid.generators import axis_values
-from ddsweep.grid.load import load_grid, parse_grid
+from ddsweep.grid.load import load_grid, parse_grid, read_grid_text
 from ddsweep.grid.spec import (
     ALL_AXES, CELL_AXES, HORIZON_SCHEDULES, IDEAL_DATASETS, INT_AXES, KNOB_COLUMNS, KNOB_DEFAULTS, KNOB_NEEDS,
     MAX_JOBS, MODEL_AXES, SPARSE_TRAIN, TEXT_AXES, TRAIN_AXES, WORD_VALUES, DatasetSpec, EvalSpec, GridSpec,
@@ -36,5 +36,5 @@ __all__ = [
     "ALL_AXES", "CELL_AXES", "HORIZON_SCHEDULES", "IDEAL_DATASETS", "INT_AXES", "KNOB_COLUMNS", "KNOB_DEFAULTS",
     "KNOB_NEEDS", "MAX_JOBS", "MODEL_AXES", "SPARSE_TRAIN", "TEXT_AXES", "TRAIN_AXES", "WORD_VALUES",
     "DatasetSpec", "EvalSpec", "GridSpec", "Job", "ModelSpec", "TrainSpec", "axis_values", "canonical_json",
-    "canonical_train", "epoch_steps", "expand", "load_grid", "parse_grid", "train_recipe",
+    "canonical_train", "epoch_steps", "expand", "load_grid", "parse_grid", "read_grid_text", "train_recipe",
 ]

@@ -5,6 +5,7 @@ Every problem is a GridError naming the file, the key and the value in plain wor
 
 from __future__ import annotations
 
+import sys
 import typing
 from pathlib import Path
 from typing import Any
@@ -16,17 +17,38 @@ from ddsweep.errors import MISSING, GridError
 from ddsweep.grid.spec import SECTIONS, GridSpec
 
 
-def load_grid(path: str | Path) -> GridSpec:
-    """Read and validate a grid file; raise GridError naming file, key and value."""
+MAX_GRID_BYTES = 4 << 20  # a grid file is a page of YAML; more is the wrong file (or /dev/zero)
+
+
+def read_grid_text(path: str | Path) -> str:
+    """A grid file's text, read once (a FIFO or process substitution can only be read once) and at
+    most MAX_GRID_BYTES of it; `-` reads standard input. GridError when it cannot be read."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        if str(path) == "-":
+            data = sys.stdin.buffer.read(MAX_GRID_BYTES + 1)
+        else:
+            with open(path, "rb") as f:
+                data = f.read(MAX_GRID_BYTES + 1)
     except OSError as e:
         raise GridError(path, "", MISSING, f"cannot read grid file ({e.strerror or e})") from None
+    if len(data) > MAX_GRID_BYTES:
+        raise GridError(path, "", MISSING, f"larger than {MAX_GRID_BYTES >> 20} MiB: not a grid file") from None
+    try:
+        return data.decode("utf-8")
     except UnicodeDecodeError as e:
-        line = path.read_bytes()[: e.start].count(b"\n") + 1
+        line = data[: e.start].count(b"\n") + 1
         raise GridError(path, "", MISSING, f"not valid UTF-8 text (line {line}, byte {e.start}); "
                         "save the grid file as UTF-8") from None
+
+
+def load_grid(path: str | Path, text: str | None = None) -> GridSpec:
+    """Read and validate a grid file; raise GridError naming file, key and value.
+
+    `text`: the file's contents, read already (read_grid_text): the file is not opened again."""
+    path = Path(path)
+    if text is None:
+        text = read_grid_text(path)
     try:
         raw = _load_yaml(text, path)
     except yaml.YAMLError as e:
