@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ddsweep.errors import UserError
+from ddsweep.errors import EXIT_USAGE, UserError, storage_fault
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Map deep double descent: plan a grid, train it, keep every epoch in DuckDB, draw the maps.")
@@ -35,10 +35,21 @@ def _user_errors(fn):
         try:
             return fn(*args, **kwargs)
         except UserError as e:
-            Console(stderr=True, soft_wrap=True).print(f"ddsweep: error: {e}", highlight=False, markup=False)
+            _error_line(str(e))
             raise typer.Exit(e.exit_code) from None
+        except Exception as e:  # a full disk or an unwritable folder anywhere is one line too
+            fault = storage_fault(e)
+            if fault is None:
+                raise
+            _error_line(f"cannot write {fault}")
+            raise typer.Exit(EXIT_USAGE) from None
 
     return wrapper
+
+
+def _error_line(message: str) -> None:
+    Console(stderr=True, soft_wrap=True).print(f"ddsweep: error: {' '.join(message.split())}", highlight=False,
+                                               markup=False)
 
 
 def _frame_table(df, title: str | None = None) -> Table:

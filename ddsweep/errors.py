@@ -1,5 +1,8 @@
 """Errors that reach the user as one clear line (exit code 2), and every exit code of `ddsweep`."""
 
+import errno
+import os
+import re
 import reprlib
 
 # Exit codes (README: Reliability). A signal that stopped `work` gives 128 + its number.
@@ -44,6 +47,34 @@ def _short_repr(value) -> str:
 
 class DatabaseBusy(UserError):
     """The database stayed locked by another process for longer than we wait."""
+
+
+class StorageError(UserError):
+    """A file ddsweep must write cannot be written: no permission, a read-only file system, a full disk."""
+
+
+# Faults of the storage, not of the job or the input: they stop a command (exit 2), never fail a job.
+STORAGE_ERRNOS = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EIO)
+_STORAGE_TEXTS = tuple(os.strerror(n) for n in STORAGE_ERRNOS)  # as DuckDB words them in its errors
+
+
+def storage_fault(e: BaseException) -> str | None:
+    """'PATH: No space left on device' (or the like) when `e` is a storage fault, else None.
+
+    An OSError with one of STORAGE_ERRNOS, or a DuckDB error (also wrapped by SQLAlchemy)
+    that names one of them."""
+    if isinstance(e, StorageError):
+        return str(e)
+    if isinstance(e, OSError):
+        if e.errno not in STORAGE_ERRNOS:
+            return None
+        return f"{e.filename}: {e.strerror}" if e.filename else (e.strerror or str(e))
+    text = str(getattr(e, "orig", None) or e)
+    for fault in _STORAGE_TEXTS:
+        if fault in text:
+            path = re.search(r'(?:file|directory) "([^"]+)"', text)
+            return f"{path.group(1)}: {fault}" if path else " ".join(text.split())[:300]
+    return None
 
 
 class SchemaError(UserError):

@@ -32,6 +32,7 @@ from ddsweep.store.jobs import _insert_rows
 REQUIRED_AXES = ("width", "n_train", "label_noise", "seed")
 OPTIONAL_AXES = ("depth", "lr", "momentum", "weight_decay", "batch_size", "optimizer", "dataset", "model", "loss")
 INT_AXES = {"width", "n_train", "seed", "depth", "batch_size"}
+INT_LIMITS = {"epoch": 1_000_000, "width": 1_000_000, "step": 2**53}  # epochs and widths as a grid allows
 TEXT_AXES = {"optimizer", "dataset", "model", "loss"}
 # file column -> metrics column
 METRICS = {"step": "step", "train_loss": "train_loss", "train_error": "train_error",
@@ -199,6 +200,11 @@ def prepare(df: pd.DataFrame, mapping: dict | None = None, constants: dict | Non
             frac = values.notna() & (values != values.round())
             if frac.any():
                 raise UserError(f"{source}: {col} = {values[frac].iloc[0]!r}: must be a whole number")
+            limit = INT_LIMITS.get(col, 2**31 - 1)  # the database's INTEGER (step: BIGINT)
+            huge = values.notna() & (values.abs() > limit)
+            if huge.any():
+                raise UserError(f"{source}: {col} = {values[huge].iloc[0]:g} (row {int(np.flatnonzero(huge)[0]) + 1}): "
+                                f"too large (at most {limit:,})")
             values = values.astype("Int64")
         df[col] = values
     if df["label_noise"].isna().any() or not df["label_noise"].between(0, 1, inclusive="left").all():

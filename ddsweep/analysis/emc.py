@@ -150,6 +150,8 @@ def emc_table(df: pd.DataFrame, epsilon: float = EPSILON, factor: float = FACTOR
         raise UserError(f"--factor {factor}: must be at least 1")
     if df.empty:
         raise UserError("no metric rows")
+    if "train_error" not in df.columns or df["train_error"].isna().all():
+        raise UserError("no train error in the metric rows (every value is empty): EMC and thresholds need it")
     if "n_train" in df.columns and df["n_train"].nunique() > 1:
         return _sample_mode(df, epsilon, factor, epochs, all_epochs)
     if "width" not in df.columns or df["width"].nunique() < 2:
@@ -180,6 +182,8 @@ def _threshold_mode(df, epsilon, factor, epochs, all_epochs) -> EmcTable:
     rows = []
     for key, g in m.groupby(keys + ["epoch"], dropna=False, sort=True):
         g = g[g["train_error"].notna()].sort_values("width")
+        if g.empty:  # (no train error at this epoch)
+            continue
         value, bound = threshold_over_width(g["width"], g["train_error"], epsilon)
         at = g[np.isclose(g["width"].to_numpy(dtype=float), value)] if np.isfinite(value) else g.iloc[:0]
         err = float(at["train_error"].iloc[0]) if len(at) and bound != ">" else math.nan

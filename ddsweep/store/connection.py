@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from filelock import FileLock, Timeout
 from sqlalchemy.pool import NullPool
 
-from ddsweep.errors import DatabaseBusy, SchemaError, UserError
+from ddsweep.errors import DatabaseBusy, SchemaError, StorageError, UserError, storage_fault
 
 DEFAULT_WAIT = 30.0  # seconds a command waits for the database before it gives up
 _WRITING: set[str] = set()  # lock files this process holds (Store.write), so a nested read takes no turn
@@ -81,7 +81,21 @@ class Store:
 
     @contextmanager
     def write(self, wait: float | None = None):
-        """A read-write connection in a transaction, under the cross-process write lock."""
+        """A read-write connection in a transaction, under the cross-process write lock.
+
+        A storage fault (no permission, read-only file system, full disk), while taking the
+        lock, opening or committing, is a StorageError naming the path: one line, exit 2."""
+        try:
+            with self._write(wait) as conn:
+                yield conn
+        except Exception as e:  # (DuckDB's own errors, raw or wrapped by SQLAlchemy, and OSError)
+            fault = None if isinstance(e, UserError) else storage_fault(e)
+            if fault is None:
+                raise
+            raise StorageError(f"cannot write {fault}") from None
+
+    @contextmanager
+    def _write(self, wait: float | None = None):
         wait = self.wait if wait is None else wait
         self.path.parent.mkdir(parents=True, exist_ok=True)
         lock = FileLock(self.lock_path)
@@ -175,6 +189,8 @@ class Store:
                 return engine, engine.connect()
             except sa.exc.DBAPIError as e:
                 engine.dispose()
+                if storage_fault(e):
+                    raise StorageError(f"cannot {'read' if read_only else 'write'} {storage_fault(e)}") from None
                 if not _is_lock_error(e):
                     raise SchemaError(f"{self.path}: cannot open as a DuckDB database ({_first_line(e)})") from None
                 if time.monotonic() >= deadline:

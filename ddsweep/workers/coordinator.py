@@ -28,7 +28,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ddsweep.errors import (EXIT_JOBS_FAILED, EXIT_OK, EXIT_UNFINISHED, DatabaseBusy, UserError,
+from ddsweep.errors import (EXIT_JOBS_FAILED, EXIT_OK, EXIT_UNFINISHED, DatabaseBusy, StorageError, UserError,
                             signal_exit_code)
 from ddsweep.store import Store
 from ddsweep.store import jobs as store_jobs
@@ -252,6 +252,7 @@ class Coordinator:
         self.busy = False  # the last write attempt found the database held by someone else
         self.out_of_jobs = False
         self.interrupts = 0  # Ctrl-C / SIGTERM received
+        self.fault: StorageError | None = None  # the first storage fault: the run stops, every job goes back
         self.handled_interrupts = 0
         now = time.monotonic()
         self.last_try = self.last_write = self.last_recover = self.last_poll = now
@@ -278,6 +279,9 @@ class Coordinator:
             finally:
                 for sig, handler in saved_handlers.items():
                     signal.signal(sig, handler)
+        if self.fault is not None:
+            raise StorageError(f"{self.fault}; stopped, {self.result.released} job(s) handed back (none failed): "
+                               "run `ddsweep work` again once there is space or permission")
         self.result.scope = self._scope_statuses()
         self.result.seconds = time.monotonic() - t0
         return self.result
@@ -458,10 +462,13 @@ class Coordinator:
                                                sweep=self.sweep, lease_seconds=self.lease_seconds)
                     if not claimed:
                         self.out_of_jobs = store_jobs.pending_count(conn, self.sweep) == 0
-        except DatabaseBusy as e:
+        except (DatabaseBusy, StorageError) as e:
             for _, lock in found:
                 lock.release()
-            self._warn_busy(e)
+            if isinstance(e, StorageError):
+                self._fault(e)
+            else:
+                self._warn_busy(e)
             return False
         self._forget_orphans(found)
         now = time.monotonic()
@@ -475,7 +482,10 @@ class Coordinator:
             self.display.note(f"database free again: wrote {written} event(s) held in the journal")
         self.busy = False
         self.buffer.clear()
-        self.journal.clear()
+        try:
+            self.journal.clear()
+        except StorageError as e:
+            self._fault(e)
         if note:
             self.display.note(note)
         for job in claimed:
@@ -495,8 +505,8 @@ class Coordinator:
         """At exit the rows must reach the database: wait for the lock holder, saying so."""
         if not self.buffer:
             return
-        if self._sync(claim=False, recover=False, wait=5.0):
-            return
+        if self._sync(claim=False, recover=False, wait=5.0) or self.fault is not None:
+            return  # (after a storage fault the events stay in the journal, if it could keep them)
         self.display.note("waiting for the database to be free to write the last results "
                           f"(they are safe in {self.journal.path}; Ctrl-C leaves them for the next `ddsweep work`)")
         seen = self.interrupts
@@ -659,13 +669,30 @@ class Coordinator:
             slot.pack, slot.retry = None, []
         self._release_queue()
         self._final_flush()
-        self.journal.close(remove=not self.buffer)
+        try:
+            self.journal.close(remove=not self.buffer)
+        except OSError:
+            pass  # an unwritable folder: the next `ddsweep work` finds the (empty) journal and removes it
 
     # ------------------------------------------------------------------ events
 
     def _record(self, event: dict) -> None:
-        self.journal.append([event])
+        self._journal([event])
         self.buffer.append(event)
+
+    def _journal(self, events: list[dict], sync: bool = True) -> None:
+        try:
+            self.journal.append(events, sync=sync)
+        except StorageError as e:
+            self._fault(e)
+
+    def _fault(self, e: StorageError) -> None:
+        """A storage fault (journal, checkpoints or database unwritable): stop cleanly, hand every job back."""
+        if self.fault is not None:
+            return
+        self.fault = e  # said once, as the run's error, when it has stopped
+        self._set_stop()
+        self._release_queue()
 
     def _await_idle(self, readers: dict, got: list) -> None:
         """A pack's job ends come (one by one) just before its worker's "idle": after a job end,
@@ -706,7 +733,7 @@ class Coordinator:
                 events.append(e)
         durable = [e for e in events if e["kind"] in DURABLE]
         # received = journaled (and synced, unless all it holds is progress counters)
-        self.journal.append(durable, sync=any(e["kind"] != "progress" for e in durable))
+        self._journal(durable, sync=any(e["kind"] != "progress" for e in durable))
         self.buffer.extend(durable)
         urgent = False
         for e in events:
@@ -741,6 +768,8 @@ class Coordinator:
             elif kind == "timing":
                 for key in self.result.timing:
                     self.result.timing[key] += e.get(key, 0)
+            elif kind == "fault":
+                self._fault(StorageError(e["message"]))
             elif kind == "warning":
                 self.result.warnings.append(e["message"])
                 self.display.note(f"warning: {e['message']}")

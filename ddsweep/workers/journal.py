@@ -17,21 +17,27 @@ from __future__ import annotations
 import json
 import os
 import zlib
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from filelock import FileLock, Timeout
 
+from ddsweep.errors import StorageError, storage_fault
+
 
 class Journal:
+    """A coordinator's journal file; a storage fault writing it is a StorageError naming the file."""
+
     def __init__(self, directory: str | Path, owner: str):
         self.dir = Path(directory)
-        self.dir.mkdir(parents=True, exist_ok=True)
         safe = owner.replace(":", "_").replace("/", "_")
         self.path = self.dir / f"{safe}.jsonl"
-        self._lock = FileLock(str(self.path) + ".lock")
-        self._lock.acquire(timeout=0)  # held for our lifetime: marks the journal as live
-        self._file = open(self.path, "ab")
+        with _faults(self.path):
+            self.dir.mkdir(parents=True, exist_ok=True)
+            self._lock = FileLock(str(self.path) + ".lock")
+            self._lock.acquire(timeout=0)  # held for our lifetime: marks the journal as live
+            self._file = open(self.path, "ab")
 
     def append(self, events: list[dict], sync: bool = True) -> None:
         """Append events; `sync=False` leaves them to the OS (they survive the coordinator's death,
@@ -39,24 +45,40 @@ class Journal:
         nothing needs kept."""
         if not events:
             return
-        self._file.write(b"".join(map(encode, events)))
-        self._file.flush()
-        if sync:
-            os.fsync(self._file.fileno())
+        with _faults(self.path):
+            self._file.write(b"".join(map(encode, events)))
+            self._file.flush()
+            if sync:
+                os.fsync(self._file.fileno())
 
     def clear(self) -> None:
         """Everything appended so far is in the database."""
-        self._file.truncate(0)
-        self._file.seek(0)
-        os.fsync(self._file.fileno())
+        with _faults(self.path):
+            self._file.truncate(0)
+            self._file.seek(0)
+            os.fsync(self._file.fileno())
 
     def close(self, remove: bool) -> None:
-        self._file.close()
+        try:
+            self._file.close()
+        except OSError:
+            pass  # (a failed flush of a full disk: said when it happened)
         if remove:
             self.path.unlink(missing_ok=True)
         self._lock.release()
         if remove:
             Path(self._lock.lock_file).unlink(missing_ok=True)
+
+
+@contextmanager
+def _faults(path: Path):
+    try:
+        yield
+    except OSError as e:
+        fault = storage_fault(e)
+        if fault is None:
+            raise
+        raise StorageError(f"cannot write the journal {path}: {e.strerror or e}") from None
 
 
 def encode(event: dict) -> bytes:

@@ -12,6 +12,8 @@ import signal
 import time
 import traceback
 
+from ddsweep.errors import storage_fault
+
 # Progress events (epoch counters for the display and `status`) go out at most this often: a
 # small pack's epoch takes ~10 ms, and an event per epoch cost the coordinator a core-second
 # per 1,400 epochs that it took from the workers. Every other event sends the held one first.
@@ -174,6 +176,12 @@ def _train_group(group: list[dict], slot: int, device: str, put, should_stop, ch
         rest = [j for j in group if j["job_id"] not in finished]
         if isinstance(e, torch.OutOfMemoryError) and len(rest) > 1:
             return rest
+        fault = storage_fault(e)
+        if fault is not None:  # the storage's fault, not the jobs': they go back, and the run stops
+            put({"kind": "fault", "slot": slot, "message": f"cannot write {fault} (checkpointing)"})
+            for job in rest:
+                put({"kind": "released", "slot": slot, "job_id": job["job_id"]})
+            return []
         error = traceback.format_exc()
         for job in rest:
             put({"kind": "finished", "slot": slot, "job_id": job["job_id"], "status": "failed", "error": error})
