@@ -68,3 +68,10 @@ def test_extend_validates_epochs_like_plan(tmp_path, cli):
     assert db_rows(db, "select distinct epochs from jobs") == [(6,)]
     r = cli("extend", "--epochs", 7, "--sweep", "nosuch", "--db", db)
     assert r.exit_code == 2 and "--sweep nosuch: no such sweep" in r.output, r.output
+
+
+def test_bulk_write_benchmark_runs_both_ways_to_the_same_rows():
+    from ddsweep.bench.writes import main
+
+    r = main(["--jobs", "400"])  # (it asserts that both ways leave the same rows)
+    assert r["jobs"] == 400 and r["seconds"] > 0 and r["baseline_seconds"] > 0
