@@ -104,6 +104,9 @@ AXES: tuple[Axis, ...] = (
     Axis("step_milestones", "floats", (_TRAIN, "step_milestones"), (0.5, 0.75), job=False, cell=False, knob=True),
     Axis("step_factor", "float", (_TRAIN, "step_factor"), 0.1, job=False, cell=False, knob=True),
     Axis("trust", "float", (_TRAIN, "trust"), 0.001, job=False, cell=False, knob=True),
+    Axis("label_smoothing", "float", (_TRAIN, "label_smoothing"), 0.0, job=False, cell=False, knob=True),
+    # the transformer's encoder and decoder layers: stored in the jobs' depth column
+    Axis("layers", "int", ("model", "layers"), None, job=False, cell=False),
 )
 
 METRICS: tuple[Metric, ...] = (

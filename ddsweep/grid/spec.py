@@ -36,6 +36,8 @@ class DatasetSpec(_Strict):
     download: StrictBool = Field(False, description="images: let torchvision download a missing dataset")
     verify: StrictBool = Field(True, description="images: load through torchvision (MD5-checked) or read directly")
     augment: StrictBool = Field(False, description="images: random crop 32 (4-pixel padding) + horizontal flip")
+    src: str | None = Field(None, pattern=r"^[A-Za-z0-9_\-]+$", description="translation: source language suffix")
+    tgt: str | None = Field(None, pattern=r"^[A-Za-z0-9_\-]+$", description="translation: target language suffix")
 
     def config(self) -> dict:
         from ddsweep.data import dataset_config
@@ -44,10 +46,27 @@ class DatasetSpec(_Strict):
 
 
 class ModelSpec(_Strict):
-    """Which architecture: `mlp` is input -> h x depth -> classes with ReLU."""
+    """Which architecture: `mlp` is input -> h x depth -> classes with ReLU; `transformer` the
+    encoder-decoder of ddsweep.models.transformer (its options below; None: the default)."""
 
     name: str = "mlp"
     depth: int = Field(2, ge=1, le=16, description="number of hidden layers")
+    layers: int | None = Field(None, ge=1, le=48, description="transformer: encoder and decoder layers (6)")
+    heads: int | None = Field(None, ge=1, le=256, description="transformer: attention heads (4); divides d_model")
+    ffn_ratio: float | None = Field(None, gt=0, le=64, description="transformer: feed-forward width / d_model (4)")
+    norm: Literal["post", "pre"] | None = Field(None, description="transformer: LayerNorm after (post) or before (pre)")
+    embeddings: Literal["tied", "separate"] | None = Field(
+        None, description="transformer: decoder output projection tied to its input embedding, or separate")
+
+    def config(self) -> dict:
+        """What a job's config holds: {name, depth} as always, the transformer's options in full."""
+        from ddsweep.models import TEXT_MODELS
+
+        if self.name in TEXT_MODELS:
+            from ddsweep.models.transformer_arch import model_options
+
+            return {"name": self.name, **model_options(self.model_dump())}
+        return {"name": self.name, "depth": self.depth}
 
 
 class TrainSpec(_Strict):
@@ -76,6 +95,8 @@ class TrainSpec(_Strict):
     flood: float = Field(0.0, ge=0, description="flood level b: train on |L - b| + b; 0: off")
     trust: float = Field(0.001, gt=0, le=1, description="lars: trust coefficient")
     world: Literal["real", "ideal"] = "real"
+    # the transformer's loss: (1 - eps) x NLL + eps x mean over the vocabulary of -log p (torch's definition)
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="transformer: label smoothing eps; 0: off")
 
     @field_validator("batch_size", mode="before")
     @classmethod
@@ -168,6 +189,7 @@ class EvalSpec(_Strict):
 
 
 # Axes a grid may vary, and where each lands in the resolved config.
+# `layers` (the transformer's) lands in the jobs' depth column (ddsweep.axes).
 # (from the vocabulary, ddsweep.axes; tests/test_vocabulary.py checks it against the specs above)
 CELL_AXES = tuple(a.name for a in vocabulary.AXES if a.grid and a.section == "cell")  # top-level keys of a config
 TRAIN_AXES = tuple(a.name for a in vocabulary.AXES if a.grid and a.section == "train")  # includes epochs

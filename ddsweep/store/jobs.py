@@ -34,6 +34,8 @@ def _job_row(job: Job) -> dict:
     c = job.config
     recipe = train_recipe(c)  # the knobs at their defaults where the hashed config leaves them out
     axes = {a.name: recipe[a.path[1]] if a.section == "train" else config_value(c, a.name) for a in AXES if a.job}
+    if axes.get("depth") is None:  # a transformer's depth is its `layers` (encoder and decoder layers each)
+        axes["depth"] = c["model"].get("layers")
     return {
         "job_id": job.job_id, "sweep": job.sweep, "status": "pending", **axes,
         "epochs": job.epochs, "horizons": json.dumps(list(job.horizons)),
