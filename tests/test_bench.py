@@ -77,6 +77,6 @@ def test_store_bench_builds_reads_and_reports(tmp_path):
     assert big["ingest"]["ingest_rows_per_s"] > 0
     for arm, part in (("new", big), ("new", report["small"]), ("old", report["small"])):
         assert set(part[arm]) == {"status", "summary", "heatmap"}
-        for name, r in part[arm].items():
-            assert r["seconds"] > 0 and r["peak_mb"] > 50, (arm, name, r)
+        for name, timing in part[arm].items():
+            assert timing["seconds"] > 0 and timing["peak_mb"] > 50, (arm, name, timing)
     assert "ingest" in r.stdout and "old/new" in r.stdout and "targets on 19,800 rows" in r.stdout
