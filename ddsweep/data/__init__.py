@@ -19,6 +19,9 @@ DATASETS = {
     "fashion_mnist": "ddsweep.data.vision:load_vision",
     "svhn": "ddsweep.data.vision:load_vision",
     "imagefolder": "ddsweep.data.vision:load_vision",  # ROOT/train/<class>/*, ROOT/test/<class>/*
+    # sentence pairs: ROOT/train.SRC, ROOT/train.TGT, ... (ddsweep.data.translation)
+    "translation": "ddsweep.data.translation:load_translation",
+    "synthetic_translation": "ddsweep.data.translation:load_translation",  # generated (ddsweep.data.synthetic_text)
 }
 MNIST1D_DEFAULTS = {"pool": 8000, "test": 4000, "seed": 42}  # generation knobs (only MNIST-1D has them)
 # Keys of a dataset spec that say where and how to read or augment it, not which samples
@@ -40,6 +43,10 @@ def is_vision(name: str) -> bool:
     return DATASETS.get(name, "").startswith("ddsweep.data.vision:")
 
 
+def is_text(name: str) -> bool:
+    return DATASETS.get(name, "").startswith("ddsweep.data.translation:")
+
+
 def dataset_config(spec: dict) -> dict:
     """The dataset dict a job config holds (its id hashes it): the knobs that apply, defaults filled in.
 
@@ -47,6 +54,12 @@ def dataset_config(spec: dict) -> dict:
     only the location and augmentation knobs that differ from their defaults.
     """
     name = spec["name"]
+    if name == "translation":  # the files' folder and languages
+        return {"name": name, "root": str(spec["root"]), "src": spec.get("src") or "de", "tgt": spec.get("tgt") or "en"}
+    if name == "synthetic_translation":
+        from ddsweep.data.synthetic_text import SYNTHETIC_DEFAULTS
+
+        return {"name": name, **{k: d if spec.get(k) is None else spec[k] for k, d in SYNTHETIC_DEFAULTS.items()}}
     if not is_vision(name):
         return {"name": name, **{k: d if spec.get(k) is None else spec[k] for k, d in MNIST1D_DEFAULTS.items()}}
     out = {"name": name}
@@ -72,6 +85,13 @@ def spec_problem(spec: dict) -> tuple[str, str] | None:
         from ddsweep.data import vision
 
         return vision.spec_problem(spec)
+    if is_text(spec["name"]):
+        from ddsweep.data import translation
+
+        return translation.spec_problem(spec)
+    for key, default in (("src", None), ("tgt", None)):
+        if spec.get(key, default) != default:
+            return key, "applies to name: translation only"
     for key, default in (("root", None), ("download", False), ("verify", True), ("augment", False)):
         if spec.get(key, default) != default:
             return key, f"applies to the image datasets only ({', '.join(n for n in DATASETS if is_vision(n))})"
@@ -84,6 +104,10 @@ def pool_size(spec: dict) -> int:
         from ddsweep.data import vision
 
         return vision.pool_size(spec)
+    if is_text(spec["name"]):
+        from ddsweep.data import translation
+
+        return translation.pool_size(spec)
     return int(dataset_config(spec)["pool"])
 
 
@@ -93,4 +117,8 @@ def availability_problem(spec: dict) -> str | None:
         from ddsweep.data import vision
 
         return vision.availability_problem(spec)
+    if is_text(spec["name"]):
+        from ddsweep.data import translation
+
+        return translation.availability_problem(spec)
     return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -16,10 +17,13 @@ class Tensors:
     x_test: torch.Tensor
     y_test: torch.Tensor
     num_classes: int
+    # text datasets (ddsweep.data.translation): rows are int32 [source | target] token ids, the
+    # labels are unused zeros, num_classes is the target vocabulary; this says how rows are laid out
+    text: Any = None
 
     def to(self, device) -> "Tensors":
         return Tensors(self.x_pool.to(device), self.y_pool.to(device), self.x_test.to(device),
-                       self.y_test.to(device), self.num_classes)
+                       self.y_test.to(device), self.num_classes, self.text)
 
     @property
     def input_dim(self) -> int:

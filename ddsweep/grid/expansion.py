@@ -95,7 +95,7 @@ def expand(spec: GridSpec, path: str | Path = "<grid>", pool_size: int | None = 
     for values in itertools.product(*(axes[n] for n in names)):
         cell = dict(zip(names, values))
         train = spec.train.model_dump()
-        model = spec.model.model_dump()
+        model = spec.model.config()
         for k, v in cell.items():
             if k in TRAIN_AXES:
                 train[k] = v
@@ -112,6 +112,7 @@ def expand(spec: GridSpec, path: str | Path = "<grid>", pool_size: int | None = 
             raise GridError(path, "grid.world" if "world" in cell else "train.world", "ideal",
                             f"the ideal world needs a dataset with a generator ({', '.join(IDEAL_DATASETS)}); "
                             f"{spec.dataset.name} has a fixed pool")
+        _check_text_cell(spec, cell, model, train, path)
         config = {
             "sweep": spec.name,
             "dataset": dict(dataset),
@@ -130,6 +131,23 @@ def expand(spec: GridSpec, path: str | Path = "<grid>", pool_size: int | None = 
         Job(jid, spec.name, e["config"], max(e["horizons"]), tuple(sorted(e["horizons"])))
         for jid, e in merged.items()
     ]
+
+
+def _check_text_cell(spec: GridSpec, cell: dict, model: dict, train: dict, path) -> None:
+    """The transformer's heads must divide d_model; text has no label noise; only the transformer
+    smooths labels."""
+    from ddsweep.data import is_text
+
+    if model["name"] != "transformer" and train.get("label_smoothing", 0.0) > 0:
+        raise GridError(path, "grid.label_smoothing" if "label_smoothing" in cell else "train.label_smoothing",
+                        train["label_smoothing"], "applies to model: transformer only")
+    if model["name"] == "transformer" and cell["width"] % model["heads"]:
+        where = "grid.heads" if "heads" in cell else "model.heads"
+        raise GridError(path, where, model["heads"], f"does not divide d_model = width {cell['width']} "
+                        "(each head gets d_model / heads dimensions)")
+    if is_text(spec.dataset.name) and cell.get("label_noise", 0.0) > 0:
+        raise GridError(path, "grid.label_noise", cell["label_noise"],
+                        "label noise is not defined for text (a sentence pair has no label to flip); use 0")
 
 
 def epoch_steps(n_train: int, batch_size: int | str) -> int:
@@ -173,6 +191,6 @@ def _validate_axis_values(spec: GridSpec, axes: dict[str, list], path) -> None:
                 elif name in TRAIN_AXES:
                     TrainSpec.model_validate({**spec.train.model_dump(), name: v})
                 else:
-                    ModelSpec.model_validate({**spec.model.model_dump(), name: v})
+                    ModelSpec.model_validate({**spec.model.model_dump(exclude_none=True), name: v})
             except ValidationError as e:
                 raise GridError(path, key, v, pydantic_error(e, path).problem) from None

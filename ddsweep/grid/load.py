@@ -163,7 +163,7 @@ def pydantic_error(e: ValidationError, path) -> GridError:
 
 def _check_registry(spec: GridSpec, path) -> None:
     from ddsweep.data import DATASETS, availability_problem, spec_problem
-    from ddsweep.models import CONV_MODELS, MODELS
+    from ddsweep.models import CONV_MODELS, MODELS, TEXT_MODELS
 
     if spec.dataset.name not in DATASETS:
         raise GridError(path, "dataset.name", spec.dataset.name,
@@ -175,6 +175,7 @@ def _check_registry(spec: GridSpec, path) -> None:
     problem = spec_problem(raw)
     if problem:
         raise GridError(path, f"dataset.{problem[0]}", raw[problem[0]], problem[1])
+    _check_text_model(spec, path)
     if spec.model.name in CONV_MODELS:
         if "depth" in spec.model.model_fields_set or "depth" in spec.grid:
             raise GridError(path, "model.depth" if "depth" in spec.model.model_fields_set else "grid.depth",
@@ -184,10 +185,37 @@ def _check_registry(spec: GridSpec, path) -> None:
         if not is_vision(spec.dataset.name):
             raise GridError(path, "model.name", spec.model.name,
                             f"a conv model needs an image dataset, not {spec.dataset.name}")
-    elif spec.train.precision == "bf16":
+    elif spec.train.precision == "bf16" and spec.model.name not in TEXT_MODELS:
         raise GridError(path, "train.precision", "bf16",
-                        f"bf16 is for the conv models ({', '.join(sorted(CONV_MODELS))}); "
+                        f"bf16 is for the conv models and the transformer ({', '.join(sorted(CONV_MODELS | TEXT_MODELS))}); "
                         f"{spec.model.name} trains in float32")
     missing = availability_problem(raw)
     if missing:
         raise GridError(path, "dataset.root" if spec.dataset.root else "dataset", MISSING, missing)
+
+
+TRANSFORMER_KEYS = ("layers", "heads", "ffn_ratio", "norm", "embeddings")
+
+
+def _check_text_model(spec: GridSpec, path) -> None:
+    """Text datasets go with the transformer and the transformer with them; its options only with it."""
+    from ddsweep.data import is_text
+    from ddsweep.models import TEXT_MODELS
+
+    text_model, text_data = spec.model.name in TEXT_MODELS, is_text(spec.dataset.name)
+    if text_model != text_data:
+        what = (f"{spec.model.name} needs a text dataset (translation, synthetic_translation), not {spec.dataset.name}"
+                if text_model else f"{spec.dataset.name} is text: it needs model: transformer")
+        raise GridError(path, "model.name", spec.model.name, what)
+    if not text_model:
+        for key in TRANSFORMER_KEYS:
+            if getattr(spec.model, key) is not None or key in spec.grid:
+                raise GridError(path, f"model.{key}" if key not in spec.grid else f"grid.{key}", MISSING,
+                                "applies to model: transformer only")
+        return
+    if "depth" in spec.model.model_fields_set or "depth" in spec.grid:
+        raise GridError(path, "model.depth" if "depth" in spec.model.model_fields_set else "grid.depth", MISSING,
+                        "the transformer's depth is `layers` (encoder and decoder layers each)")
+    if spec.train.loss != "cross_entropy" or "loss" in spec.grid:
+        raise GridError(path, "train.loss" if "loss" not in spec.grid else "grid.loss", spec.train.loss,
+                        "the transformer trains on token cross-entropy (label_smoothing is its knob)")

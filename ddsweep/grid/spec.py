@@ -34,6 +34,8 @@ class DatasetSpec(_Strict):
     download: StrictBool = Field(False, description="images: let torchvision download a missing dataset")
     verify: StrictBool = Field(True, description="images: load through torchvision (MD5-checked) or read directly")
     augment: StrictBool = Field(False, description="images: random crop 32 (4-pixel padding) + horizontal flip")
+    src: str | None = Field(None, pattern=r"^[A-Za-z0-9_\-]+$", description="translation: source language suffix")
+    tgt: str | None = Field(None, pattern=r"^[A-Za-z0-9_\-]+$", description="translation: target language suffix")
 
     def config(self) -> dict:
         from ddsweep.data import dataset_config
@@ -42,10 +44,27 @@ class DatasetSpec(_Strict):
 
 
 class ModelSpec(_Strict):
-    """Which architecture: `mlp` is input -> h x depth -> classes with ReLU."""
+    """Which architecture: `mlp` is input -> h x depth -> classes with ReLU; `transformer` the
+    encoder-decoder of ddsweep.models.transformer (its options below; None: the default)."""
 
     name: str = "mlp"
     depth: int = Field(2, ge=1, le=16, description="number of hidden layers")
+    layers: int | None = Field(None, ge=1, le=48, description="transformer: encoder and decoder layers (6)")
+    heads: int | None = Field(None, ge=1, le=256, description="transformer: attention heads (4); divides d_model")
+    ffn_ratio: float | None = Field(None, gt=0, le=64, description="transformer: feed-forward width / d_model (4)")
+    norm: Literal["post", "pre"] | None = Field(None, description="transformer: LayerNorm after (post) or before (pre)")
+    embeddings: Literal["tied", "separate"] | None = Field(
+        None, description="transformer: decoder output projection tied to its input embedding, or separate")
+
+    def config(self) -> dict:
+        """What a job's config holds: {name, depth} as always, the transformer's options in full."""
+        from ddsweep.models import TEXT_MODELS
+
+        if self.name in TEXT_MODELS:
+            from ddsweep.models.transformer_arch import model_options
+
+            return {"name": self.name, **model_options(self.model_dump())}
+        return {"name": self.name, "depth": self.depth}
 
 
 class TrainSpec(_Strict):
@@ -74,6 +93,8 @@ class TrainSpec(_Strict):
     flood: float = Field(0.0, ge=0, description="flood level b: train on |L - b| + b; 0: off")
     trust: float = Field(0.001, gt=0, le=1, description="lars: trust coefficient")
     world: Literal["real", "ideal"] = "real"
+    # the transformer's loss: (1 - eps) x NLL + eps x mean over the vocabulary of -log p (torch's definition)
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="transformer: label smoothing eps; 0: off")
 
     @field_validator("batch_size", mode="before")
     @classmethod
@@ -101,7 +122,7 @@ SPARSE_TRAIN = {"precision": "auto"}
 # as well, so equal runs get equal ids. Read a job's full recipe with `train_recipe`.
 KNOB_DEFAULTS = {name: TrainSpec.model_fields[name].default for name in (
     "schedule", "warmup", "inv_sqrt_steps", "step_milestones", "step_factor", "grad_clip", "grad_penalty",
-    "flood", "trust", "world")}
+    "flood", "trust", "world", "label_smoothing")}
 KNOB_NEEDS = {"inv_sqrt_steps": ("schedule", "inverse_sqrt"), "step_milestones": ("schedule", "step"),
               "step_factor": ("schedule", "step"), "trust": ("optimizer", "lars")}
 KNOB_COLUMNS = ("schedule", "warmup", "grad_clip", "grad_penalty", "flood", "world")  # also columns of `jobs`
@@ -170,8 +191,10 @@ class EvalSpec(_Strict):
 # Axes a grid may vary, and where each lands in the resolved config.
 CELL_AXES = ("width", "n_train", "label_noise", "seed")
 TRAIN_AXES = tuple(TrainSpec.model_fields)  # includes epochs
-MODEL_AXES = ("depth",)
-INT_AXES = {"width", "n_train", "seed", "batch_size", "epochs", "steps", "depth"}
+# `layers` (the transformer's) lands in the jobs' depth column; the transformer's other options
+# are no axes: analysis reads cells by their columns and would average over them
+MODEL_AXES = ("depth", "layers")
+INT_AXES = {"width", "n_train", "seed", "batch_size", "epochs", "steps", "depth", "layers"}
 TEXT_AXES = {"optimizer", "loss", "precision", "schedule", "world"}  # every other axis takes numbers only
 WORD_VALUES = {"batch_size": ("full",)}  # numeric axes that also take these words
 ALL_AXES = CELL_AXES + TRAIN_AXES + MODEL_AXES

@@ -12,8 +12,10 @@ MODELS = {
     "mlp": "ddsweep.models.mlp:PackedMLP",
     "mcnn": "ddsweep.models.mcnn:PackedMCNN",  # Deep Double Descent's 5-layer CNN
     "preact_resnet18": "ddsweep.models.resnet:PackedPreActResNet18",
+    "transformer": "ddsweep.models.transformer:PackedTransformer",  # encoder-decoder, on text datasets
 }
 CONV_MODELS = {"mcnn", "preact_resnet18"}  # image models, built from the job config (ddsweep.models.arch)
+TEXT_MODELS = {"transformer"}  # sequence models on text datasets (ddsweep.models.transformer_arch)
 # models whose narrow members train padded (torch-free lookup)
 PADDED = {"mlp": padded_width, "mcnn": conv_padded_width, "preact_resnet18": conv_padded_width}
 
@@ -29,12 +31,15 @@ def train_width(config: dict, device: str = "cpu") -> int:
     return pad(config["width"], device) if pad else config["width"]
 
 
-def build_model(config: dict, input_dim: int, num_classes: int, members: int, device="cpu",
-                width=None) -> PackedModel:
-    """The packed model for a job config, with `members` stacked copies (uninitialized)."""
+def build_model(config: dict, input_dim: int, num_classes: int, members: int, device="cpu", width=None,
+                text=None) -> PackedModel:
+    """The packed model for a job config, with `members` stacked copies (uninitialized); `text`: a text
+    dataset's layout (ddsweep.data.translation.TextInfo), for the text models."""
     module, name = _module(config)
     cls = getattr(module, name)
     width = width or train_width(config, str(device))
+    if config["model"]["name"] in TEXT_MODELS:
+        return cls.from_config(config, members, width, text, device)
     if config["model"]["name"] in CONV_MODELS:  # image shape, normalization and precision from the config
         return cls.from_config(config, members, width, input_dim, num_classes, device)
     return cls(members, input_dim, width, num_classes, depth=config["model"]["depth"], device=device)

@@ -71,3 +71,45 @@ class PreActResNet18(nn.Module):
 
 
 REFERENCE = {"mcnn": MCNN, "preact_resnet18": PreActResNet18}
+
+
+class TransformerReference(nn.Module):
+    """The encoder-decoder Transformer one model at a time, built from torch.nn.Transformer's layers
+    (nn.TransformerEncoderLayer / nn.TransformerDecoderLayer, dropout 0, ReLU): the plain model the
+    pack is checked against (same parameter names; see ddsweep.models.transformer_arch)."""
+
+    def __init__(self, d_model: int, src_vocab: int, tgt_vocab: int, layers: int = 6, heads: int = 4,
+                 ffn_ratio: float = 4, norm: str = "post", embeddings: str = "tied", max_len: int = 256):
+        import torch
+
+        from ddsweep.data.translation import PAD
+        from ddsweep.models.transformer import sinusoids
+
+        super().__init__()
+        d, f, pre = d_model, max(1, int(round(ffn_ratio * d_model))), norm == "pre"
+        self.d_model, self.tied = d, embeddings == "tied"
+        self.src_embed = nn.Embedding(src_vocab, d, padding_idx=PAD)
+        self.tgt_embed = nn.Embedding(tgt_vocab, d, padding_idx=PAD)
+        enc = nn.TransformerEncoderLayer(d, heads, f, dropout=0.0, batch_first=True, norm_first=pre)
+        dec = nn.TransformerDecoderLayer(d, heads, f, dropout=0.0, batch_first=True, norm_first=pre)
+        self.encoder = nn.TransformerEncoder(enc, layers, norm=nn.LayerNorm(d) if pre else None,
+                                             enable_nested_tensor=False)
+        self.decoder = nn.TransformerDecoder(dec, layers, norm=nn.LayerNorm(d) if pre else None)
+        if not self.tied:
+            self.out_proj = nn.Linear(d, tgt_vocab, bias=False)
+        self.register_buffer("pe", sinusoids(max_len, d), persistent=False)
+        self._pad = PAD
+        self._torch = torch
+
+    def forward(self, src, tgt_in):
+        """src [B, S], tgt_in [B, T] token ids -> logits [B, T, tgt_vocab]."""
+        torch = self._torch
+        scale = self.d_model ** 0.5
+        x = self.src_embed(src) * scale + self.pe[:src.shape[1]]
+        y = self.tgt_embed(tgt_in) * scale + self.pe[:tgt_in.shape[1]]
+        pad = src == self._pad
+        memory = self.encoder(x, src_key_padding_mask=pad)
+        causal = nn.Transformer.generate_square_subsequent_mask(tgt_in.shape[1])
+        h = self.decoder(y, memory, tgt_mask=causal, tgt_is_causal=True, memory_key_padding_mask=pad)
+        w = self.tgt_embed.weight if self.tied else self.out_proj.weight
+        return torch.matmul(h, w.T)

@@ -36,7 +36,7 @@ def _job_row(job: Job) -> dict:
     t = c["train"]
     return {
         "job_id": job.job_id, "sweep": job.sweep, "status": "pending",
-        "dataset": c["dataset"]["name"], "model": c["model"]["name"], "depth": c["model"]["depth"],
+        "dataset": c["dataset"]["name"], "model": c["model"]["name"], "depth": c["model"].get("depth", c["model"].get("layers")),
         "width": c["width"], "n_train": c["n_train"], "label_noise": c["label_noise"], "seed": c["seed"],
         "epochs": job.epochs, "horizons": json.dumps(list(job.horizons)),
         "optimizer": t["optimizer"], "lr": t["lr"], "momentum": t["momentum"],

@@ -84,10 +84,12 @@ def train_pack(jobs: list[dict], device: str = "cpu", emit: Emit = lambda e: Non
     widths = {train_width(m.config, str(device)) for m in members}
     if len(widths) != 1:
         raise ValueError(f"a pack trains at one width; these jobs train at {sorted(widths)}")
-    model = build_model(cfg, data.input_dim, data.num_classes, K, device, width=widths.pop())
+    model = build_model(cfg, data.input_dim, data.num_classes, K, device, width=widths.pop(), text=data.text)
     for k, m in enumerate(members):
         model.init_member(k, seeded_generator("init", m.config["seed"]), m.config["width"])
     recipes = [train_recipe(m.config) for m in members]  # each member's recipe, every knob filled in
+    if hasattr(model, "configure"):  # per-member settings the model applies itself (label smoothing)
+        model.configure(recipes)
     opt = build_optimizer(cfg["train"]["optimizer"], model, recipes)
     loss_name = cfg["train"]["loss"]
     lr = [r["lr"] for r in recipes]
@@ -251,6 +253,8 @@ def _loss(logits: torch.Tensor, y: torch.Tensor, name: str) -> torch.Tensor:
 def _evaluate(model: PackedModel, members, x_train, y_train, data, loss_name) -> list[dict]:
     """Full passes over each member's training set and the shared test set."""
     K = len(members)
+    if hasattr(model, "token_metrics"):  # text: per-token cross-entropy (no smoothing) and token error
+        return _evaluate_tokens(model, x_train, data.x_test.expand(K, *data.x_test.shape))
     clean = torch.stack([m.clean for m in members])
     flipped = torch.stack([m.flipped for m in members])
 
@@ -283,6 +287,20 @@ def _evaluate(model: PackedModel, members, x_train, y_train, data, loss_name) ->
     for r, nf in zip(rows, n_flipped.tolist()):
         if nf == 0:
             r["noisy_fit"] = None  # no noisy labels: memorization is undefined
+    return rows
+
+
+def _evaluate_tokens(model, x_train, x_test) -> list[dict]:
+    """Rows of a text model: train and test loss are the mean over all target tokens of the
+    cross-entropy without label smoothing, the errors the share of tokens predicted wrongly
+    (teacher-forced). Text has no label noise: train_error_clean is train_error, noisy_fit null."""
+    stats = torch.cat([model.token_metrics(x_train), model.token_metrics(x_test)], 1).tolist()
+    rows = []
+    for tr_loss, tr_wrong, tr_n, te_loss, te_wrong, te_n in stats:
+        train_error = tr_wrong / max(tr_n, 1)
+        rows.append({"train_loss": tr_loss / max(tr_n, 1), "train_error": train_error,
+                     "train_error_clean": train_error, "noisy_fit": None,
+                     "test_loss": te_loss / max(te_n, 1), "test_error": te_wrong / max(te_n, 1)})
     return rows
 
 
@@ -340,8 +358,9 @@ def _probe(model: PackedModel, x_train, y_train, theta0, loss_name, with_grad: b
     if model.has_running_stats or not with_grad:
         return [{"grad_norm": None, "dist_from_init": d, "weight_norm": w} for d, w in norms.tolist()]
     full = torch.zeros_like(model.grad)
-    for i in range(0, N, EVAL_CHUNK):
-        xb, yb = x_train[:, i:i + EVAL_CHUNK], y_train[:, i:i + EVAL_CHUNK]
+    chunk = model.eval_chunk if hasattr(model, "token_metrics") else EVAL_CHUNK  # text: sized to the logits
+    for i in range(0, N, chunk):
+        xb, yb = x_train[:, i:i + chunk], y_train[:, i:i + chunk]
         model.loss_and_grad(xb, yb, loss_name)
         full.add_(model.grad, alpha=yb.shape[1] / N)
     stats = torch.cat([full.norm(dim=1, keepdim=True), norms], 1)

@@ -24,8 +24,10 @@ MAX_CONV_MEMBERS = {"cpu": 1, "cuda": 512}
 
 def model_params(config: dict, input_dim: int = 40, classes: int = 10, device: str = "cpu") -> int:
     """Parameter count of one member at the width it trains at on `device`."""
-    from ddsweep.models import CONV_MODELS, train_width
+    from ddsweep.models import CONV_MODELS, TEXT_MODELS, train_width
 
+    if config["model"]["name"] in TEXT_MODELS:
+        return text_arch(config).size
     if config["model"]["name"] in CONV_MODELS:
         from ddsweep.models.arch import arch_for
 
@@ -34,6 +36,29 @@ def model_params(config: dict, input_dim: int = 40, classes: int = 10, device: s
     h, depth = train_width(config, device), config["model"]["depth"]
     dims = [input_dim] + [h] * depth + [classes]
     return sum(i * o + o for i, o in zip(dims[:-1], dims[1:]))
+
+
+def text_arch(config: dict):
+    """The transformer of a job config, for its dataset's vocabularies (no torch)."""
+    from ddsweep.data.translation import text_shape
+    from ddsweep.models.transformer_arch import arch_from_config
+
+    shape = text_shape(config["dataset"])
+    return arch_from_config(config, shape.src_vocab, shape.tgt_vocab)
+
+
+def text_member_bytes(config: dict, device: str) -> int:
+    """Estimated memory of one transformer member in training: parameters with gradient, copies and
+    Adam's state (~28 bytes each), one batch's activations at twice the mean sentence lengths (a batch
+    is cut to its longest sentences; x1.5 for autograd's extras), its rows twice (int32)."""
+    from ddsweep.data.translation import text_shape
+
+    shape, arch = text_shape(config["dataset"]), text_arch(config)
+    bf16 = config["train"].get("precision", "auto") == "bf16" or (
+        device.startswith("cuda") and config["train"].get("precision", "auto") == "auto")
+    acts = arch.activations(2 * shape.src_tokens, 2 * shape.tgt_tokens)
+    return int(28 * arch.size + 1.5 * (2 if bf16 else 4) * acts * config["train"]["batch_size"]
+               + 2 * 4 * shape.row * config["n_train"])
 
 
 def member_bytes(config: dict, device: str) -> int:
@@ -83,23 +108,27 @@ def memory_override() -> int | None:
 
 
 def auto_pack_size(config: dict, device: str, share: float = 1.0) -> int:
-    from ddsweep.models import CONV_MODELS
+    from ddsweep.models import CONV_MODELS, TEXT_MODELS
 
     kind = "cuda" if device.startswith("cuda") else "cpu"
     size = min(MAX_MEMBERS[kind], PACK_PARAM_BUDGET[kind] // max(1, model_params(config, device=device)))
     if config["model"]["name"] in CONV_MODELS:
         size = min(size, MAX_CONV_MEMBERS[kind], fitting_members(config, device, share))
+    elif config["model"]["name"] in TEXT_MODELS:
+        size = min(size, fitting_members(config, device, share))
     return max(1, size)
 
 
 def fitting_members(config: dict, device: str, share: float = 1.0, device_bytes: int | None = None) -> int | None:
     """How many members like `config` train together in a pack's memory budget (this worker's
     `share` of a device of `device_bytes`, where known); None where no estimate applies (MLPs)."""
-    from ddsweep.models import CONV_MODELS
+    from ddsweep.models import CONV_MODELS, TEXT_MODELS
 
-    if config["model"]["name"] not in CONV_MODELS:
+    name = config["model"]["name"]
+    if name not in CONV_MODELS and name not in TEXT_MODELS:
         return None
-    return max(1, pack_memory_budget(device, share, device_bytes) // max(1, member_bytes(config, device)))
+    need = text_member_bytes(config, device) if name in TEXT_MODELS else member_bytes(config, device)
+    return max(1, pack_memory_budget(device, share, device_bytes) // max(1, need))
 
 
 # A CPU step of a pack of K MLPs with P parameters each costs about STEP_US + MEMBER_US K +
@@ -113,10 +142,15 @@ def cost(pack: list[dict]) -> float:
     """Rough work of a pack, for largest-first scheduling: for MLPs the step-cost model above
     times steps (per-step overheads dominate narrow packs); for conv models members x
     multiply-adds per sample x samples x epochs."""
-    from ddsweep.models import CONV_MODELS
+    from ddsweep.models import CONV_MODELS, TEXT_MODELS
 
     c = pack[0]["config"]
     epochs = max(j["epochs"] for j in pack)
+    if c["model"]["name"] in TEXT_MODELS:
+        from ddsweep.data.translation import text_shape
+
+        shape = text_shape(c["dataset"])
+        return len(pack) * text_arch(c).macs(shape.src_tokens, shape.tgt_tokens) * c["n_train"] * epochs
     if c["model"]["name"] in CONV_MODELS:
         from ddsweep.models.arch import arch_for
 
