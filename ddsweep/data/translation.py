@@ -35,6 +35,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from ddsweep.data.text_files import write_translation  # noqa: F401  (the writer tests and examples use)
 from ddsweep.errors import UserError
 
 SPECIALS = ("<s>", "<pad>", "</s>", "<unk>")
@@ -247,16 +248,6 @@ def _tensorize(root: Path, langs: tuple[str, str]) -> dict:
 
     info = torch.tensor([src_len, tgt_len, len(ids[0]), len(ids[1])])
     return {"x_pool": rows(src_train, tgt_train), "x_test": rows(src_test, tgt_test), "info": info}
-
-
-def write_translation(root, pairs: dict[str, list[tuple[str, str]]], src: str = "de", tgt: str = "en") -> Path:
-    """Write split -> [(source, target)] as ROOT/SPLIT.SRC and ROOT/SPLIT.TGT (for tests and examples)."""
-    root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    for split, items in pairs.items():
-        for lang, side in ((src, 0), (tgt, 1)):
-            (root / f"{split}.{lang}").write_text("".join(p[side] + "\n" for p in items), encoding="utf-8")
-    return root
 
 
 @dataclass(frozen=True)

@@ -59,8 +59,9 @@ def sinusoids(length: int, d: int) -> torch.Tensor:
 
 def _attend(q, k, v, mask, causal: bool):
     """softmax(q k^T / sqrt(d) + masks) v over [G, H, L, d]. On a GPU torch's fused kernel; on a CPU the
-    plain three ops, which at these sizes (short sentences, narrow heads) run about 10x faster than
-    torch's CPU flash kernel (measured: 1 thread, d_model 32, 4 heads, 64 sentences of ~10 tokens)."""
+    plain three ops, faster there at these sizes (short sentences, narrow heads; measured on 1 thread of
+    a busy machine, d_model 32, 2 layers, 4 heads, 64 sentences of ~10 tokens: a training step took
+    65 ms, against 81 ms with torch's CPU flash-attention kernel)."""
     if q.is_cuda:
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
     scores = torch.matmul(q, k.transpose(-1, -2)).mul_(q.shape[-1] ** -0.5)
