@@ -31,6 +31,11 @@ def _instance(name: str):
         return cls(2, 40, 8, 10, depth=2)
     if issubclass(cls, PackedConvNet):
         return cls(2, 2, 10)
+    from ddsweep.models.transformer import PackedTransformer
+    from ddsweep.models.transformer_arch import transformer
+
+    if issubclass(cls, PackedTransformer):
+        return cls(2, transformer(8, 11, 13, layers=1, heads=2), 7, 8)
     pytest.fail(f"{name}: add how to build a small one here")
 
 

@@ -12,8 +12,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ddsweep.data.noise import _generator
-from ddsweep.data.translation import BOS, EOS, PAD, load_translation, write_translation
+from ddsweep.data.noise import seeded_generator
+from ddsweep.data.translation import BOS, EOS, PAD, load_translation
+from ddsweep.data.writers import write_translation
 from ddsweep.grid import expand, parse_grid
 from ddsweep.models.reference import TransformerReference
 from ddsweep.models.transformer import PackedTransformer
@@ -76,7 +77,7 @@ def test_member_equals_torch_nn_transformer(norm, embeddings):
     m = PackedTransformer(3, arch, 7, 8)
     m.configure([{"label_smoothing": eps} for eps in (0.0, 0.1, 0.3)])
     for k in range(3):
-        m.init_member(k, _generator("init", k))
+        m.init_member(k, seeded_generator("init", k))
     x = torch.stack([batch(seed=k) for k in range(3)])
     per_member = m.loss_and_grad(x)
     src, tgt_in, tgt_out = m.split(x)
@@ -110,7 +111,7 @@ def test_padding_cut_changes_nothing():
     """A sentence's logits do not depend on how long its batch-mates are (masks, not truncation)."""
     arch = transformer(8, 11, 13, layers=1, heads=2)
     m = PackedTransformer(1, arch, 7, 8)
-    m.init_member(0, _generator("init", 0))
+    m.init_member(0, seeded_generator("init", 0))
     x = batch(B=6, seed=3).unsqueeze(0)
     alone = m(x[:, :1])
     together = m(x)[:, :1, :alone.shape[2]]

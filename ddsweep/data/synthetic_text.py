@@ -63,7 +63,7 @@ def generate(pool: int, test: int, seed: int) -> dict[str, list[tuple[str, str]]
 def _write(root: Path, pool: int, test: int, seed: int) -> None:
     from filelock import FileLock
 
-    from ddsweep.data.text_files import write_translation
+    from ddsweep.data.writers import write_translation
 
     root.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(root) + ".lock"):  # workers starting together generate once

@@ -35,7 +35,6 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from ddsweep.data.text_files import write_translation  # noqa: F401  (the writer tests and examples use)
 from ddsweep.errors import UserError
 
 SPECIALS = ("<s>", "<pad>", "</s>", "<unk>")

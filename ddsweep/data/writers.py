@@ -1,7 +1,8 @@
 """Small datasets written in torchvision's on-disk formats, for tests and benchmarks.
 
 The real loading code (ddsweep.data.vision) then runs on them: CIFAR-10/100's python
-batches, MNIST's and Fashion-MNIST's idx files, SVHN's .mat files.
+batches, MNIST's and Fashion-MNIST's idx files, SVHN's .mat files. And sentence pairs in
+the layout ddsweep.data.translation reads (also how the synthetic translation set is written).
 """
 
 from __future__ import annotations
@@ -67,4 +68,14 @@ def write_svhn(root, x_train, y_train, x_test, y_test) -> Path:
         y = np.asarray(y, dtype=np.uint8).reshape(-1, 1).copy()
         y[y == 0] = 10
         scipy.io.savemat(str(root / f), {"X": np.asarray(x, dtype=np.uint8).transpose(2, 3, 1, 0), "y": y})
+    return root
+
+
+def write_translation(root, pairs: dict[str, list[tuple[str, str]]], src: str = "de", tgt: str = "en") -> Path:
+    """Write split -> [(source, target)] as ROOT/SPLIT.SRC and ROOT/SPLIT.TGT (for tests and examples)."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    for split, items in pairs.items():
+        for lang, side in ((src, 0), (tgt, 1)):
+            (root / f"{split}.{lang}").write_text("".join(p[side] + "\n" for p in items), encoding="utf-8")
     return root

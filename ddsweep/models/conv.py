@@ -148,6 +148,13 @@ class PackedConvNet:
                 corner.fill_(1.0)
         self.reset_stats(k)
 
+    def configure(self, recipes: list[dict]) -> None:
+        """Nothing per member beyond the optimizer's and the knobs' settings."""
+
+    def token_metrics(self, x: torch.Tensor) -> None:
+        """A classifier: evaluated from its logits."""
+        return None
+
     @torch.no_grad()
     def reset_stats(self, k: int) -> None:
         """Member k's BatchNorm running statistics back to mean 0, variance 1."""

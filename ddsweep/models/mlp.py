@@ -94,6 +94,13 @@ class PackedMLP:
     def reset_stats(self, k: int) -> None:
         """Nothing to reset: an MLP keeps no running statistics."""
 
+    def configure(self, recipes: list[dict]) -> None:
+        """Nothing per member beyond the optimizer's and the knobs' settings."""
+
+    def token_metrics(self, x: torch.Tensor) -> None:
+        """A classifier: evaluated from its logits."""
+        return None
+
     @torch.no_grad()
     def init_member(self, k: int, generator: torch.Generator, width: int | None = None) -> None:
         """torch.nn.Linear's init, U(+-1/sqrt(fan_in)), for a member of `width` (<= the pack's).

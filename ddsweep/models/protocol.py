@@ -3,7 +3,7 @@
 A packed model trains K independent members at once: member k's parameters are row
 k of `flat`, and nothing a member computes depends on the other rows. PackedMLP
 (ddsweep.models.mlp) and the conv nets (ddsweep.models.conv: PackedMCNN,
-PackedPreActResNet18) implement it; a new model does too, and the loop then needs
+PackedPreActResNet18) and the Transformer (ddsweep.models.transformer) implement it; a new model does too, and the loop then needs
 no change. Imports no torch at run time (ddsweep.models is read when planning).
 """
 
@@ -58,6 +58,17 @@ class PackedModel(Protocol):
 
     def layer_slices(self) -> list[tuple[int, int]]:
         """Column ranges [a, b) of `flat` holding each parameter tensor of a member (for LARS)."""
+        ...
+
+    def configure(self, recipes: list[dict]) -> None:
+        """Per-member settings the model applies itself, from each member's training recipe (the
+        transformer's label smoothing); a no-op for models without such."""
+        ...
+
+    def token_metrics(self, x: torch.Tensor) -> torch.Tensor | None:
+        """Text models, whose rows x [K, N, ...] are sentence pairs: [K, 3] per member, the summed token
+        cross-entropy (no smoothing), the wrongly predicted tokens and the tokens. None for the
+        classification models, which the loop evaluates from their logits."""
         ...
 
     def flops_per_sample(self) -> int:

@@ -74,7 +74,11 @@ def _attend(q, k, v, mask, causal: bool):
 
 
 class PackedTransformer:
+    """A ddsweep.models.PackedModel."""
+
     LAYOUT = 1  # version of the parameter layout, kept in checkpoints
+    has_running_stats = False  # no BatchNorm (and no dropout): training and evaluation compute one function
+    buffers = None
 
     def __init__(self, members: int, arch: TransformerArch, src_len: int, tgt_len: int, precision: str = "fp32",
                  device="cpu"):
@@ -105,6 +109,13 @@ class PackedTransformer:
         """Per-member settings from the members' training recipes: label smoothing."""
         eps = [r.get("label_smoothing", 0.0) for r in recipes]
         self.smoothing = torch.tensor(eps, dtype=torch.float32, device=self.flat.device).view(-1, 1, 1)
+
+    def train(self, mode: bool = True) -> PackedTransformer:
+        """No modes: no dropout, no BatchNorm."""
+        return self
+
+    def reset_stats(self, k: int) -> None:
+        """Nothing to reset: no running statistics."""
 
     @torch.no_grad()
     def init_member(self, k: int, generator: torch.Generator, width: int | None = None) -> None:

@@ -88,8 +88,7 @@ def train_pack(jobs: list[dict], device: str = "cpu", emit: Emit = lambda e: Non
     for k, m in enumerate(members):
         model.init_member(k, seeded_generator("init", m.config["seed"]), m.config["width"])
     recipes = [train_recipe(m.config) for m in members]  # each member's recipe, every knob filled in
-    if hasattr(model, "configure"):  # per-member settings the model applies itself (label smoothing)
-        model.configure(recipes)
+    model.configure(recipes)  # per-member settings the model applies itself (label smoothing)
     opt = build_optimizer(cfg["train"]["optimizer"], model, recipes)
     loss_name = cfg["train"]["loss"]
     lr = [r["lr"] for r in recipes]
@@ -113,11 +112,12 @@ def train_pack(jobs: list[dict], device: str = "cpu", emit: Emit = lambda e: Non
     # The full-batch gradient norm costs one more pass over the training set per
     # evaluation (as much as the evaluation itself): measured only where a knob
     # acts on gradients (flood, penalty, clipping, LARS, full batch), else NULL.
+    grad_chunk = model.eval_chunk if data.text is not None else EVAL_CHUNK  # text: sized to the logits
     measure_grad_norm = knobs.active or any(r["optimizer"] == "lars" or r["batch_size"] >= n for r in recipes)
 
     def emit_rows(epoch: int) -> None:
         rows = _evaluate(model, members, x_train, y_train, data, loss_name)
-        probes = _probe(model, x_train, y_train, theta0, loss_name, with_grad=measure_grad_norm)
+        probes = _probe(model, x_train, y_train, theta0, loss_name, with_grad=measure_grad_norm, chunk=grad_chunk)
         stats = knobs.epoch_stats()  # the evaluated epoch's flood and clip counts ({} before any step)
         lr_now = schedule.lr(max(step - 1, 0)) if schedule is not None else lr  # the lr of the epoch's last step
         out = []
@@ -253,8 +253,9 @@ def _loss(logits: torch.Tensor, y: torch.Tensor, name: str) -> torch.Tensor:
 def _evaluate(model: PackedModel, members, x_train, y_train, data, loss_name) -> list[dict]:
     """Full passes over each member's training set and the shared test set."""
     K = len(members)
-    if hasattr(model, "token_metrics"):  # text: per-token cross-entropy (no smoothing) and token error
-        return _evaluate_tokens(model, x_train, data.x_test.expand(K, *data.x_test.shape))
+    train_tokens = model.token_metrics(x_train)  # text: per-token cross-entropy (no smoothing), token error
+    if train_tokens is not None:
+        return _token_rows(train_tokens, model.token_metrics(data.x_test.expand(K, *data.x_test.shape)))
     clean = torch.stack([m.clean for m in members])
     flipped = torch.stack([m.flipped for m in members])
 
@@ -290,11 +291,12 @@ def _evaluate(model: PackedModel, members, x_train, y_train, data, loss_name) ->
     return rows
 
 
-def _evaluate_tokens(model, x_train, x_test) -> list[dict]:
-    """Rows of a text model: train and test loss are the mean over all target tokens of the
-    cross-entropy without label smoothing, the errors the share of tokens predicted wrongly
-    (teacher-forced). Text has no label noise: train_error_clean is train_error, noisy_fit null."""
-    stats = torch.cat([model.token_metrics(x_train), model.token_metrics(x_test)], 1).tolist()
+def _token_rows(train: torch.Tensor, test: torch.Tensor) -> list[dict]:
+    """Rows of a text model from its token sums [K, 3] on each set: train and test loss are the mean
+    over all target tokens of the cross-entropy without label smoothing, the errors the share of
+    tokens predicted wrongly (teacher-forced). Text has no label noise: train_error_clean is
+    train_error, noisy_fit null."""
+    stats = torch.cat([train, test], 1).tolist()
     rows = []
     for tr_loss, tr_wrong, tr_n, te_loss, te_wrong, te_n in stats:
         train_error = tr_wrong / max(tr_n, 1)
@@ -344,7 +346,8 @@ def _noise_scale(recipe: dict, lr: float, n: int) -> float | None:
     return lr * (n / min(recipe["batch_size"], n) - 1) / (1 - recipe["momentum"])
 
 
-def _probe(model: PackedModel, x_train, y_train, theta0, loss_name, with_grad: bool = True) -> list[dict]:
+def _probe(model: PackedModel, x_train, y_train, theta0, loss_name, with_grad: bool = True,
+           chunk: int = EVAL_CHUNK) -> list[dict]:
     """Per member: the full-batch gradient norm on its training set, ||theta - theta0||, ||theta||.
 
     The gradient takes one forward/backward over the training set (in chunks) and
@@ -358,7 +361,6 @@ def _probe(model: PackedModel, x_train, y_train, theta0, loss_name, with_grad: b
     if model.has_running_stats or not with_grad:
         return [{"grad_norm": None, "dist_from_init": d, "weight_norm": w} for d, w in norms.tolist()]
     full = torch.zeros_like(model.grad)
-    chunk = model.eval_chunk if hasattr(model, "token_metrics") else EVAL_CHUNK  # text: sized to the logits
     for i in range(0, N, chunk):
         xb, yb = x_train[:, i:i + chunk], y_train[:, i:i + chunk]
         model.loss_and_grad(xb, yb, loss_name)
