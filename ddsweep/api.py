@@ -135,7 +135,7 @@ def sweeps(db: str | Path = "results.duckdb") -> list[str]:
 
 # ----------------------------------------------------------------------------- maps, EMC, peaks, exchange
 # Thin wrappers: read the sweep's metric rows, hand them to the pure functions in
-# ddsweep.analysis / ddsweep.plot / ddsweep.report / ddsweep.exchange.
+# ddsweep.analysis / ddsweep.plot / ddsweep.html_report / ddsweep.exchange.
 
 
 def load_sweep(db: str | Path = "results.duckdb", sweep: str | None = None, where: dict | None = None):
@@ -197,7 +197,7 @@ def report(db: str | Path = "results.duckdb", sweep: str | None = None, out: str
 
     With figures_dir, each figure is also written there as PNG.
     """
-    from ddsweep.report import build_report
+    from ddsweep.html_report import build_report
 
     return build_report(db, sweep=sweep, out=out, epsilon=epsilon, figures_dir=figures_dir)
 

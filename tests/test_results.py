@@ -228,10 +228,10 @@ def test_schema_check_reads_the_revisions_alembic_reads():
 # ----------------------------------------------------------------------------- import graph
 
 LAYER_RULES = {  # package -> ddsweep modules it may not import (directly or in a function)
-    "ddsweep.analysis": ("ddsweep.api", "ddsweep.cli", "ddsweep.store", "ddsweep.plot", "ddsweep.report",
+    "ddsweep.analysis": ("ddsweep.api", "ddsweep.cli", "ddsweep.store", "ddsweep.plot", "ddsweep.html_report",
                          "ddsweep.workers", "ddsweep.exchange"),
-    "ddsweep.plot": ("ddsweep.api", "ddsweep.cli", "ddsweep.report", "ddsweep.workers"),
-    "ddsweep.store": ("ddsweep.api", "ddsweep.cli", "ddsweep.analysis", "ddsweep.plot", "ddsweep.report"),
+    "ddsweep.plot": ("ddsweep.api", "ddsweep.cli", "ddsweep.html_report", "ddsweep.workers"),
+    "ddsweep.store": ("ddsweep.api", "ddsweep.cli", "ddsweep.analysis", "ddsweep.plot", "ddsweep.html_report"),
     "ddsweep.axes": ("ddsweep.",),
 }
 
