@@ -27,7 +27,8 @@ def cluster():
     started = not ray.is_initialized()
     t0 = time.monotonic()
     if started:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        # address="local": a cluster of its own, never one another test or process started on this machine
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     print(f"ray start-up: {time.monotonic() - t0:.1f}s")
     yield
     if started:

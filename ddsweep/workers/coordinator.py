@@ -542,6 +542,8 @@ class Coordinator:
             if slot.pack is None and not slot.retry and self.queue and not self.stop.value:
                 if slot.process is None or not slot.process.is_alive():
                     self._start_worker(slot)
+                    if slot.process is None:  # no room for it now (a Ray cluster that lost a node)
+                        continue
                 slot.pack, slot.done_ids, slot.progress = self.queue.pop(self._pick(slot)), set(), 0.0
                 slot.tasks.put(slot.pack)
                 self.display.assigned(slot.index, slot.pack)
@@ -593,6 +595,7 @@ class Coordinator:
                 continue
             code = slot.process.exitcode
             reason = getattr(slot.process, "reason", None)  # a Ray actor's says how it died
+            never_ran = getattr(slot.process, "never_ran", False)  # (a Ray actor no node had room for)
             self._receive(timeout=0)  # take whatever it sent before dying
             rest = [j for j in (slot.pack or []) if j["job_id"] not in slot.done_ids]
             requeue, slot.retry = slot.retry, []
@@ -603,6 +606,9 @@ class Coordinator:
             why = reason or _exit_reason(code)
             if self.stop.value:
                 self._release(rest)
+            elif never_ran:  # not the jobs' fault: back to the queue, no attempt counted
+                requeue.extend(rest)
+                self.display.note(f"worker {slot.index} could not start ({why}); its jobs go to another worker")
             else:
                 error = (f"worker process died ({why}) while training this job "
                          f"(pack of {len(slot.done_ids) + len(rest)}); it resumes from its last checkpoint")

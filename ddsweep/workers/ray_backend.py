@@ -98,10 +98,13 @@ class RayWorker:
 class RayProcess:
     """Coordinator side of one actor; quacks like the local slot's process and task queue."""
 
-    def __init__(self, ray, actor, index: int, writer):
+    def __init__(self, ray, actor, index: int, writer, transport: "RayTransport | None" = None):
         self.ray, self.actor, self.index, self.writer = ray, actor, index, writer
+        self.transport = transport
         self.lock = threading.Lock()
         self.alive = True
+        self.ran = False  # the actor has sent an event: it was placed on a node and started
+        self.never_ran = False  # ended before it ever ran (no node had room): its jobs were not at fault
         self.exitcode = None
         self.reason: str | None = None
         self.exiting = False
@@ -109,6 +112,11 @@ class RayProcess:
 
     # the process side
     def is_alive(self) -> bool:
+        """Alive; an actor still waiting for a node is given up when the live nodes have no room
+        for it (a node was lost), so that its pack goes to a worker that runs."""
+        if self.alive and not self.ran and self.transport is not None and self.transport.overcommitted():
+            self.never_ran = True
+            self._end("no live node of the Ray cluster has room for it (a node was lost)")
         return self.alive
 
     def kill(self) -> None:
@@ -140,7 +148,9 @@ class RayProcess:
     def _pump(self, stream) -> None:
         try:
             for ref in stream:
-                self.writer.send(self.ray.get(ref))
+                event = self.ray.get(ref)
+                self.ran = True
+                self.writer.send(event)
             self.writer.send({"kind": "idle", "slot": self.index})
         except Exception as e:  # the actor died (process killed, node lost) or its pack raised
             first = (str(e).strip().splitlines() or [type(e).__name__])[0]
@@ -187,7 +197,8 @@ class RayTransport:
         if not ray.is_initialized():
             try:
                 if address in ("local", ""):
-                    ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+                    # (address="local": start one here, never join one that `ray start` left running)
+                    ray.init(address="local", include_dashboard=False, log_to_driver=False, configure_logging=False)
                 else:
                     ray.init(address=address, log_to_driver=False, configure_logging=False)
             except ConnectionError as e:
@@ -214,6 +225,31 @@ class RayTransport:
         self.slot_count = n
         self.actor_class = ray.remote(RayWorker)
         self.generation = 0
+        self.processes: list[RayProcess] = []
+        self._capacity: tuple[float, int] = (-1e9, n)  # (when measured, actors the live nodes can host)
+
+    def capacity(self) -> int:
+        """Actors the cluster's live nodes can host (measured at most once a second)."""
+        import time
+
+        measured, n = self._capacity
+        if time.monotonic() - measured < 1.0:
+            return n
+        cpus = gpus = 0.0
+        for node in self.ray.nodes():
+            if node.get("Alive"):
+                cpus += float(node.get("Resources", {}).get("CPU", 0))
+                gpus += float(node.get("Resources", {}).get("GPU", 0))
+        n = int(cpus // self.cpus_per_job + 1e-9)
+        if self.gpus_per_job > 0:
+            n = min(n, int(gpus // self.gpus_per_job + 1e-9))
+        self._capacity = (time.monotonic(), n)
+        return n
+
+    def overcommitted(self) -> bool:
+        """More live actors than the live nodes can host: one of them waits for a node that is gone."""
+        self.processes = [p for p in self.processes if p.alive]
+        return len(self.processes) > self.capacity()
 
     def slot_specs(self) -> list[tuple[str, dict, float]]:
         """(device, extra environment, share of the device's memory) per actor."""
@@ -226,7 +262,11 @@ class RayTransport:
                 + (f" and {self.gpus_per_job:g} GPU(s)" if self.gpus_per_job else "") + " each")
 
     def start(self, slot, coordinator) -> None:
-        """A fresh actor for `slot`, with a fresh pipe for its events."""
+        """A fresh actor for `slot`, with a fresh pipe for its events; none (slot.process None) while
+        the live nodes have no room for another (after a node was lost: fewer workers, none waiting)."""
+        if len([p for p in self.processes if p.alive]) >= self.capacity():
+            slot.process = None
+            return
         slot.reader, writer = coordinator.ctx.Pipe(duplex=False)
         self.generation += 1
         actor = self.actor_class.options(
@@ -236,7 +276,8 @@ class RayTransport:
             lifetime=None,
         ).remote(slot.index, slot.device, coordinator.threads, coordinator.checkpoint_dir,
                  coordinator.checkpoint_every, slot.share)
-        slot.process = RayProcess(self.ray, actor, slot.index, writer)
+        slot.process = RayProcess(self.ray, actor, slot.index, writer, transport=self)
+        self.processes.append(slot.process)
         slot.tasks = slot.process
         if coordinator.stop.value:
             self.stopping([slot])
