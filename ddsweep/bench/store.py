@@ -108,10 +108,12 @@ def ingest(db: Path, spec: dict, drain_rows: int, flush_rows: int) -> dict:
     for members in packs.values():
         curves = [_curves(j.config["width"], j.config["n_train"], j.config["label_noise"], j.config["seed"],
                           epochs, rng) for j in members]
+        names = list(curves[0])
+        columns = [list(zip(*(c[k].tolist() for k in names))) for c in curves]  # per job: a tuple per epoch
         for e in range(epochs):
             rows = [{"job_id": j.job_id, "epoch": e, "step": e * steps_per_epoch, "lr": 0.01, "seconds": 0.05 * e,
-                     **{k: float(v[e]) for k, v in c.items()}, "grad_norm": None, "noise_scale": 0.79}
-                    for j, c in zip(members, curves)]
+                     **dict(zip(names, cols[e])), "grad_norm": None, "noise_scale": 0.79}
+                    for j, cols in zip(members, columns)]
             drained.append({"kind": "metrics", "rows": rows})
             drained.append({"kind": "progress", "job_ids": [j.job_id for j in members], "epoch": e})
             pending += len(rows)
