@@ -194,6 +194,8 @@ def _old_load(db, sweep=None):
 
 
 def _old(name: str, db: str, workdir: str):
+    import pandas as pd
+
     from ddsweep.analysis.emc import emc_table
     from ddsweep.analysis.frames import apply_where
     from ddsweep.analysis.peaks import summarize
@@ -201,11 +203,13 @@ def _old(name: str, db: str, workdir: str):
     from ddsweep.plot.curve import curve_figure
     from ddsweep.plot.heatmap import heatmap_figure
     from ddsweep.store import Store
-    from ddsweep.store import jobs as store_jobs
 
-    if name == "status":
+    if name == "status":  # (the same SQL, rows as tuples through SQLAlchemy)
+        from ddsweep.store.results import STATUS_SQL, status_frame
+
         with Store(db).read() as conn:
-            return store_jobs.status_table(conn)
+            result = conn.exec_driver_sql(STATUS_SQL.format(where=""))
+            return status_frame(pd.DataFrame(result.fetchall(), columns=list(result.keys())))
     if name == "load_where":
         return len(apply_where(_old_load(db), _where(db)))
     if name == "export":
