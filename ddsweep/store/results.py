@@ -133,7 +133,8 @@ def status(db, sweep: str | None = None, wait: float = DEFAULT_WAIT) -> pd.DataF
 
 def status_frame(df: pd.DataFrame) -> pd.DataFrame:
     """STATUS_SQL's rows as `status` shows them: counts, epochs/s and eta."""
-    df = df.astype({c: "int64" for c in ("jobs", "pending", "running", "done", "failed", "diverged")})
+    counts = ("jobs", "pending", "running", "done", "failed", "diverged", "epochs_done", "epochs")
+    df = df.astype({c: "int64" for c in counts})  # (DuckDB's sums are HUGEINT, which reads as float)
     rates, etas = [], []
     for rec in df.to_dict("records"):
         span, trained, left = rec["_span"], rec["_trained"], rec["_left"]
