@@ -54,7 +54,8 @@ def grid(widths: int, n_values: int, epochs: int) -> dict:
         "model": {"name": "mlp", "depth": 2},
         "train": {"optimizer": "sgd", "lr": 0.01, "momentum": 0.9, "batch_size": 100, "epochs": epochs - 1},
         "eval": {"every": 1},
-        "grid": {"width": {"geom": [2, 2000, widths]}, "n_train": [n // 32 for n in N_VALUES[:n_values]],
+        "grid": {"width": {"geom": [8, 8 * 256, widths]},  # (from 8: distinct after rounding, up to 50 widths)
+                 "n_train": [n // 32 for n in N_VALUES[:n_values]],
                  "label_noise": list(NOISES), "seed": list(range(SEEDS))},
     }
 
