@@ -13,8 +13,8 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from ddsweep.errors import UserError
 from ddsweep.axes import AXES, METRIC, METRIC_COLUMNS, config_value
+from ddsweep.errors import UserError
 from ddsweep.grid import Job, train_recipe
 
 TERMINAL = ("done", "failed", "diverged")
