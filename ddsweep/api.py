@@ -57,9 +57,7 @@ def plan(grid: str | Path, db: str | Path = "results.duckdb", dry_run: bool = Fa
 
 def status(db: str | Path = "results.duckdb", sweep: str | None = None, wait: float = 30.0) -> pd.DataFrame:
     """Jobs per sweep and status (pending/running/done/failed/diverged), epochs done and planned."""
-    if sweep is not None:
-        results.pick_sweep(db, sweep, wait)  # an unknown sweep is bad input (exit 2), not an empty table
-    return results.status(db, sweep, wait)
+    return results.status(db, sweep, wait)  # (an unknown sweep is bad input, exit 2: not an empty table)
 
 
 def query(sql: str, db: str | Path = "results.duckdb", wait: float = 30.0,

@@ -54,7 +54,8 @@ def grid(widths: int, n_values: int, epochs: int) -> dict:
         "model": {"name": "mlp", "depth": 2},
         "train": {"optimizer": "sgd", "lr": 0.01, "momentum": 0.9, "batch_size": 100, "epochs": epochs - 1},
         "eval": {"every": 1},
-        "grid": {"width": {"geom": [2, 2000, widths]}, "n_train": [n // 32 for n in N_VALUES[:n_values]],
+        "grid": {"width": {"geom": [8, 8 * 256, widths]},  # (from 8: distinct after rounding, up to 50 widths)
+                 "n_train": [n // 32 for n in N_VALUES[:n_values]],
                  "label_noise": list(NOISES), "seed": list(range(SEEDS))},
     }
 
@@ -108,10 +109,12 @@ def ingest(db: Path, spec: dict, drain_rows: int, flush_rows: int) -> dict:
     for members in packs.values():
         curves = [_curves(j.config["width"], j.config["n_train"], j.config["label_noise"], j.config["seed"],
                           epochs, rng) for j in members]
+        names = list(curves[0])
+        columns = [list(zip(*(c[k].tolist() for k in names))) for c in curves]  # per job: a tuple per epoch
         for e in range(epochs):
             rows = [{"job_id": j.job_id, "epoch": e, "step": e * steps_per_epoch, "lr": 0.01, "seconds": 0.05 * e,
-                     **{k: float(v[e]) for k, v in c.items()}, "grad_norm": None, "noise_scale": 0.79}
-                    for j, c in zip(members, curves)]
+                     **dict(zip(names, cols[e])), "grad_norm": None, "noise_scale": 0.79}
+                    for j, cols in zip(members, columns)]
             drained.append({"kind": "metrics", "rows": rows})
             drained.append({"kind": "progress", "job_ids": [j.job_id for j in members], "epoch": e})
             pending += len(rows)
@@ -192,6 +195,8 @@ def _old_load(db, sweep=None):
 
 
 def _old(name: str, db: str, workdir: str):
+    import pandas as pd
+
     from ddsweep.analysis.emc import emc_table
     from ddsweep.analysis.frames import apply_where
     from ddsweep.analysis.peaks import summarize
@@ -199,11 +204,13 @@ def _old(name: str, db: str, workdir: str):
     from ddsweep.plot.curve import curve_figure
     from ddsweep.plot.heatmap import heatmap_figure
     from ddsweep.store import Store
-    from ddsweep.store import jobs as store_jobs
 
-    if name == "status":
+    if name == "status":  # (the same SQL, rows as tuples through SQLAlchemy)
+        from ddsweep.store.results import STATUS_SQL, status_frame
+
         with Store(db).read() as conn:
-            return store_jobs.status_table(conn)
+            result = conn.exec_driver_sql(STATUS_SQL.format(where=""))
+            return status_frame(pd.DataFrame(result.fetchall(), columns=list(result.keys())))
     if name == "load_where":
         return len(apply_where(_old_load(db), _where(db)))
     if name == "export":

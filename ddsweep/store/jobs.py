@@ -13,8 +13,8 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from ddsweep.errors import UserError
 from ddsweep.axes import AXES, METRIC, METRIC_COLUMNS, config_value
+from ddsweep.errors import UserError
 from ddsweep.grid import Job, train_recipe
 
 TERMINAL = ("done", "failed", "diverged")
@@ -314,48 +314,3 @@ def require_sweep(conn, sweep: str | None, db) -> None:
     names = [r[0] for r in conn.exec_driver_sql("SELECT name FROM sweeps ORDER BY name")]
     if sweep not in names:
         raise UserError(f"--sweep {sweep}: no such sweep in {db} (sweeps: {', '.join(names) or 'none'})")
-
-
-def status_table(conn, sweep: str | None = None) -> pd.DataFrame:
-    """Jobs per sweep and status, epochs done and planned, training rate and ETA.
-
-    `epochs/s` is the sweep's epochs trained (summed over jobs) per second of wall time
-    since its first job started; `eta` divides the epochs left by it while jobs run.
-    """
-    sql = ("SELECT sweep, count(*) AS jobs, "
-           "count(*) FILTER (WHERE status = 'pending') AS pending, "
-           "count(*) FILTER (WHERE status = 'running') AS running, "
-           "count(*) FILTER (WHERE status = 'done') AS done, "
-           "count(*) FILTER (WHERE status = 'failed') AS failed, "
-           "count(*) FILTER (WHERE status = 'diverged') AS diverged, "
-           "sum(epochs_done) AS epochs_done, sum(epochs) AS epochs, "
-           "coalesce(sum(epochs_done) FILTER (WHERE started_at IS NOT NULL), 0) AS _trained, "
-           "epoch(max(coalesce(finished_at, heartbeat_at)) - min(started_at)) AS _span, "
-           "coalesce(sum(epochs - epochs_done) FILTER (WHERE status IN ('pending', 'running')), 0) AS _left "
-           "FROM jobs {where} GROUP BY sweep ORDER BY sweep")
-    args = (sweep,) if sweep else ()
-    df = _frame(conn, sql.format(where="WHERE sweep = ?" if sweep else ""), args)
-    rates, etas = [], []
-    for rec in df.to_dict("records"):
-        span, trained, left = rec["_span"], rec["_trained"], rec["_left"]
-        rate = float(trained) / float(span) if span and span == span and span > 0 and trained else None
-        rates.append(round(rate, 3) if rate else None)
-        etas.append(_duration(float(left) / rate) if rate and rec["running"] and left else "")
-    df = df.drop(columns=["_trained", "_span", "_left"])
-    df["epochs/s"] = pd.Series(rates, index=df.index, dtype="float64")
-    df["eta"] = etas
-    return df
-
-
-def _duration(seconds: float) -> str:
-    s = int(round(seconds))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    return f"{s // 3600}h{s % 3600 // 60:02d}m"
-
-
-def _frame(conn, sql: str, args=()) -> pd.DataFrame:
-    result = conn.exec_driver_sql(sql, tuple(args))
-    return pd.DataFrame(result.fetchall(), columns=list(result.keys()))

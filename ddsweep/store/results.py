@@ -104,26 +104,37 @@ def jobs(db, sweep: str | None = None, columns=None, where: dict | None = None, 
         return _out(conn.sql(sql + " ORDER BY j.sweep, j.job_id", params=args or None), output)
 
 
+STATUS_SQL = (
+    "SELECT sweep, count(*) AS jobs, "
+    "count(*) FILTER (WHERE status = 'pending') AS pending, "
+    "count(*) FILTER (WHERE status = 'running') AS running, "
+    "count(*) FILTER (WHERE status = 'done') AS done, "
+    "count(*) FILTER (WHERE status = 'failed') AS failed, "
+    "count(*) FILTER (WHERE status = 'diverged') AS diverged, "
+    "sum(epochs_done) AS epochs_done, sum(epochs) AS epochs, "
+    "coalesce(sum(epochs_done) FILTER (WHERE started_at IS NOT NULL), 0) AS _trained, "
+    "epoch(max(coalesce(finished_at, heartbeat_at)) - min(started_at)) AS _span, "
+    "coalesce(sum(epochs - epochs_done) FILTER (WHERE status IN ('pending', 'running')), 0) AS _left "
+    "FROM jobs {where} GROUP BY sweep ORDER BY sweep")
+
+
 def status(db, sweep: str | None = None, wait: float = DEFAULT_WAIT) -> pd.DataFrame:
     """Jobs per sweep and status, epochs done and planned, training rate and ETA.
 
     `epochs/s` is the sweep's epochs trained (summed over jobs) per second of wall time
     since its first job started; `eta` divides the epochs left by it while jobs run.
     """
-    sql = ("SELECT sweep, count(*) AS jobs, "
-           "count(*) FILTER (WHERE status = 'pending') AS pending, "
-           "count(*) FILTER (WHERE status = 'running') AS running, "
-           "count(*) FILTER (WHERE status = 'done') AS done, "
-           "count(*) FILTER (WHERE status = 'failed') AS failed, "
-           "count(*) FILTER (WHERE status = 'diverged') AS diverged, "
-           "sum(epochs_done) AS epochs_done, sum(epochs) AS epochs, "
-           "coalesce(sum(epochs_done) FILTER (WHERE started_at IS NOT NULL), 0) AS _trained, "
-           "epoch(max(coalesce(finished_at, heartbeat_at)) - min(started_at)) AS _span, "
-           "coalesce(sum(epochs - epochs_done) FILTER (WHERE status IN ('pending', 'running')), 0) AS _left "
-           "FROM jobs {where} GROUP BY sweep ORDER BY sweep")
+    if sweep is not None:
+        pick_sweep(db, sweep, wait)  # (an unknown sweep is an error, not an empty table)
     with connect(db, wait) as conn:
-        df = conn.execute(sql.format(where="WHERE sweep = ?" if sweep else ""), [sweep] if sweep else []).df()
-    df = df.astype({c: "int64" for c in ("jobs", "pending", "running", "done", "failed", "diverged")})
+        df = conn.execute(STATUS_SQL.format(where="WHERE sweep = ?" if sweep else ""), [sweep] if sweep else []).df()
+    return status_frame(df)
+
+
+def status_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """STATUS_SQL's rows as `status` shows them: counts, epochs/s and eta."""
+    counts = ("jobs", "pending", "running", "done", "failed", "diverged", "epochs_done", "epochs")
+    df = df.astype({c: "int64" for c in counts})  # (DuckDB's sums are HUGEINT, which reads as float)
     rates, etas = [], []
     for rec in df.to_dict("records"):
         span, trained, left = rec["_span"], rec["_trained"], rec["_left"]
