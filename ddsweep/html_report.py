@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from ddsweep.analysis.emc import emc_table
-from ddsweep.analysis.frames import varying_axes
+from ddsweep.analysis.frames import free_axes, varying_axes
 from ddsweep.analysis.peaks import describe, summarize
 from ddsweep.axes import CELL_AXES
 from ddsweep.errors import UserError
@@ -165,7 +165,7 @@ def figures_for(df: pd.DataFrame, name: str, epsilon: float = 0.1, dpi: int = 11
     varying = varying_axes(df)
     has_w = "width" in varying
     has_n = "n_train" in varying
-    extra = [a for a in varying if a not in ("width", "n_train", "label_noise")]
+    extra = free_axes(df, ("width", "n_train", "label_noise"))  # (one axis per linked group)
     # hold axes beyond the drawn ones at a few values (first extra axis) or their most common value (others)
     base_where = {}
     for a in extra[1:]:

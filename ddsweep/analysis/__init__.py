@@ -7,7 +7,7 @@ frames in, frames out; no database (ddsweep.store.results reads it), no torch.
 """
 
 from ddsweep.analysis.frames import (at_epoch, early_stopped, epoch_curves, final_epoch, final_means,
-                                     noisy_test_error, seed_mean, varying_axes)
+                                     free_axes, linked_axes, noisy_test_error, seed_mean, varying_axes)
 
-__all__ = ["at_epoch", "early_stopped", "epoch_curves", "final_epoch", "final_means", "noisy_test_error",
-           "seed_mean", "varying_axes"]
+__all__ = ["at_epoch", "early_stopped", "epoch_curves", "final_epoch", "final_means", "free_axes",
+           "linked_axes", "noisy_test_error", "seed_mean", "varying_axes"]

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ddsweep.analysis.frames import Reduced, epoch_curves, final_means, rows_of, varying_axes
+from ddsweep.analysis.frames import Reduced, epoch_curves, final_means, linked_axes, rows_of, varying_axes
 from ddsweep.errors import UserError
 
 EPSILON = 0.1  # the paper's eps
@@ -116,8 +116,9 @@ class EmcTable:
 def _context(df: pd.DataFrame | Reduced, drop: str) -> list[str]:
     """Columns that name a curve: label noise and n (always), plus every other varying axis."""
     df = rows_of(df)
-    keys = [a for a in ("label_noise", "n_train", "width") if a in df.columns and a != drop]
-    keys += [a for a in varying_axes(df) if a not in keys and a != drop]
+    linked = linked_axes(df, drop)  # a linked group (grid.zip) is one axis: its others move with `drop`
+    keys = [a for a in ("label_noise", "n_train", "width") if a in df.columns and a != drop and a not in linked]
+    keys += [a for a in varying_axes(df) if a not in keys and a != drop and a not in linked]
     return keys
 
 

@@ -38,7 +38,7 @@ def rows_of(df) -> pd.DataFrame:
 
 def _cells_of(red: Reduced, keys, what: str) -> None:
     """A Reduced's tables are per cell: `keys` must split at least as finely (every varying axis)."""
-    missing = set(varying_axes(red.rows)) - set(keys)
+    missing = set(free_axes(red.rows, keys))
     if missing or red.curves is None and what == "curves" or red.best is None and what == "best":
         raise ValueError(f"this Reduced has no {what} by {list(keys)} (it splits by every varying cell axis)")
 
@@ -80,6 +80,40 @@ def varying_axes(df: pd.DataFrame) -> list[str]:
     drawn over one or two of them with every other varying axis held fixed.)
     """
     return [a for a in CELL_AXES if a in df.columns and df[a].nunique(dropna=False) > 1]
+
+
+def linked_axes(df: pd.DataFrame, axis: str) -> list[str]:
+    """The varying cell axes whose values go one-to-one with `axis`'s in df.
+
+    That is what a linked group of a grid (`grid.zip`: batch size with lr and warmup)
+    gives: each value of one comes with exactly one value of the other, so a curve over
+    `axis` is a curve over them too, and they are neither fixed nor split into panels.
+    (Read from the rows, not the grid: a crossed grid with only its diagonal finished
+    looks linked too; plots name the linked axes beside the x axis.)
+    """
+    if axis not in CELL_AXES or axis not in df.columns or df[axis].nunique(dropna=False) < 2:
+        return []
+    out = []
+    for other in varying_axes(df):
+        if other == axis:
+            continue
+        pairs = len(df[[axis, other]].drop_duplicates())
+        if pairs == df[axis].nunique(dropna=False) == df[other].nunique(dropna=False):
+            out.append(other)
+    return out
+
+
+def free_axes(df: pd.DataFrame, taken) -> list[str]:
+    """What a figure over the axes `taken` must still fix or split into panels: the other varying
+    cell axes, less those linked one-to-one with a taken one, and one axis per linked group."""
+    taken = [t for t in taken if t is not None]
+    out: list[str] = []
+    moved = {a for t in taken for a in linked_axes(df, t)}
+    for a in varying_axes(df):
+        if a not in taken and a not in moved:
+            out.append(a)
+            moved.update(linked_axes(df, a))
+    return out
 
 
 def parse_where(items) -> dict[str, list[str]]:

@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from ddsweep.analysis.emc import EPSILON, emc_over_n, threshold_over_width
-from ddsweep.analysis.frames import Reduced, early_stopped, final_means, rows_of, varying_axes
+from ddsweep.analysis.frames import Reduced, early_stopped, final_means, linked_axes, rows_of, varying_axes
 from ddsweep.axes import KNOB_COLUMNS, KNOB_DEFAULTS as AXIS_DEFAULTS
 from ddsweep.errors import UserError
 
@@ -127,8 +127,9 @@ def summarize(df: pd.DataFrame | Reduced, epsilon: float = EPSILON, epoch: int |
     for axis, kind in CURVES.items():
         if axis not in table.columns or table[axis].nunique() < 3:
             continue
-        keys = [a for a in ("label_noise", "n_train", "width") if a in table.columns and a != axis]
-        keys += [a for a in varying_axes(table) if a not in keys and a != axis]
+        linked = linked_axes(table, axis)  # a linked group (grid.zip) is one axis: its others move with it
+        keys = [a for a in ("label_noise", "n_train", "width") if a in table.columns and a != axis and a not in linked]
+        keys += [a for a in varying_axes(table) if a not in keys and a != axis and a not in linked]
         final = final_means(df, keys + [axis], ["test_error", "train_error"], epoch)
         stopped = early_stopped(df, keys + [axis], "test_error", epoch).rename(
             columns={"test_error": "es_error", "test_error_sem": "es_sem", "seeds": "es_seeds"})

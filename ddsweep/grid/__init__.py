@@ -19,12 +19,17 @@ job trained to the longest horizon, whose per-epoch rows give every shorter run.
 The horizon-dependent schedules (step at fractions of the horizon, cosine) keep
 `epochs` in the hash: there each horizon is a job of its own.
 
+Axes can also be linked: `grid.zip` holds groups of axes whose i-th values go together
+(ddsweep.grid.linked); a group crosses with the other axes like one axis.
+
 Modules: spec (the pydantic models of a grid file and its axes), load (YAML reading and
-validation), generators (axis values and their generators), expansion (jobs and their ids).
+validation), generators (axis values and their generators), linked (grid.zip), expansion
+(jobs and their ids).
 """
 
 from ddsweep.grid.expansion import Job, canonical_json, epoch_steps, expand
 from ddsweep.grid.generators import axis_values
+from ddsweep.grid.linked import axis_key, axis_names
 from ddsweep.grid.load import load_grid, parse_grid, read_grid_text
 from ddsweep.grid.spec import (
     ALL_AXES, CELL_AXES, HORIZON_SCHEDULES, IDEAL_DATASETS, INT_AXES, KNOB_COLUMNS, KNOB_DEFAULTS, KNOB_NEEDS,
@@ -35,6 +40,7 @@ from ddsweep.grid.spec import (
 __all__ = [
     "ALL_AXES", "CELL_AXES", "HORIZON_SCHEDULES", "IDEAL_DATASETS", "INT_AXES", "KNOB_COLUMNS", "KNOB_DEFAULTS",
     "KNOB_NEEDS", "MAX_JOBS", "MODEL_AXES", "SPARSE_TRAIN", "TEXT_AXES", "TRAIN_AXES", "WORD_VALUES",
-    "DatasetSpec", "EvalSpec", "GridSpec", "Job", "ModelSpec", "TrainSpec", "axis_values", "canonical_json",
-    "canonical_train", "epoch_steps", "expand", "load_grid", "parse_grid", "read_grid_text", "train_recipe",
+    "DatasetSpec", "EvalSpec", "GridSpec", "Job", "ModelSpec", "TrainSpec", "axis_key", "axis_names", "axis_values",
+    "canonical_json", "canonical_train", "epoch_steps", "expand", "load_grid", "parse_grid", "read_grid_text",
+    "train_recipe",
 ]

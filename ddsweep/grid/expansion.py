@@ -16,10 +16,11 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from ddsweep.errors import MISSING, GridError
-from ddsweep.grid.generators import TEXT_NUMBER_HINT, axis_list, canonical_values, dedup_values, looks_numeric
+from ddsweep.grid.generators import TEXT_NUMBER_HINT, looks_numeric
+from ddsweep.grid.linked import axis_key, factors
 from ddsweep.grid.load import pydantic_error
 from ddsweep.grid.spec import (
-    ALL_AXES, CELL_AXES, HORIZON_SCHEDULES, IDEAL_DATASETS, INT_AXES, MAX_JOBS, MODEL_AXES, SPARSE_TRAIN,
+    CELL_AXES, HORIZON_SCHEDULES, IDEAL_DATASETS, INT_AXES, MAX_JOBS, MODEL_AXES, SPARSE_TRAIN,
     TEXT_AXES, TRAIN_AXES, WORD_VALUES, CellSpec, GridSpec, ModelSpec, TrainSpec, canonical_train,
 )
 
@@ -63,22 +64,20 @@ def canonical_json(obj) -> str:
 
 def expand(spec: GridSpec, path: str | Path = "<grid>", pool_size: int | None = None) -> list[Job]:
     """All jobs of a grid, merged over `epochs`; raises GridError on a bad axis value."""
-    axes: dict[str, list] = {}
-    written: dict[str, list] = {}  # each axis's values as written, for error messages
-    for name, raw in spec.grid.items():
-        if name not in ALL_AXES:
-            raise GridError(path, f"grid.{name}", raw, f"unknown axis (axes: {', '.join(ALL_AXES)})")
-        written[name] = axis_list(name, raw, path)
-        axes[name] = dedup_values(name, written[name])
-        written[name] = canonical_values(name, written[name])  # the values jobs get, in the file's order
+    grid = factors(spec.grid, path)
+    written: dict[str, list] = {}  # each axis's values as jobs get them, in the file's order (for errors)
+    keys: dict[str, str] = {}  # each axis's key in the file: grid.lr, grid.zip.lr
+    for factor in grid:
+        written.update(factor.written)
+        keys.update(factor.keys)
     for required in ("width", "n_train"):
-        if required not in axes:
+        if required not in written:
             raise GridError(path, f"grid.{required}", MISSING, "missing axis: every grid needs width and n_train")
-    size = math.prod(len(v) for v in axes.values())
+    size = math.prod(len(f.rows) for f in grid)
     if size > MAX_JOBS:
-        shape = " x ".join(f"{k}={len(v)}" for k, v in axes.items())
+        shape = " x ".join(f"{'+'.join(f.names)}={len(f.rows)}" for f in grid)
         raise GridError(path, "grid", size, f"absurd grid size ({shape}); the limit is {MAX_JOBS} cells")
-    _validate_axis_values(spec, written, path)
+    _validate_axis_values(spec, written, keys, path)
     if pool_size is None:
         from ddsweep.data import pool_size as dataset_pool_size
 
@@ -86,14 +85,13 @@ def expand(spec: GridSpec, path: str | Path = "<grid>", pool_size: int | None = 
     pool = pool_size
     for i, n in enumerate(written["n_train"]):
         if n > pool:
-            key = "grid.n_train" if len(written["n_train"]) == 1 else f"grid.n_train[{i}]"
+            key = keys["n_train"] if len(written["n_train"]) == 1 else f"{keys['n_train']}[{i}]"
             raise GridError(path, key, n, f"larger than the dataset's training pool ({pool})")
 
-    names = list(axes)
     dataset = spec.dataset.config()
     merged: dict[str, dict] = {}
-    for values in itertools.product(*(axes[n] for n in names)):
-        cell = dict(zip(names, values))
+    for rows in itertools.product(*(f.rows for f in grid)):
+        cell = {name: v for f, row in zip(grid, rows) for name, v in zip(f.names, row)}
         train = spec.train.model_dump()
         model = spec.model.config()
         for k, v in cell.items():
@@ -109,7 +107,7 @@ def expand(spec: GridSpec, path: str | Path = "<grid>", pool_size: int | None = 
         if train.get("schedule") in HORIZON_SCHEDULES:
             train["epochs"] = epochs  # the schedule depends on the horizon: each horizon is its own job
         if train.get("world") == "ideal" and spec.dataset.name not in IDEAL_DATASETS:
-            raise GridError(path, "grid.world" if "world" in cell else "train.world", "ideal",
+            raise GridError(path, axis_key(spec.grid, "world") if "world" in cell else "train.world", "ideal",
                             f"the ideal world needs a dataset with a generator ({', '.join(IDEAL_DATASETS)}); "
                             f"{spec.dataset.name} has a fixed pool")
         _check_text_cell(spec, cell, model, train, path)
@@ -139,14 +137,14 @@ def _check_text_cell(spec: GridSpec, cell: dict, model: dict, train: dict, path)
     from ddsweep.data import is_text
 
     if model["name"] != "transformer" and train.get("label_smoothing", 0.0) > 0:
-        raise GridError(path, "grid.label_smoothing" if "label_smoothing" in cell else "train.label_smoothing",
-                        train["label_smoothing"], "applies to model: transformer only")
+        where = axis_key(spec.grid, "label_smoothing") if "label_smoothing" in cell else "train.label_smoothing"
+        raise GridError(path, where, train["label_smoothing"], "applies to model: transformer only")
     if model["name"] == "transformer" and cell["width"] % model["heads"]:
-        where = "grid.heads" if "heads" in cell else "model.heads"
+        where = axis_key(spec.grid, "heads") if "heads" in cell else "model.heads"
         raise GridError(path, where, model["heads"], f"does not divide d_model = width {cell['width']} "
                         "(each head gets d_model / heads dimensions)")
     if is_text(spec.dataset.name) and cell.get("label_noise", 0.0) > 0:
-        raise GridError(path, "grid.label_noise", cell["label_noise"],
+        raise GridError(path, axis_key(spec.grid, "label_noise"), cell["label_noise"],
                         "label noise is not defined for text (a sentence pair has no label to flip); use 0")
 
 
@@ -162,7 +160,7 @@ def _horizon(spec: GridSpec, cell: dict, train: dict, path) -> int:
     epochs, steps = int(train.pop("epochs")), train.pop("steps")
     if steps is None:
         return epochs
-    where = "grid.steps" if "steps" in cell else "train.steps"
+    where = axis_key(spec.grid, "steps") if "steps" in cell else "train.steps"
     if "epochs" in cell or "epochs" in spec.train.model_fields_set:
         raise GridError(path, where, steps, "give the horizon as either epochs or steps, not both")
     n, batch = int(cell["n_train"]), train["batch_size"]
@@ -172,11 +170,11 @@ def _horizon(spec: GridSpec, cell: dict, train: dict, path) -> int:
     return epochs
 
 
-def _validate_axis_values(spec: GridSpec, axes: dict[str, list], path) -> None:
+def _validate_axis_values(spec: GridSpec, axes: dict[str, list], keys: dict[str, str], path) -> None:
     base_cell = {"width": 1, "n_train": 1, "label_noise": 0.0, "seed": 0}
     for name, values in axes.items():
         for i, v in enumerate(values):
-            key = f"grid.{name}" if len(values) == 1 else f"grid.{name}[{i}]"
+            key = keys[name] if len(values) == 1 else f"{keys[name]}[{i}]"
             if isinstance(v, (dict, list)):
                 raise GridError(path, key, v, "axis values must be scalars")
             if name not in TEXT_AXES and isinstance(v, bool):

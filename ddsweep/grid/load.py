@@ -14,6 +14,7 @@ import yaml
 from pydantic import ValidationError
 
 from ddsweep.errors import MISSING, GridError
+from ddsweep.grid.linked import axis_key, axis_names
 from ddsweep.grid.spec import SECTIONS, GridSpec
 
 
@@ -177,9 +178,9 @@ def _check_registry(spec: GridSpec, path) -> None:
         raise GridError(path, f"dataset.{problem[0]}", raw[problem[0]], problem[1])
     _check_text_model(spec, path)
     if spec.model.name in CONV_MODELS:
-        if "depth" in spec.model.model_fields_set or "depth" in spec.grid:
-            raise GridError(path, "model.depth" if "depth" in spec.model.model_fields_set else "grid.depth",
-                            MISSING, f"{spec.model.name} has a fixed depth; only its width varies")
+        if "depth" in spec.model.model_fields_set or "depth" in axis_names(spec.grid):
+            where = "model.depth" if "depth" in spec.model.model_fields_set else axis_key(spec.grid, "depth")
+            raise GridError(path, where, MISSING, f"{spec.model.name} has a fixed depth; only its width varies")
         from ddsweep.data import is_vision
 
         if not is_vision(spec.dataset.name):
@@ -209,13 +210,16 @@ def _check_text_model(spec: GridSpec, path) -> None:
         raise GridError(path, "model.name", spec.model.name, what)
     if not text_model:
         for key in TRANSFORMER_KEYS:
-            if getattr(spec.model, key) is not None or key in spec.grid:
-                raise GridError(path, f"model.{key}" if key not in spec.grid else f"grid.{key}", MISSING,
+            if getattr(spec.model, key) is not None or key in axis_names(spec.grid):
+                where = f"model.{key}" if key not in axis_names(spec.grid) else axis_key(spec.grid, key)
+                raise GridError(path, where, MISSING,
                                 "applies to model: transformer only")
         return
-    if "depth" in spec.model.model_fields_set or "depth" in spec.grid:
-        raise GridError(path, "model.depth" if "depth" in spec.model.model_fields_set else "grid.depth", MISSING,
+    if "depth" in spec.model.model_fields_set or "depth" in axis_names(spec.grid):
+        where = "model.depth" if "depth" in spec.model.model_fields_set else axis_key(spec.grid, "depth")
+        raise GridError(path, where, MISSING,
                         "the transformer's depth is `layers` (encoder and decoder layers each)")
-    if spec.train.loss != "cross_entropy" or "loss" in spec.grid:
-        raise GridError(path, "train.loss" if "loss" not in spec.grid else "grid.loss", spec.train.loss,
+    if spec.train.loss != "cross_entropy" or "loss" in axis_names(spec.grid):
+        where = "train.loss" if "loss" not in axis_names(spec.grid) else axis_key(spec.grid, "loss")
+        raise GridError(path, where, spec.train.loss,
                         "the transformer trains on token cross-entropy (label_smoothing is its knob)")

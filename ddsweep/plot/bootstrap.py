@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ddsweep.analysis import seed_mean, varying_axes
+from ddsweep.analysis import free_axes, seed_mean
 from ddsweep.analysis.frames import apply_where, check_columns, t975
 from ddsweep.errors import UserError
 from ddsweep.plot.style import check_out, fmt_level, plain_log_ticks, save, setup
@@ -49,7 +49,7 @@ def bootstrap_figure(df: pd.DataFrame, name: str = "", where: dict | None = None
         have = ", ".join(sorted(worlds)) or "none"
         raise UserError(f"plot bootstrap needs runs in both worlds (this sweep has: {have}); "
                         "add the axis `world: [real, ideal]` to its grid")
-    rest = [a for a in varying_axes(df) if a not in ("world", facet)]
+    rest = free_axes(df, ("world", facet))
     if facet is None and len(rest) == 1:
         facet = rest.pop()
     if rest:

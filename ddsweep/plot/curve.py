@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ddsweep.analysis import at_epoch, early_stopped, seed_mean, varying_axes
+from ddsweep.analysis import at_epoch, early_stopped, free_axes, linked_axes, seed_mean
 from ddsweep.analysis.frames import Reduced, apply_where, check_columns, classes_of, rows_of, t975
 from ddsweep.errors import UserError
 from ddsweep.plot.style import check_out, fmt_level, is_log_axis, label, plain_log_ticks, save, setup
@@ -73,7 +73,7 @@ def curve_figure(df: pd.DataFrame | Reduced, name: str = "", x: str = "width", e
         raise UserError(f"--x {x}: not numeric")
     C = classes_of(df, classes) if noisy_test else None
     hue = None if hue == x else hue
-    rest = [a for a in varying_axes(df) if a not in (x, hue, facet)]
+    rest = free_axes(df, (x, hue, facet))  # (axes linked with x, e.g. lr with batch_size, move with it)
     if rest and x == "epoch" and (hue is None or df[hue].nunique() <= 1):
         hue = "width" if "width" in rest else rest[0]  # runs over epochs: one line per width
         rest.remove(hue)
@@ -102,6 +102,7 @@ def curve_figure(df: pd.DataFrame | Reduced, name: str = "", x: str = "width", e
     else:
         colors = sns.color_palette("colorblind", max(len(levels), 1))
     show_es = early_stopping and x != "epoch"
+    linked = linked_axes(df, x)
 
     drawn = []  # the lines' values: the y range follows them, not the (with few seeds, wide) bands
     ncols = min(len(panels), 3)
@@ -156,7 +157,7 @@ def curve_figure(df: pd.DataFrame | Reduced, name: str = "", x: str = "width", e
         if is_log_axis(x, final[x].unique()):
             ax.set_xscale("log")
             plain_log_ticks(ax.xaxis)
-        ax.set_xlabel(label(x))
+        ax.set_xlabel(label(x) + (f" (with {', '.join(map(label, linked))})" if linked else ""))
         if facet:
             ax.set_title(fmt_level(facet, panel), fontsize=10)
         ax.grid(alpha=0.3)

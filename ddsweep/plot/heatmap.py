@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ddsweep.analysis import at_epoch, seed_mean, varying_axes
+from ddsweep.analysis import at_epoch, free_axes, seed_mean
 from ddsweep.analysis.emc import emc_over_n
 from ddsweep.analysis.frames import apply_where, check_columns
 from ddsweep.errors import UserError
@@ -83,7 +83,7 @@ def heatmap_figure(df: pd.DataFrame, name: str = "", x: str = "width", y: str = 
     facet = None if facet in (x, y) else facet
     row = None if row in (x, y, facet) else row
     taken = {x, y, facet, row}
-    rest = [a for a in varying_axes(df) if a not in taken]
+    rest = free_axes(df, taken)
     if rest and row is None and len(rest) == 1:
         row = rest.pop()
     if rest:

@@ -97,8 +97,11 @@ def _stored_grid(conn, db, sweep: str):
 
 
 def _axis_of(spec, grid_path, axis: str, log: bool | None, db_values) -> tuple[Axis, list]:
-    from ddsweep.grid import INT_AXES, axis_values
+    from ddsweep.grid import INT_AXES, axis_key, axis_values
 
+    if axis != "zip" and axis_key(spec.grid, axis) != f"grid.{axis}":
+        raise UserError(f"--axis {axis}: linked with other axes in {axis_key(spec.grid, axis).rsplit('.', 1)[0]}; "
+                        "refine adds values to one plain axis")
     if axis not in spec.grid:
         raise UserError(f"--axis {axis}: not an axis of sweep {spec.name}'s grid (axes: {', '.join(spec.grid)})")
     if axis not in REFINABLE:
