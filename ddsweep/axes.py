@@ -127,6 +127,9 @@ METRICS: tuple[Metric, ...] = (
     Metric("flooded_loss"),
     Metric("ascent_fraction", fraction=True),
     Metric("clip_rate", fraction=True),
+    # the validation split (dataset: {val: N}): held-out pool samples, clean labels; null without one
+    Metric("val_loss", label="validation loss"),
+    Metric("val_error", fraction=True, label="validation error"),
 )
 
 AXIS = {a.name: a for a in AXES}

@@ -53,6 +53,13 @@ def dataset_config(spec: dict) -> dict:
     MNIST-1D's is {name, pool, test, seed} as it always was; a vision set's is its name plus
     only the location and augmentation knobs that differ from their defaults.
     """
+    out = _dataset_config(spec)
+    if spec.get("val"):  # only when asked for: configs (and job ids) without a split stay as they were
+        out["val"] = int(spec["val"])
+    return out
+
+
+def _dataset_config(spec: dict) -> dict:
     name = spec["name"]
     if name == "translation":  # the files' folder and languages
         return {"name": name, "root": str(spec["root"]), "src": spec.get("src") or "de", "tgt": spec.get("tgt") or "en"}
@@ -74,6 +81,11 @@ def dataset_config(spec: dict) -> dict:
     return out
 
 
+def validation_size(config: dict) -> int:
+    """Samples a job's dataset holds out of the training pool for validation (0: none)."""
+    return int(config.get("val") or 0)
+
+
 def dataset_identity(config: dict) -> dict:
     """What a job's training subset and label noise are seeded by: the dataset config without NOT_IDENTITY."""
     return {k: v for k, v in config.items() if k not in NOT_IDENTITY}
@@ -81,6 +93,8 @@ def dataset_identity(config: dict) -> dict:
 
 def spec_problem(spec: dict) -> tuple[str, str] | None:
     """(key, problem) when the dataset section has knobs that do not apply to the named dataset."""
+    if spec.get("val") and is_text(spec["name"]):
+        return "val", "a validation split applies to the classification datasets only, not to text"
     if is_vision(spec["name"]):
         from ddsweep.data import vision
 

@@ -8,6 +8,8 @@
   it is identical across widths and every other training knob. Draws are coupled
   across p and n: the samples flipped at p=0.1 are also flipped at p=0.2, and a
   sample keeps its noisy label as n grows.
+- A validation split (`dataset: {val: N}`) holds N pool samples out once per dataset:
+  training subsets are drawn from the rest; validation labels stay clean.
 """
 
 from __future__ import annotations
@@ -32,9 +34,32 @@ def _sorted(x):
 
 
 def training_subset(dataset: dict, pool_size: int, n_train: int, seed: int) -> torch.Tensor:
-    """Indices into the pool of the first n_train samples of a seeded permutation."""
-    perm = torch.randperm(pool_size, generator=seeded_generator("subset", dataset, seed))
-    return perm[:n_train]
+    """Indices into the pool of the first n_train samples of a seeded permutation.
+
+    With a validation split (`val` in the dataset), the permutation is of the pool less
+    the held-out samples, so no seed and no n_train ever trains on one of them."""
+    val = int(dataset.get("val") or 0)
+    if not val:
+        perm = torch.randperm(pool_size, generator=seeded_generator("subset", dataset, seed))
+        return perm[:n_train]
+    rest = _split(dataset, pool_size)[val:]
+    perm = torch.randperm(len(rest), generator=seeded_generator("subset", dataset, seed))
+    return rest[perm[:n_train]]
+
+
+def validation_split(dataset: dict, pool_size: int) -> torch.Tensor:
+    """Indices into the pool of the validation samples (`val` in the dataset; empty without).
+
+    One draw per dataset, whatever the seed: every run of a sweep is validated on the same
+    samples, and a larger split holds the smaller one."""
+    val = int(dataset.get("val") or 0)
+    return _split(dataset, pool_size)[:val]
+
+
+def _split(dataset: dict, pool_size: int) -> torch.Tensor:
+    """The pool in the order the validation split takes it (seeded by the dataset, not its size)."""
+    which = {k: v for k, v in dataset.items() if k != "val"}
+    return torch.randperm(pool_size, generator=seeded_generator("validation", which))
 
 
 def noisy_labels(dataset: dict, y_pool: torch.Tensor, idx: torch.Tensor, p: float, seed: int,

@@ -82,11 +82,17 @@ def expand(spec: GridSpec, path: str | Path = "<grid>", pool_size: int | None = 
         from ddsweep.data import pool_size as dataset_pool_size
 
         pool_size = dataset_pool_size(spec.dataset.model_dump())
-    pool = pool_size
+    val = spec.dataset.val
+    if val and val >= pool_size:
+        raise GridError(path, "dataset.val", val, f"holds out the whole training pool ({pool_size}); "
+                        "leave samples to train on")
+    pool = pool_size - val
     for i, n in enumerate(written["n_train"]):
         if n > pool:
             key = keys["n_train"] if len(written["n_train"]) == 1 else f"{keys['n_train']}[{i}]"
-            raise GridError(path, key, n, f"larger than the dataset's training pool ({pool})")
+            what = f"the dataset's training pool ({pool})" if not val else \
+                f"the training pool less the validation split ({pool_size} - val {val} = {pool})"
+            raise GridError(path, key, n, f"larger than {what}")
 
     dataset = spec.dataset.config()
     merged: dict[str, dict] = {}

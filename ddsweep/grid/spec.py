@@ -38,6 +38,8 @@ class DatasetSpec(_Strict):
     augment: StrictBool = Field(False, description="images: random crop 32 (4-pixel padding) + horizontal flip")
     src: str | None = Field(None, pattern=r"^[A-Za-z0-9_\-]+$", description="translation: source language suffix")
     tgt: str | None = Field(None, pattern=r"^[A-Za-z0-9_\-]+$", description="translation: target language suffix")
+    # held out of the pool once per dataset (not per seed): never trained on, clean labels
+    val: int = Field(0, ge=0, le=100_000_000, description="validation samples held out of the training pool; 0: none")
 
     def config(self) -> dict:
         from ddsweep.data import dataset_config

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from ddsweep.data import dataset_identity, load_dataset
 from ddsweep.data.augment import augmentation
-from ddsweep.data.noise import noisy_labels, seeded_generator, training_subset
+from ddsweep.data.noise import noisy_labels, seeded_generator, training_subset, validation_split
 from ddsweep.grid import EvalSpec, epoch_steps, train_recipe
 from ddsweep.models import PackedModel, build_model, train_width
 from ddsweep.train import checkpoint
@@ -80,6 +80,8 @@ def train_pack(jobs: list[dict], device: str = "cpu", emit: Emit = lambda e: Non
         for m in members:
             m.aug_rng = seeded_generator("augment", m.config["seed"])
     x_train = data.x_pool[torch.stack(subsets).to(device)]  # [K, n, d], resident on the device
+    val_idx = validation_split(dataset_identity(cfg["dataset"]), len(data.y_pool)).to(device)  # (one per pack)
+    held_out = (data.x_pool[val_idx], data.y_pool[val_idx]) if len(val_idx) else None  # clean labels
     y_train = torch.stack([m.labels for m in members])  # [K, n]
     widths = {train_width(m.config, str(device)) for m in members}
     if len(widths) != 1:
@@ -116,7 +118,7 @@ def train_pack(jobs: list[dict], device: str = "cpu", emit: Emit = lambda e: Non
     measure_grad_norm = knobs.active or any(r["optimizer"] == "lars" or r["batch_size"] >= n for r in recipes)
 
     def emit_rows(epoch: int) -> None:
-        rows = _evaluate(model, members, x_train, y_train, data, loss_name)
+        rows = _evaluate(model, members, x_train, y_train, data, loss_name, held_out)
         probes = _probe(model, x_train, y_train, theta0, loss_name, with_grad=measure_grad_norm, chunk=grad_chunk)
         stats = knobs.epoch_stats()  # the evaluated epoch's flood and clip counts ({} before any step)
         lr_now = schedule.lr(max(step - 1, 0)) if schedule is not None else lr  # the lr of the epoch's last step
@@ -250,8 +252,9 @@ def _loss(logits: torch.Tensor, y: torch.Tensor, name: str) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _evaluate(model: PackedModel, members, x_train, y_train, data, loss_name) -> list[dict]:
-    """Full passes over each member's training set and the shared test set."""
+def _evaluate(model: PackedModel, members, x_train, y_train, data, loss_name, held_out=None) -> list[dict]:
+    """Full passes over each member's training set, the shared test set and, with `held_out`
+    (inputs, clean labels), the shared validation split (val_loss, val_error)."""
     K = len(members)
     train_tokens = model.token_metrics(x_train)  # text: per-token cross-entropy (no smoothing), token error
     if train_tokens is not None:
@@ -275,6 +278,11 @@ def _evaluate(model: PackedModel, members, x_train, y_train, data, loss_name) ->
     y_test = data.y_test.expand(K, -1)
     test_loss, test_pred = run(x_test, y_test)
     n_flipped = flipped.sum(1)
+    val = []
+    if held_out is not None:
+        x_val, y_val = held_out[0].expand(K, *held_out[0].shape), held_out[1].expand(K, -1)
+        val_loss, val_pred = run(x_val, y_val)
+        val = [val_loss, (val_pred != y_val).float().mean(1)]
     stats = torch.stack([
         train_loss,
         (train_pred != y_train).float().mean(1),
@@ -282,8 +290,10 @@ def _evaluate(model: PackedModel, members, x_train, y_train, data, loss_name) ->
         ((train_pred == y_train) & flipped).sum(1) / n_flipped.clamp(min=1),
         test_loss,
         (test_pred != y_test).float().mean(1),
+        *val,
     ], 1).tolist()  # one device sync per evaluation
     keys = ("train_loss", "train_error", "train_error_clean", "noisy_fit", "test_loss", "test_error")
+    keys += ("val_loss", "val_error") if val else ()
     rows = [dict(zip(keys, s)) for s in stats]
     for r, nf in zip(rows, n_flipped.tolist()):
         if nf == 0:
