@@ -5,14 +5,14 @@
   and for every row written before.
 The views are left as they are (they average the test and train metrics).
 
-Revision ID: 0006
+Revision ID: 0005
 Revises: 0004
 Create Date: 2026-12-04
 """
 
 from alembic import op
 
-revision = "0006"
+revision = "0005"
 down_revision = "0004"
 branch_labels = None
 depends_on = None
