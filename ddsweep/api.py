@@ -160,17 +160,22 @@ def emc(db: str | Path = "results.duckdb", sweep: str | None = None, epsilon: fl
 
 
 def summary(db: str | Path = "results.duckdb", sweep: str | None = None, epsilon: float = 0.1,
-            epoch: int | None = None, where: dict | None = None) -> pd.DataFrame:
+            epoch: int | None = None, where: dict | None = None, select_on: str = "test") -> pd.DataFrame:
     """First minimum, peak, second descent and interpolation threshold of every model-/sample-wise curve.
+
+    select_on="val": the early-stopped curves stop at the epoch of least validation error
+    (a dataset with `val: N`), not of least test error.
 
     Reads each job's row at the epoch (its last, or `epoch`) and the early-stopped test
     error per cell, reduced in DuckDB (ddsweep.store.results.reduce), not every row.
     """
-    from ddsweep.analysis.frames import Reduced
+    from ddsweep.analysis.frames import Reduced, selector
     from ddsweep.analysis.peaks import summarize
 
-    red = results.reduce(db, sweep, where, epoch=epoch, best="test_error", best_until=epoch)
-    return summarize(Reduced(red["rows"], best=red["best"], best_until=epoch), epsilon=epsilon, epoch=epoch)
+    select = selector(select_on)
+    red = results.reduce(db, sweep, where, epoch=epoch, best="test_error", best_until=epoch, best_select=select)
+    return summarize(Reduced(red["rows"], best=red["best"], best_until=epoch, best_select=select), epsilon=epsilon,
+                     epoch=epoch, select_on=select_on)
 
 
 def export(db: str | Path = "results.duckdb", fmt: str = "parquet", out: str | Path | None = None,

@@ -156,6 +156,8 @@ TABLE_ROWS = 1000  # more rows than this are not drawn as a table (slow and unre
 
 
 WHERE = typer.Option(None, "--where", help="Only rows with AXIS=VALUE[,VALUE...] (repeatable), e.g. --where n_train=4000.")
+SELECT_ON = typer.Option("test", "--select-on", help="Set whose error chooses the early-stopping epoch: test, or val "
+                         "(the validation split of a dataset with val: N).")
 
 
 @app.command()
@@ -216,6 +218,7 @@ def plot_curve(db: Path = DB, sweep: Optional[str] = SWEEP,
                noisy_test: bool = typer.Option(False, "--noisy-test", help="Test error on the noisy test distribution: p + e(1 - pC/(C-1))."),
                classes: Optional[int] = typer.Option(None, "--classes", help="Classes C for --noisy-test (default: from the dataset)."),
                no_early_stopping: bool = typer.Option(False, "--no-early-stopping", help="Leave out the optimal-early-stopping curve."),
+               select_on: str = SELECT_ON,
                where: Optional[List[str]] = WHERE,
                out_path: Path = typer.Option(Path("curve.png"), "--out", help="Output file (.png, .svg, .pdf).")):
     """Test and train error against an axis at the final (or a chosen) epoch, one line per noise level."""
@@ -223,7 +226,7 @@ def plot_curve(db: Path = DB, sweep: Optional[str] = SWEEP,
     from ddsweep.plot import curve
 
     path = curve(db, sweep=sweep, x=x, epoch=epoch, hue=hue, facet=facet, noisy_test=noisy_test, classes=classes,
-                 early_stopping=not no_early_stopping, where=parse_where(where), out=out_path)
+                 early_stopping=not no_early_stopping, where=parse_where(where), out=out_path, select_on=select_on)
     out.print(f"wrote {path}" + (" (test error on the noisy test distribution)" if noisy_test else ""))
 
 
@@ -273,13 +276,14 @@ def emc(db: Path = DB, sweep: Optional[str] = SWEEP,
 def summary(db: Path = DB, sweep: Optional[str] = SWEEP,
             epsilon: float = typer.Option(0.1, "--epsilon", help="Train-error level for the interpolation threshold."),
             epoch: Optional[int] = typer.Option(None, "--epoch", help="Epoch to read (default: each job's last)."),
+            select_on: str = SELECT_ON,
             where: Optional[List[str]] = WHERE):
     """First minimum, peak and second descent of each model-/sample-wise curve, vs the interpolation threshold."""
     from ddsweep import api
     from ddsweep.analysis.frames import parse_where
     from ddsweep.analysis.peaks import describe_lines
 
-    s = api.summary(db, sweep, epsilon=epsilon, epoch=epoch, where=parse_where(where))
+    s = api.summary(db, sweep, epsilon=epsilon, epoch=epoch, where=parse_where(where), select_on=select_on)
     for _, r in s.iterrows():
         for line in describe_lines(r):
             out.print(line, highlight=False, markup=False, soft_wrap=True)

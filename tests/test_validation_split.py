@@ -78,3 +78,38 @@ def test_each_evaluation_stores_val_loss_and_error(tmp_path, cli):
     assert len(rows) == 4 and all(v is not None for row in rows for v in row)
     assert all(0 <= row[2] <= 1 for row in rows) and rows[-1][1] < rows[0][1]  # it learns, on held-out data
     assert rows[0][2] > 0.5  # an untrained 10-class model is mostly wrong on clean held-out labels
+
+
+def test_select_on_val_stops_where_the_validation_error_is_least():
+    """Early stopping chosen on val reads the test error at the epoch of least val error, not least test error."""
+    import pandas as pd
+
+    from ddsweep.analysis.frames import early_stopped
+
+    rows = [{"job_id": f"w{w}", "width": w, "n_train": 400, "label_noise": 0.0, "seed": 0, "epoch": e,
+             "test_error": te, "val_error": ve, "train_error": 0.0}
+            for w in (4, 8) for e, te, ve in ((1, 0.5, 0.2), (2, 0.3, 0.4), (3, 0.4, 0.3))]
+    df = pd.DataFrame(rows)
+    on_test = early_stopped(df, ["width"], "test_error")
+    on_val = early_stopped(df, ["width"], "test_error", select="val_error")
+    assert on_test["best_epoch"].tolist() == [2, 2] and on_test["test_error"].tolist() == [0.3, 0.3]
+    assert on_val["best_epoch"].tolist() == [1, 1] and on_val["test_error"].tolist() == [0.5, 0.5]
+
+
+def test_select_on_val_through_the_cli(tmp_path, cli):
+    g = with_val(200, width=[4, 8, 16], label_noise=[0.0])
+    db = tmp_path / "r.duckdb"
+    assert cli("plan", write_grid(tmp_path / "g.yaml", g), "--db", db).exit_code == 0
+    assert cli("work", "--db", db, "--cpus", "1", "--no-progress").exit_code == 0
+    r = cli("summary", "--db", db, "--select-on", "val")
+    assert r.exit_code == 0 and "early-stopped on val" in r.output, r.output
+    out = tmp_path / "c.png"
+    r = cli("plot", "curve", "--db", db, "--x", "width", "--select-on", "val", "--out", out)
+    assert r.exit_code == 0 and out.stat().st_size > 10_000, r.output
+    r = cli("summary", "--db", db, "--select-on", "train")
+    assert r.exit_code == 2 and "--select-on train: choose test or val" in r.output
+    plain = tmp_path / "p.duckdb"  # no split: selecting on val is one line, not a figure of nothing
+    assert cli("plan", write_grid(tmp_path / "p.yaml", TINY), "--db", plain).exit_code == 0
+    assert cli("work", "--db", plain, "--cpus", "1", "--no-progress").exit_code == 0
+    r = cli("summary", "--db", plain, "--select-on", "val")
+    assert r.exit_code == 2 and "no val_error" in r.output and "\n" not in r.output.strip(), r.output

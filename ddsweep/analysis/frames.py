@@ -19,8 +19,8 @@ class Reduced:
     rows:   each job's row at the epoch read (its last, or the one asked for), with its axes;
     curves: seed means per cell (every varying cell axis, plus label noise, n, width) and
             evaluated epoch: `epoch_curves` of all rows, or None;
-    best:   per cell, the epoch of least seed-mean `best_metric` up to `best_until`
-            (`early_stopped` of all rows), or None.
+    best:   per cell, the epoch of least seed-mean `best_select` (default: `best_metric`) up to
+            `best_until`, with `best_metric` there (`early_stopped` of all rows), or None.
     The functions below take a Reduced wherever they take a frame of rows, and give the same.
     """
 
@@ -29,6 +29,7 @@ class Reduced:
     best: pd.DataFrame | None = None
     best_metric: str = "test_error"
     best_until: int | None = None
+    best_select: str | None = None
 
 
 def rows_of(df) -> pd.DataFrame:
@@ -176,24 +177,44 @@ def final_means(df: pd.DataFrame | Reduced, keys: list[str], metrics: list[str],
     return m.merge(ep, on=list(keys), how="left")
 
 
+# `--select-on`: the set whose seed-mean error chooses the early-stopping epoch (the metric it minimises)
+SELECT_ON = {"test": "test_error", "val": "val_error"}
+
+
+def selector(select_on: str) -> str | None:
+    """The metric `--select-on SET` minimises to choose an epoch (None: the reported test error itself)."""
+    if select_on not in SELECT_ON:
+        raise UserError(f"--select-on {select_on}: choose {' or '.join(SELECT_ON)}")
+    return None if select_on == "test" else SELECT_ON[select_on]
+
+
 def early_stopped(df: pd.DataFrame | Reduced, keys: list[str], metric: str = "test_error",
-                  epoch: int | None = None) -> pd.DataFrame:
+                  epoch: int | None = None, select: str | None = None) -> pd.DataFrame:
     """"Optimal early stopping": per cell, the minimum over epochs of the seed-mean `metric`.
 
     Taken on the seed mean (not per seed, which would pick each seed's luckiest
     epoch); `{metric}_sem` and `seeds` are those of the best epoch, `best_epoch` is it.
-    With `epoch`, only epochs up to it count.
+    With `epoch`, only epochs up to it count. With `select` (e.g. val_error, the validation
+    split's), the epoch is the one of least seed-mean `select` and `metric` is read there:
+    early stopping chosen on held-out data, not on the test set it reports.
     """
+    select = None if select == metric else select
     if isinstance(df, Reduced):
         _cells_of(df, keys, "best")
-        if (df.best_metric, df.best_until) != (metric, epoch):
-            raise ValueError(f"this Reduced stopped early on {df.best_metric} up to {df.best_until}, "
-                             f"not {metric} up to {epoch}")
+        if (df.best_metric, df.best_until, df.best_select) != (metric, epoch, select):
+            raise ValueError(f"this Reduced stopped early on {df.best_metric} (chosen on {df.best_select}) up to "
+                             f"{df.best_until}, not {metric} (chosen on {select}) up to {epoch}")
         return df.best[list(keys) + ["best_epoch", metric, f"{metric}_sem", "seeds"]]
     rows = df if epoch is None else df[df["epoch"] <= epoch]
-    m = epoch_curves(rows, keys, [metric])
-    m = m[m[metric].notna()]
-    best = m.loc[m.groupby(list(keys), dropna=False)[metric].idxmin()]
+    if select is not None and (select not in rows.columns or rows[select].isna().all()):
+        raise UserError(f"no {select} in these runs: give the sweep's dataset a validation split "
+                        "(dataset: {val: N}) to select on it")
+    chooser = select or metric
+    m = epoch_curves(rows, keys, [metric] + ([select] if select else []))
+    m = m[m[chooser].notna()]
+    best = m.loc[m.groupby(list(keys), dropna=False)[chooser].idxmin()]
+    if select:
+        best = best.drop(columns=[select, f"{select}_sem"])
     return best.rename(columns={"epoch": "best_epoch"}).reset_index(drop=True)
 
 

@@ -30,7 +30,8 @@ import numpy as np
 import pandas as pd
 
 from ddsweep.analysis.emc import EPSILON, emc_over_n, threshold_over_width
-from ddsweep.analysis.frames import Reduced, early_stopped, final_means, linked_axes, rows_of, varying_axes
+from ddsweep.analysis.frames import (Reduced, early_stopped, final_means, linked_axes, rows_of, selector,
+                                     varying_axes)
 from ddsweep.axes import KNOB_COLUMNS, KNOB_DEFAULTS as AXIS_DEFAULTS
 from ddsweep.errors import UserError
 
@@ -112,14 +113,18 @@ CURVES = {"width": "model-wise", "n_train": "sample-wise"}
 
 
 def summarize(df: pd.DataFrame | Reduced, epsilon: float = EPSILON, epoch: int | None = None,
-              noise_z: float = NOISE_Z) -> pd.DataFrame:
+              noise_z: float = NOISE_Z, select_on: str = "test") -> pd.DataFrame:
     """One row per curve (model-wise over width, sample-wise over n_train) and measure.
 
     Measures: "final" (test error at the last or `epoch`-th epoch) and
     "early-stopped" (minimum over epochs <= epoch of the seed-mean test error).
     Axes with fewer than 3 values make no curve. `df`: all rows, or a Reduced with the
-    rows at `epoch` and the early-stopped test error up to it.
+    rows at `epoch` and the early-stopped test error up to it. select_on="val": the
+    early-stopping epoch is chosen on the validation split's error (measure "early-stopped
+    on val"), and the test error is read there.
     """
+    select = selector(select_on)
+    es_measure = "early-stopped" if select is None else f"early-stopped on {select_on}"
     table = rows_of(df)
     if table.empty:
         raise UserError("no metric rows")
@@ -131,7 +136,7 @@ def summarize(df: pd.DataFrame | Reduced, epsilon: float = EPSILON, epoch: int |
         keys = [a for a in ("label_noise", "n_train", "width") if a in table.columns and a != axis and a not in linked]
         keys += [a for a in varying_axes(table) if a not in keys and a != axis and a not in linked]
         final = final_means(df, keys + [axis], ["test_error", "train_error"], epoch)
-        stopped = early_stopped(df, keys + [axis], "test_error", epoch).rename(
+        stopped = early_stopped(df, keys + [axis], "test_error", epoch, select).rename(
             columns={"test_error": "es_error", "test_error_sem": "es_sem", "seeds": "es_seeds"})
         both = final.merge(stopped[keys + [axis, "es_error", "es_sem", "es_seeds"]], on=keys + [axis], how="left")
         for key, g in both.groupby(keys, dropna=False, sort=True):
@@ -147,7 +152,7 @@ def summarize(df: pd.DataFrame | Reduced, epsilon: float = EPSILON, epoch: int |
                     thr = float(g[axis][g["train_error"] <= epsilon].max())
             read = int(g["epoch"].max())
             for measure, cols in (("final", ("test_error", "test_error_sem", "seeds")),
-                                  ("early-stopped", ("es_error", "es_sem", "es_seeds"))):
+                                  (es_measure, ("es_error", "es_sem", "es_seeds"))):
                 y, sem, seeds = (g[c] for c in cols)
                 res = analyse_curve(g[axis], y, sem, seeds, thr, bound, noise_z)
                 rows.append({"curve": kind, "measure": measure, **ctx, "axis": axis,

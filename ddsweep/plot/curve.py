@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from ddsweep.analysis import at_epoch, early_stopped, free_axes, linked_axes, seed_mean
-from ddsweep.analysis.frames import Reduced, apply_where, check_columns, classes_of, rows_of, t975
+from ddsweep.analysis.frames import Reduced, apply_where, check_columns, classes_of, rows_of, selector, t975
 from ddsweep.errors import UserError
 from ddsweep.plot.style import check_out, fmt_level, is_log_axis, label, plain_log_ticks, save, setup
 from ddsweep.store import results
@@ -27,16 +27,18 @@ MAX_PANELS = 12
 
 def curve(db="results.duckdb", sweep: str | None = None, x: str = "width", epoch: int | None = None,
           hue: str = "label_noise", out="curve.png", where: dict | None = None, facet: str | None = None,
-          noisy_test: bool = False, classes: int | None = None, early_stopping: bool = True) -> Path:
-    """Final-epoch (or `epoch`) test and train error against x; against epoch it plots whole runs."""
+          noisy_test: bool = False, classes: int | None = None, early_stopping: bool = True,
+          select_on: str = "test") -> Path:
+    """Final-epoch (or `epoch`) test and train error against x; against epoch it plots whole runs.
+    select_on="val": the early-stopped curve stops where the validation error is least."""
     out = check_out(out)
-    name, df = _read(db, sweep, where, x, epoch, hue, facet, early_stopping)
+    name, df = _read(db, sweep, where, x, epoch, hue, facet, early_stopping, selector(select_on))
     fig = curve_figure(df, name, x=x, epoch=epoch, hue=hue, facet=facet, noisy_test=noisy_test,
-                       classes=classes, early_stopping=early_stopping)
+                       classes=classes, early_stopping=early_stopping, select_on=select_on)
     return save(fig, out)
 
 
-def _read(db, sweep, where, x, epoch, hue, facet, early_stopping):
+def _read(db, sweep, where, x, epoch, hue, facet, early_stopping, select=None):
     """What the figure draws, reduced in DuckDB where the axes allow (cell axes and epoch), else the rows."""
     metrics = ("test_error", "train_error")
     from ddsweep.axes import CELL_AXES
@@ -44,22 +46,24 @@ def _read(db, sweep, where, x, epoch, hue, facet, early_stopping):
     if all(c is None or c in CELL_AXES or c == "epoch" for c in (x, hue, facet)):
         red = results.reduce(db, sweep, where, epoch=None if x == "epoch" else epoch, metrics=metrics,
                              curves=x == "epoch", best="test_error" if early_stopping and x != "epoch" else None,
-                             best_until=epoch)
-        return red["sweep"], Reduced(red["rows"], red["curves"], red["best"], best_until=epoch)
-    return results.sweep_frame(db, sweep, where, metrics=(*metrics, x, hue, facet))
+                             best_until=epoch, best_select=select if early_stopping and x != "epoch" else None)
+        return red["sweep"], Reduced(red["rows"], red["curves"], red["best"], best_until=epoch, best_select=select)
+    return results.sweep_frame(db, sweep, where, metrics=(*metrics, x, hue, facet, select))
 
 
 def curve_figure(df: pd.DataFrame | Reduced, name: str = "", x: str = "width", epoch: int | None = None,
                  hue: str | None = "label_noise", where: dict | None = None, facet: str | None = None,
                  noisy_test: bool = False, classes: int | None = None, early_stopping: bool = True,
-                 threshold_eps: float | None = 0.1):
+                 threshold_eps: float | None = 0.1, select_on: str = "test"):
     """The figure behind `curve`, from a metric frame (as `load_metrics` returns), or a Reduced
     (ddsweep.store.results.reduce: the rows at the epoch, the early-stopped test error per
     cell and, against epoch, the seed-mean curves) that draws the same.
 
     With threshold_eps, a vertical line marks the interpolation threshold (train error
-    <= eps: the smallest such width, or EMC = n over n_train).
+    <= eps: the smallest such width, or EMC = n over n_train). select_on="val": the
+    early-stopped curve stops at each cell's epoch of least validation error (the title says so).
     """
+    select = selector(select_on)
     plt = setup()
     import seaborn as sns
 
@@ -102,6 +106,7 @@ def curve_figure(df: pd.DataFrame | Reduced, name: str = "", x: str = "width", e
     else:
         colors = sns.color_palette("colorblind", max(len(levels), 1))
     show_es = early_stopping and x != "epoch"
+    es_label = "test, early-stopped" + ("" if select is None else f" on {select_on}")
     linked = linked_axes(df, x)
 
     drawn = []  # the lines' values: the y range follows them, not the (with few seeds, wide) bands
@@ -130,8 +135,8 @@ def curve_figure(df: pd.DataFrame | Reduced, name: str = "", x: str = "width", e
                      ("train", m["train_error"], m["train_error_sem"], m["seeds"], "--", None, False)]
             if show_es:
                 a = sub_all if hue is None else sub_all[sub_all[hue] == level]
-                es = (early_stopped(a, [x], "test_error", epoch) if red is None else a).sort_values(x)
-                lines.append(("test, early-stopped", es["test_error"], es["test_error_sem"], es["seeds"], ":", "v",
+                es = (early_stopped(a, [x], "test_error", epoch, select) if red is None else a).sort_values(x)
+                lines.append((es_label, es["test_error"], es["test_error_sem"], es["seeds"], ":", "v",
                               True, es[x]))
             if threshold_eps and x in ("width", "n_train"):
                 thr = _threshold(m, x, threshold_eps)
@@ -151,7 +156,7 @@ def curve_figure(df: pd.DataFrame | Reduced, name: str = "", x: str = "width", e
                         label=None if many else f"{what}{tag}")
                 drawn.append(y[np.isfinite(y)])
                 ok = np.isfinite(band)
-                if ok.any() and what != "test, early-stopped":  # errors live in [0, 1]: so do their bands
+                if ok.any() and what != es_label:  # errors live in [0, 1]: so do their bands
                     lo, hi = np.clip(np.where(ok, y - band, y), 0, 1), np.clip(np.where(ok, y + band, y), 0, 1)
                     ax.fill_between(xs, lo, hi, color=color, alpha=0.15, lw=0)
         if is_log_axis(x, final[x].unique()):
@@ -164,7 +169,7 @@ def curve_figure(df: pd.DataFrame | Reduced, name: str = "", x: str = "width", e
     if many:
         from matplotlib.lines import Line2D
 
-        styles = [("test", "-"), ("train", "--")] + ([("test, early-stopped", ":")] if show_es else [])
+        styles = [("test", "-"), ("train", "--")] + ([(es_label, ":")] if show_es else [])
         if threshold_eps and x in ("width", "n_train"):
             styles.append((f"threshold: train error <= {threshold_eps:g}", "-."))
         handles, labels = [Line2D([], [], color="0.2", ls=s) for _, s in styles], [w for w, _ in styles]
@@ -196,6 +201,9 @@ def curve_figure(df: pd.DataFrame | Reduced, name: str = "", x: str = "width", e
         shows = f"test error on the NOISY test distribution: p + e(1 - pC/(C-1)), C = {C}"
     else:
         shows = "test error on clean test labels"
+    if show_es:
+        shows += ("; early stopping chosen on the test set" if select is None
+                  else f"; early stopping chosen on the validation split ({select})")
     fig.suptitle(f"{name + ': ' if name else ''}error vs {label(x)}{when}\n{shows}\n"
                  "train error on the noisy labels trained on; bands: 95% CI over seeds", fontsize=9.5)
     return fig

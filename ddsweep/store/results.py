@@ -334,15 +334,17 @@ def cell_keys(rows: pd.DataFrame) -> list[str]:
 
 def reduce(db, sweep: str | None = None, where: dict | None = None, epoch: int | None = None,
            metrics=("test_error", "train_error"), curves=False, best: str | None = None,
-           best_until: int | None = None, wait: float = DEFAULT_WAIT) -> dict:
+           best_until: int | None = None, best_select: str | None = None, wait: float = DEFAULT_WAIT) -> dict:
     """A sweep reduced in DuckDB to what summary, emc and the figures read.
 
     Returns {"sweep", "rows", "curves", "best"}: `rows`, each job's row at `epoch` (None:
     its last evaluated epoch) with every job column; with curves=True (or a function of
     `rows` that says True), the seed means of `metrics` per cell and evaluated epoch
     (`epoch_curves` over `cell_keys`); with best=M,
-    per cell the epoch <= best_until of least seed-mean M (`early_stopped`).
+    per cell the epoch <= best_until of least seed-mean M (`early_stopped`), or of least
+    seed-mean `best_select` with M read there (early stopping chosen on the validation split).
     """
+    best_select = None if best_select == best else best_select
     name = pick_sweep(db, sweep, wait)
     metrics = [m for m in dict.fromkeys(metrics) if m in METRIC_NAMES]
     with connect(db, wait) as conn:
@@ -362,10 +364,16 @@ def reduce(db, sweep: str | None = None, where: dict | None = None, epoch: int |
             out["curves"] = _out(conn.sql(q, params=fargs or None), "pandas")
         if best:
             until = [] if best_until is None else [f"m.epoch <= {int(best_until)}"]
-            inner = _means_sql(keys, [best], filters + until)
+            chooser = best_select or best
+            inner = _means_sql(keys, [best] + ([best_select] if best_select else []), filters + until)
             part = ", ".join(keys)
-            q = (f"SELECT * FROM ({inner}) WHERE {best} IS NOT NULL "
-                 f"QUALIFY row_number() OVER (PARTITION BY {part} ORDER BY {best}, epoch) = 1 ORDER BY {part}")
+            q = (f"SELECT * FROM ({inner}) WHERE {chooser} IS NOT NULL "
+                 f"QUALIFY row_number() OVER (PARTITION BY {part} ORDER BY {chooser}, epoch) = 1 ORDER BY {part}")
             b = _out(conn.sql(q, params=fargs or None), "pandas")
+            if best_select:
+                if b.empty:
+                    raise UserError(f"sweep {name} has no {best_select}: give its dataset a validation split "
+                                    "(dataset: {val: N}) to select on it")
+                b = b.drop(columns=[best_select, f"{best_select}_sem"])
             out["best"] = b.rename(columns={"epoch": "best_epoch"}).reset_index(drop=True)
     return out
