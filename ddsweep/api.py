@@ -13,6 +13,7 @@ from ddsweep.store import Store
 from ddsweep.store import jobs as store_jobs
 from ddsweep.store import results
 from ddsweep.workers import WorkResult, work
+from ddsweep.workers.events import RETRYABLE, JobStatus
 
 __all__ = ["plan", "work", "status", "query", "load_metrics", "retry", "extend", "PlanResult", "WorkResult",
            "emc", "summary", "export", "import_results", "report", "refine"]
@@ -85,12 +86,12 @@ def load_metrics(db: str | Path = "results.duckdb", sweep: str | None = None, wa
 
 
 def retry(db: str | Path = "results.duckdb", sweep: str | None = None,
-          statuses: tuple[str, ...] = ("failed",)) -> int:
+          statuses: tuple[str, ...] = (JobStatus.FAILED,)) -> int:
     """Requeue failed (and/or diverged) jobs, their failure count reset; returns how many.
 
     The next `work` resumes each from its last checkpoint (a job without one starts over).
     """
-    if not statuses or set(statuses) - {"failed", "diverged"}:
+    if not statuses or set(statuses) - set(RETRYABLE):
         raise UserError(f"retry: statuses must be failed and/or diverged, not {list(statuses)}")
     store = Store(db)
     if not store.exists():

@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ddsweep.errors import EXIT_USAGE, UserError, storage_fault
+from ddsweep.workers.events import JobStatus
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Map deep double descent: plan a grid, train it, keep every epoch in DuckDB, draw the maps.")
@@ -115,7 +116,7 @@ def work(db: Path = DB,
     scope = r.scope or {}
     if scope.get("failed", r.failed):
         out.print(f"{scope.get('failed', r.failed)} job(s) failed; see errors: ddsweep query \"select job_id, error "
-                  f"from jobs where status = 'failed'\" --db {db}; requeue them: ddsweep retry --db {db}")
+                  f"from jobs where status = {JobStatus.FAILED.sql}\" --db {db}; requeue them: ddsweep retry --db {db}")
     elif r.signal is None and (scope.get("pending") or scope.get("running")):
         out.print(f"{scope.get('pending', 0)} job(s) pending and {scope.get('running', 0)} running elsewhere "
                   "are not finished yet")
@@ -168,7 +169,7 @@ def retry(db: Path = DB, sweep: Optional[str] = SWEEP,
     """Requeue failed (and/or diverged) jobs; the next `ddsweep work` resumes them from their checkpoints."""
     from ddsweep import api
 
-    statuses = tuple(s for s, on in (("failed", failed or not diverged), ("diverged", diverged)) if on)
+    statuses = tuple(s for s, on in ((JobStatus.FAILED, failed or not diverged), (JobStatus.DIVERGED, diverged)) if on)
     n = api.retry(db, sweep=sweep, statuses=statuses)
     out.print(f"requeued {n} {' or '.join(statuses)} job(s); run `ddsweep work --db {db}` to train them")
 

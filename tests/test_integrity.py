@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import zlib
+from dataclasses import replace
 
 import torch
 
@@ -15,6 +16,7 @@ import ddsweep
 from ddsweep.grid import expand, parse_grid
 from ddsweep.train import checkpoint
 from ddsweep.workers import journal
+from ddsweep.workers.events import Finished, Metrics, Progress
 from tests.conftest import TINY, write_grid
 from tests.test_reliability import assert_equal_metrics, ckpt_dir, db_rows, train_reference
 
@@ -115,8 +117,8 @@ def _dead_coordinator(tmp_path):
     con.execute("update jobs set status = 'running', lease_owner = ?, attempts = 1", [DEAD])
     con.close()
     ids = [j["job_id"] for j in _jobs(GRID)]
-    durable = [{**e, "job_ids": ids} if e["kind"] == "progress" else e  # (as the worker sends them)
-               for e in events if e["kind"] in ("metrics", "progress", "finished")]
+    durable = [replace(e, job_ids=ids) if isinstance(e, Progress) else e  # (as the worker sends them)
+               for e in events if isinstance(e, (Metrics, Progress, Finished))]
     path = tmp_path / "r.duckdb.journal" / f"{DEAD}.jsonl"
     path.parent.mkdir()
     return db, path, durable
@@ -125,9 +127,9 @@ def _dead_coordinator(tmp_path):
 def test_unreadable_journal_records_are_skipped_with_one_warning_and_nothing_is_lost(tmp_path):
     db, path, events = _dead_coordinator(tmp_path)
     records = [journal.encode(e) for e in events]
-    metrics_at = [i for i, e in enumerate(events) if e["kind"] == "metrics"]
+    metrics_at = [i for i, e in enumerate(events) if isinstance(e, Metrics)]
     # the first records as a ddsweep from before checksums wrote them (plain JSON lines)
-    records[:3] = [json.dumps(e).encode() + b"\n" for e in events[:3]]
+    records[:3] = [json.dumps(e.to_dict()).encode() + b"\n" for e in events[:3]]
     garbled = metrics_at[-3]  # a metrics record in the middle, one digit changed
     records[garbled] = records[garbled].replace(b'"epoch":', b'"epoch":9', 1)
     garbled_record = records[garbled]
@@ -155,7 +157,7 @@ def test_unreadable_journal_records_are_skipped_with_one_warning_and_nothing_is_
 
 def test_a_journal_from_before_checksums_replays(tmp_path):
     db, path, events = _dead_coordinator(tmp_path)
-    path.write_text("".join(json.dumps(e) + "\n" for e in events))
+    path.write_text("".join(json.dumps(e.to_dict()) + "\n" for e in events))
     result = ddsweep.work(db, cpus=1, show_progress=False)
     assert result.warnings == [] and result.done == 0  # replayed: the jobs had ended
     assert_equal_metrics(db, train_reference(GRID))
@@ -176,7 +178,7 @@ def test_a_journal_that_cannot_be_read_is_moved_aside(tmp_path):
 
 
 def test_journal_records_round_trip_and_detect_changes():
-    event = {"kind": "finished", "job_id": "j", "status": "failed", "error": "Ünïcode\nTraceback"}
+    event = Finished(job_id="j", status="failed", error="Ünïcode\nTraceback")
     record = journal.encode(event)
     assert journal.decode(record) == event
     assert record[:8] == b"%08x" % zlib.crc32(record[9:-1])

@@ -25,6 +25,7 @@ from ddsweep.train import checkpoint
 from ddsweep.train.loop import _noise_scale, train_pack
 from ddsweep.train.optim import PackedLARS
 from ddsweep.train.schedule import factor
+from ddsweep.workers.events import Metrics
 from tests.conftest import ROOT, TINY
 
 K, D, C, B = 3, 5, 3, 16
@@ -196,7 +197,7 @@ def _train(jobs, **kw):
     events = []
     train_pack([{"job_id": j.job_id, "config": j.config, "epochs": j.epochs, "horizons": j.horizons}
                 for j in jobs], emit=events.append, **kw)
-    return {(r["job_id"], r["epoch"]): r for e in events if e["kind"] == "metrics" for r in e["rows"]}
+    return {(r["job_id"], r["epoch"]): r for e in events if isinstance(e, Metrics) for r in e.rows}
 
 
 def grid(train=None, axes=None, epochs=3):

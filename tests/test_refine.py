@@ -12,6 +12,7 @@ import yaml
 from conftest import TINY, write_grid
 from ddsweep.refinement import (Axis, Cell, ask, is_geometric, locate, propose, simulate, study_dir, study_name,
                                 sync_study)
+from ddsweep.workers.events import Finished, JobStatus, Metrics
 
 LOG_WIDTH = Axis("width", True, True, 2, 300)
 COARSE = [int(round(v)) for v in np.geomspace(2, 300, 6)]  # 2 5 15 40 110 300: the coarse MNIST-1D grid
@@ -174,8 +175,8 @@ def fake_work(db, test_error, train_error=lambda w: 0.5):
             w, e = j["config"]["width"], j["epochs"]
             rows = [{"job_id": j["job_id"], "epoch": 0, "test_error": 0.9, "train_error": 0.9},
                     {"job_id": j["job_id"], "epoch": e, "test_error": test_error(w), "train_error": train_error(w)}]
-            events += [{"kind": "metrics", "rows": rows},
-                       {"kind": "finished", "job_id": j["job_id"], "status": "done", "epochs": e}]
+            events += [Metrics(rows=rows),
+                       Finished(job_id=j["job_id"], status=JobStatus.DONE, epochs=e)]
         store_jobs.apply_events(conn, "fake", events)
     return type("W", (), {"done": len(claimed), "failed": 0, "diverged": 0})()
 

@@ -22,6 +22,7 @@ import pytest
 import ddsweep
 from ddsweep.grid import EvalSpec, expand, parse_grid
 from ddsweep.store.jobs import METRIC_COLUMNS
+from ddsweep.workers.events import Finished, Metrics, Progress, WorkerWarning
 from tests.conftest import ROOT, TINY, write_grid
 
 # every metric column but the wall-clock `seconds`
@@ -57,7 +58,7 @@ def train_reference(grid: dict, horizons: list[int] | None = None) -> dict:
     finally:
         torch.set_num_threads(threads)
     return {(r["job_id"], r["epoch"]): {c: r.get(c) for c in COMPARED}
-            for e in events if e["kind"] == "metrics" for r in e["rows"]}
+            for e in events if isinstance(e, Metrics) for r in e.rows}
 
 
 @pytest.fixture(scope="module")
@@ -431,12 +432,12 @@ def test_resumed_pack_is_bit_identical(tmp_path):
         assert train_pack(jobs, emit=resumed.append, checkpoint_dir=tmp_path, checkpoint_every=0) == "done"
     finally:
         torch.set_num_threads(threads)
-    assert [e["epoch"] for e in resumed if e["kind"] == "progress"] == [4, 5, 6]  # continued, not restarted
+    assert [e.epoch for e in resumed if isinstance(e, Progress)] == [4, 5, 6]  # continued, not restarted
     rows = {(r["job_id"], r["epoch"]): {c: r.get(c) for c in COMPARED}
-            for e in events + resumed if e["kind"] == "metrics" for r in e["rows"]}
+            for e in events + resumed if isinstance(e, Metrics) for r in e.rows}
     assert rows == reference
     # the resumed run re-sent the rows recorded before its checkpoint (a dead coordinator may have lost them)
-    assert {r["epoch"] for r in resumed[0]["rows"]} == {0, 1, 2, 3}
+    assert {r["epoch"] for r in resumed[0].rows} == {0, 1, 2, 3}
 
 
 def _out_of_memory_when_more_than(limit: int, after_epoch: int, monkeypatch) -> list[int]:
@@ -456,7 +457,7 @@ def _out_of_memory_when_more_than(limit: int, after_epoch: int, monkeypatch) -> 
 
         def emit_until_full(event):
             emit(event)
-            if event["kind"] == "progress" and event["epoch"] >= after_epoch:
+            if isinstance(event, Progress) and event.epoch >= after_epoch:
                 raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (simulated)")
         return real(jobs, device, emit_until_full, *args)
 
@@ -489,19 +490,19 @@ def test_pack_out_of_memory_trains_in_halves_from_checkpoints(tmp_path, monkeypa
         assert sizes == [4, 2, 2, 2, 2]  # learned: no second out-of-memory error
     finally:
         torch.set_num_threads(threads)
-    warnings = [e["message"] for e in events if e["kind"] == "warning"]
+    warnings = [e.message for e in events if isinstance(e, WorkerWarning)]
     assert len(warnings) == 1 and "ran out of cpu memory" in warnings[0] and "parts of 2" in warnings[0]
     for run in (events, again):
-        ends = [e for e in run if e["kind"] == "finished"]
-        assert sorted(e["job_id"] for e in ends) == sorted(j["job_id"] for j in jobs)
-        assert {e["status"] for e in ends} == {"done"}
-    progress = [e["epoch"] for e in events if e["kind"] == "progress"]
+        ends = [e for e in run if isinstance(e, Finished)]
+        assert sorted(e.job_id for e in ends) == sorted(j["job_id"] for j in jobs)
+        assert {e.status for e in ends} == {"done"}
+    progress = [e.epoch for e in events if isinstance(e, Progress)]
     # the halves resumed from a checkpoint (epoch 2's: the error came before epoch 3's was written)
     assert progress[:3] == [1, 2, 3] and progress[3] == 3
     rows = {}
     for e in events:  # the store keeps a (job, epoch)'s first row
-        if e["kind"] == "metrics":
-            for r in e["rows"]:
+        if isinstance(e, Metrics):
+            for r in e.rows:
                 rows.setdefault((r["job_id"], r["epoch"]), {c: r.get(c) for c in COMPARED})
     assert rows == reference
 
@@ -516,9 +517,9 @@ def test_single_member_out_of_memory_fails_with_the_error(tmp_path, monkeypatch)
     events = []
     run_pack(jobs, 0, "cpu", events.append, lambda: False, tmp_path, 0)
     assert sizes == [4, 2, 1, 1, 2, 1, 1]
-    ends = [e for e in events if e["kind"] == "finished"]
-    assert len(ends) == 4 and {e["status"] for e in ends} == {"failed"}
-    assert all("OutOfMemoryError: CUDA out of memory" in e["error"] for e in ends)
+    ends = [e for e in events if isinstance(e, Finished)]
+    assert len(ends) == 4 and {e.status for e in ends} == {"failed"}
+    assert all("OutOfMemoryError: CUDA out of memory" in e.error for e in ends)
 
 
 def test_checkpoints_of_another_parameter_layout_restart_from_scratch(tmp_path):
@@ -547,11 +548,11 @@ def test_checkpoints_of_another_parameter_layout_restart_from_scratch(tmp_path):
         assert train_pack(jobs, emit=events.append, checkpoint_dir=tmp_path) == "done"
     finally:
         torch.set_num_threads(threads)
-    warnings = [e["message"] for e in events if e["kind"] == "warning"]
+    warnings = [e.message for e in events if isinstance(e, WorkerWarning)]
     assert len(warnings) == len(jobs) and all("layout 1" in w and "from scratch" in w for w in warnings), warnings
-    assert [e["epoch"] for e in events if e["kind"] == "progress"][0] == 1  # restarted, not continued
+    assert [e.epoch for e in events if isinstance(e, Progress)][0] == 1  # restarted, not continued
     rows = {(r["job_id"], r["epoch"]): {c: r.get(c) for c in COMPARED}
-            for e in events if e["kind"] == "metrics" for r in e["rows"]}
+            for e in events if isinstance(e, Metrics) for r in e.rows}
     assert rows == reference
 
 

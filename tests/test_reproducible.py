@@ -6,6 +6,7 @@ import pytest
 import ddsweep
 from ddsweep.grid import expand, parse_grid
 from ddsweep.train.loop import train_pack
+from ddsweep.workers.events import Metrics
 from tests.conftest import TINY, write_grid
 
 METRICS = ["epoch", "step", "train_loss", "train_error", "train_error_clean", "noisy_fit", "test_loss",
@@ -32,7 +33,7 @@ def _train(jobs):
     events = []
     train_pack([{"job_id": j.job_id, "config": j.config, "epochs": j.epochs, "horizons": j.horizons}
                 for j in jobs], emit=events.append)
-    return {(r["job_id"], r["epoch"]): r for e in events if e["kind"] == "metrics" for r in e["rows"]}
+    return {(r["job_id"], r["epoch"]): r for e in events if isinstance(e, Metrics) for r in e.rows}
 
 
 @pytest.mark.parametrize("train", [

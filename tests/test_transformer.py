@@ -20,6 +20,7 @@ from ddsweep.models.reference import TransformerReference
 from ddsweep.models.transformer import PackedTransformer
 from ddsweep.models.transformer_arch import transformer
 from ddsweep.train.loop import train_pack
+from ddsweep.workers.events import Metrics
 from tests.conftest import write_grid
 
 
@@ -122,7 +123,7 @@ def _train(jobs) -> dict:
     events = []
     train_pack([{"job_id": j.job_id, "config": j.config, "epochs": j.epochs, "horizons": j.horizons}
                 for j in jobs], emit=events.append)
-    return {(r["job_id"], r["epoch"]): r for e in events if e["kind"] == "metrics" for r in e["rows"]}
+    return {(r["job_id"], r["epoch"]): r for e in events if isinstance(e, Metrics) for r in e.rows}
 
 
 def test_pack_member_equals_the_job_alone(corpus):

@@ -26,6 +26,7 @@ from ddsweep.models.mcnn import PackedMCNN
 from ddsweep.models.reference import REFERENCE
 from ddsweep.models.resnet import PackedPreActResNet18
 from ddsweep.train.loop import train_pack
+from ddsweep.workers.events import Metrics
 from tests.conftest import write_grid
 
 PACKED = {"mcnn": PackedMCNN, "preact_resnet18": PackedPreActResNet18}
@@ -71,7 +72,7 @@ def jobs_of(grid: dict) -> list[dict]:
 
 
 def rows_of(events) -> dict:
-    return {(r["job_id"], r["epoch"]): r for e in events if e["kind"] == "metrics" for r in e["rows"]}
+    return {(r["job_id"], r["epoch"]): r for e in events if isinstance(e, Metrics) for r in e.rows}
 
 
 # ----------------------------------------------------------------------------- architectures
@@ -394,7 +395,7 @@ def test_packs_fit_the_device_and_its_share(data_root, monkeypatch):
     fit = (9 << 30) // each
     assert 1 < fit < 30 and [len(p) for p in parts] == chunks(30, fit)
     assert [p[0] for p in parts] == jobs[:30:fit]
-    assert len(said) == 1 and f"about {fit} members fit" in said[0]["message"] and "12 GiB" in said[0]["message"]
+    assert len(said) == 1 and f"about {fit} members fit" in said[0].message and "12 GiB" in said[0].message
     assert [len(p) for p in worker._fitting_parts(jobs[:fit], 0, "cuda", 1.0, said.append)] == [fit]
     assert len(said) == 1  # said once per kind of pack
     monkeypatch.setenv("DDSWEEP_PACK_MEMORY_GB", "100")  # the user's budget wins over the estimate

@@ -8,6 +8,7 @@ from ddsweep import api, axes
 from ddsweep.grid import ModelSpec, TrainSpec, expand, parse_grid
 from ddsweep.store import Store
 from ddsweep.store import jobs as store_jobs
+from ddsweep.workers.events import Finished, JobStatus, Metrics
 
 # Every knob away from its default; flood and seed vary, so cells differ by a knob axis.
 KNOB_GRID = {
@@ -64,8 +65,8 @@ def _knob_sweep(tmp_path, name="knobs.duckdb"):
                 for e in range(4)]
         for r in rows:
             r["step"] = 4 * r["epoch"]
-        events.append({"kind": "metrics", "rows": rows})
-        events.append({"kind": "finished", "job_id": job.job_id, "status": "done", "epochs": 3})
+        events.append(Metrics(rows=rows))
+        events.append(Finished(job_id=job.job_id, status=JobStatus.DONE, epochs=3))
     with Store(db).write() as conn:
         store_jobs.add_jobs(conn, spec.name, "knobs.yaml", "name: knobs\n", jobs)
         store_jobs.apply_events(conn, "test", events)

@@ -32,6 +32,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from ddsweep.workers.events import Finished, JobStatus, Metrics, Progress
+
 TARGETS = {"ingest_rows_per_s": 100_000, "status": (1.0, None), "summary": (3.0, 1024), "heatmap": (3.0, 1024),
            "load_where": (2.0, None)}
 NOISES = (0.1, 0.2)
@@ -115,8 +117,8 @@ def ingest(db: Path, spec: dict, drain_rows: int, flush_rows: int) -> dict:
             rows = [{"job_id": j.job_id, "epoch": e, "step": e * steps_per_epoch, "lr": 0.01, "seconds": 0.05 * e,
                      **dict(zip(names, cols[e])), "grad_norm": None, "noise_scale": 0.79}
                     for j, cols in zip(members, columns)]
-            drained.append({"kind": "metrics", "rows": rows})
-            drained.append({"kind": "progress", "job_ids": [j.job_id for j in members], "epoch": e})
+            drained.append(Metrics(rows=rows))
+            drained.append(Progress(job_ids=[j.job_id for j in members], epoch=e, epochs=epochs - 1))
             pending += len(rows)
             if pending >= drain_rows:  # one drain of the workers' pipes: journaled (fsynced) at once
                 t = time.perf_counter()
@@ -126,9 +128,9 @@ def ingest(db: Path, spec: dict, drain_rows: int, flush_rows: int) -> dict:
                 buffer += drained
                 rows_in += pending
                 drained, pending = [], 0
-                if sum(len(ev["rows"]) for ev in buffer if ev["kind"] == "metrics") >= flush_rows:
+                if sum(len(ev.rows) for ev in buffer if isinstance(ev, Metrics)) >= flush_rows:
                     flush()
-        drained += [{"kind": "finished", "job_id": j.job_id, "status": "done", "epochs": epochs - 1} for j in members]
+        drained += [Finished(job_id=j.job_id, status=JobStatus.DONE, epochs=epochs - 1) for j in members]
     t = time.perf_counter()
     journal.append(drained)
     timed += time.perf_counter() - t

@@ -146,6 +146,7 @@ def in_loop(args) -> list[dict]:
 
     from ddsweep.grid import expand, parse_grid
     from ddsweep.train.loop import train_pack
+    from ddsweep.workers.events import Progress
 
     torch.set_num_threads(args.cpus)
     rows = []
@@ -160,7 +161,7 @@ def in_loop(args) -> list[dict]:
                 marks = [time.perf_counter()]
 
                 def emit(event, marks=marks):
-                    if event["kind"] == "progress":
+                    if isinstance(event, Progress):
                         if args.device.startswith("cuda"):
                             torch.cuda.synchronize()
                         marks.append(time.perf_counter())

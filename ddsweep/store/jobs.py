@@ -16,8 +16,10 @@ import pandas as pd
 from ddsweep.axes import AXES, METRIC, METRIC_COLUMNS, config_value
 from ddsweep.errors import UserError
 from ddsweep.grid import Job, train_recipe
+from ddsweep.workers.events import RETRYABLE, Event, Finished, JobStatus, Metrics, Progress, Released, Retry
 
-TERMINAL = ("done", "failed", "diverged")
+# the statuses as SQL literals, for the statements below
+PENDING, RUNNING, DONE, FAILED, DIVERGED = (s.sql for s in JobStatus)
 
 
 @dataclass
@@ -37,7 +39,7 @@ def _job_row(job: Job) -> dict:
     if axes.get("depth") is None:  # a transformer's depth is its `layers` (encoder and decoder layers each)
         axes["depth"] = c["model"].get("layers")
     return {
-        "job_id": job.job_id, "sweep": job.sweep, "status": "pending", **axes,
+        "job_id": job.job_id, "sweep": job.sweep, "status": JobStatus.PENDING.value, **axes,
         "epochs": job.epochs, "horizons": json.dumps(list(job.horizons)),
         "pack_key": job.pack_key, "config": json.dumps(c, sort_keys=True),
     }
@@ -123,8 +125,8 @@ def _set_horizons(conn, changes: list[tuple[str, list[int]]]) -> None:
         return
     conn.connection.driver_connection.execute(
         "UPDATE jobs SET epochs = n.epochs, horizons = n.horizons, "
-        "status = CASE WHEN jobs.status = 'done' AND n.epochs > jobs.epochs THEN 'pending' ELSE jobs.status END, "
-        "finished_at = CASE WHEN jobs.status = 'done' AND n.epochs > jobs.epochs THEN NULL "
+        f"status = CASE WHEN jobs.status = {DONE} AND n.epochs > jobs.epochs THEN {PENDING} ELSE jobs.status END, "
+        f"finished_at = CASE WHEN jobs.status = {DONE} AND n.epochs > jobs.epochs THEN NULL "
         "ELSE jobs.finished_at END "
         "FROM (SELECT unnest($ids::VARCHAR[]) AS job_id, unnest($epochs::INTEGER[]) AS epochs, "
         "unnest($horizons::VARCHAR[]) AS horizons) AS n WHERE jobs.job_id = n.job_id",
@@ -147,7 +149,7 @@ def reclaim_expired(conn, lease_seconds: float) -> int:
     older ddsweep (no lease_until) expire `lease_seconds` after their last heartbeat.
     """
     rows = conn.exec_driver_sql(
-        "UPDATE jobs SET status = 'pending', lease_owner = NULL, lease_until = NULL WHERE status = 'running' "
+        f"UPDATE jobs SET status = {PENDING}, lease_owner = NULL, lease_until = NULL WHERE status = {RUNNING} "
         f"AND CASE WHEN lease_until IS NOT NULL THEN lease_until < {NOW_UTC} "
         f"ELSE heartbeat_at IS NULL OR heartbeat_at < current_timestamp - to_microseconds("
         f"{int(float(lease_seconds) * 1e6)}) END "
@@ -158,21 +160,21 @@ def reclaim_expired(conn, lease_seconds: float) -> int:
 def reclaim_owner(conn, owner: str) -> int:
     """Running jobs of a coordinator known to be dead go back to pending at once; returns how many."""
     rows = conn.exec_driver_sql(
-        "UPDATE jobs SET status = 'pending', lease_owner = NULL, lease_until = NULL "
-        "WHERE status = 'running' AND lease_owner = ? RETURNING job_id", (owner,)).fetchall()
+        f"UPDATE jobs SET status = {PENDING}, lease_owner = NULL, lease_until = NULL "
+        f"WHERE status = {RUNNING} AND lease_owner = ? RETURNING job_id", (owner,)).fetchall()
     return len(rows)
 
 
 def heartbeat(conn, owner: str, lease_seconds: float) -> None:
     """Renew the lease of every job `owner` runs (or holds queued)."""
     conn.exec_driver_sql(f"UPDATE jobs SET heartbeat_at = current_timestamp, lease_until = {_lease_end(lease_seconds)} "
-                         "WHERE lease_owner = ? AND status = 'running'", (owner,))
+                         f"WHERE lease_owner = ? AND status = {RUNNING}", (owner,))
 
 
 def leased_elsewhere(conn, owner: str, sweep: str | None = None) -> tuple[int, float | None]:
     """(running jobs leased by other coordinators, seconds until the first of those leases ends)."""
     sql = (f"SELECT count(*), min(epoch(lease_until) - epoch({NOW_UTC})) FROM jobs "
-           "WHERE status = 'running' AND lease_owner IS DISTINCT FROM ?")
+           f"WHERE status = {RUNNING} AND lease_owner IS DISTINCT FROM ?")
     args: tuple = (owner,)
     if sweep:
         sql, args = sql + " AND sweep = ?", (owner, sweep)
@@ -182,7 +184,7 @@ def leased_elsewhere(conn, owner: str, sweep: str | None = None) -> tuple[int, f
 
 def claim(conn, owner: str, max_jobs: int, sweep: str | None = None, lease_seconds: float = 120.0) -> list[dict]:
     """Lease up to max_jobs pending jobs (whole packs first) to `owner`; returns them."""
-    where, args = "status = 'pending'", []
+    where, args = f"status = {PENDING}", []
     if sweep:
         where += " AND sweep = ?"
         args.append(sweep)
@@ -194,10 +196,10 @@ def claim(conn, owner: str, max_jobs: int, sweep: str | None = None, lease_secon
     ids = [r[0] for r in rows]
     marks = ",".join("?" * len(ids))
     claimed = conn.exec_driver_sql(
-        f"UPDATE jobs SET status = 'running', lease_owner = ?, heartbeat_at = current_timestamp, "
+        f"UPDATE jobs SET status = {RUNNING}, lease_owner = ?, heartbeat_at = current_timestamp, "
         f"lease_until = {_lease_end(lease_seconds)}, "
         f"started_at = coalesce(started_at, current_timestamp), attempts = attempts + 1 "
-        f"WHERE job_id IN ({marks}) AND status = 'pending' "
+        f"WHERE job_id IN ({marks}) AND status = {PENDING} "
         f"RETURNING job_id, sweep, config, epochs, horizons, pack_key, attempts, coalesce(failures, 0)",
         (owner, *ids)).fetchall()
     return [{"job_id": r[0], "sweep": r[1], "config": json.loads(r[2]), "epochs": r[3],
@@ -205,26 +207,26 @@ def claim(conn, owner: str, max_jobs: int, sweep: str | None = None, lease_secon
 
 
 def pending_count(conn, sweep: str | None = None) -> int:
-    sql, args = "SELECT count(*) FROM jobs WHERE status = 'pending'", ()
+    sql, args = f"SELECT count(*) FROM jobs WHERE status = {PENDING}", ()
     if sweep:
         sql, args = sql + " AND sweep = ?", (sweep,)
     return conn.exec_driver_sql(sql, args).fetchone()[0]
 
 
-def apply_events(conn, owner: str, events: list[dict], lease_seconds: float | None = None) -> None:
+def apply_events(conn, owner: str, events: list[Event], lease_seconds: float | None = None) -> None:
     """Record worker events (metric rows, progress, retries, job ends) in one transaction; idempotent.
 
     Events are replayed from a journal after a crash, so applying one twice changes nothing:
     metric rows are keyed by (job_id, epoch) and inserted OR IGNORE, progress only grows,
     counters are stored as absolute values. With `lease_seconds`, `owner`'s leases are renewed.
     """
-    rows = {(r["job_id"], r["epoch"]): r for e in events if e["kind"] == "metrics" for r in e["rows"]}
+    rows = {(r["job_id"], r["epoch"]): r for e in events if isinstance(e, Metrics) for r in e.rows}
     insert_metrics(conn, list(rows.values()))  # keyed by (job_id, epoch): a row seen twice is stored once
     progress = {}
     for e in events:
-        if e["kind"] == "progress":
-            for jid in e["job_ids"]:
-                progress[jid] = max(progress.get(jid, 0), e["epoch"])
+        if isinstance(e, Progress):
+            for jid in e.job_ids:
+                progress[jid] = max(progress.get(jid, 0), e.epoch)
     raw = conn.connection.driver_connection
     if progress:  # one statement for the batch (a pack of 64 sends 64 job ids per epoch)
         raw.execute("UPDATE jobs SET epochs_done = greatest(jobs.epochs_done, p.epoch) "
@@ -232,36 +234,36 @@ def apply_events(conn, owner: str, events: list[dict], lease_seconds: float | No
                     "WHERE jobs.job_id = p.job_id",
                     {"ids": list(progress), "epochs": list(progress.values())})
     for e in events:  # failed attempts that will be tried again (the job stays leased): before any end
-        if e["kind"] == "retry":
+        if isinstance(e, Retry):
             conn.exec_driver_sql("UPDATE jobs SET failures = ?, attempts = greatest(attempts, ?), error = ? "
-                                 "WHERE job_id = ?", (e["failures"], e["attempts"], e.get("error"), e["job_id"]))
+                                 "WHERE job_id = ?", (e.failures, e.attempts, e.error, e.job_id))
     # Job ends, one statement per batch. `epochs` is the horizon the job was trained to; a job whose
     # horizon grew meanwhile (plan / extend while it ran) is not done: it goes back to pending and continues.
-    ends = {e["job_id"]: e for e in events if e["kind"] == "finished"}  # (a job ends once: the last one counts)
+    ends = {e.job_id: e for e in events if isinstance(e, Finished)}  # (a job ends once: the last one counts)
     if ends:
         ev = list(ends.values())
-        cols = {"job_id": list(ends), "status": [e["status"] for e in ev], "trained": [e.get("epochs") for e in ev],
-                "error": [e.get("error") for e in ev], "failures": [e.get("failures") for e in ev],
-                "attempts": [e.get("attempts") for e in ev]}
+        cols = {"job_id": list(ends), "status": [e.status.value for e in ev], "trained": [e.epochs for e in ev],
+                "error": [e.error for e in ev], "failures": [e.failures for e in ev],
+                "attempts": [e.attempts for e in ev]}
         raw.execute(
             "UPDATE jobs SET "
-            "status = CASE WHEN f.status = 'done' AND coalesce(f.trained, jobs.epochs) < jobs.epochs THEN 'pending' "
+            f"status = CASE WHEN f.status = {DONE} AND coalesce(f.trained, jobs.epochs) < jobs.epochs THEN {PENDING} "
             "ELSE f.status END, "
-            "finished_at = CASE WHEN f.status = 'done' AND coalesce(f.trained, jobs.epochs) < jobs.epochs THEN NULL "
+            f"finished_at = CASE WHEN f.status = {DONE} AND coalesce(f.trained, jobs.epochs) < jobs.epochs THEN NULL "
             "ELSE current_timestamp END, "
             "error = f.error, lease_owner = NULL, lease_until = NULL, "
-            "epochs_done = CASE WHEN f.status = 'done' THEN least(coalesce(f.trained, jobs.epochs), jobs.epochs) "
+            f"epochs_done = CASE WHEN f.status = {DONE} THEN least(coalesce(f.trained, jobs.epochs), jobs.epochs) "
             "ELSE jobs.epochs_done END, "
             "failures = coalesce(f.failures, jobs.failures), attempts = coalesce(f.attempts, jobs.attempts) "
             "FROM (SELECT unnest($job_id::VARCHAR[]) AS job_id, unnest($status::VARCHAR[]) AS status, "
             "unnest($trained::INTEGER[]) AS trained, unnest($error::VARCHAR[]) AS error, "
             "unnest($failures::INTEGER[]) AS failures, unnest($attempts::INTEGER[]) AS attempts) AS f "
             "WHERE jobs.job_id = f.job_id", cols)
-    released = [e["job_id"] for e in events if e["kind"] == "released"]  # stopped before the end (Ctrl-C)
+    released = [e.job_id for e in events if isinstance(e, Released)]  # stopped before the end (Ctrl-C)
     if released:  # back to the queue, one statement for the batch
-        raw.execute("UPDATE jobs SET status = 'pending', lease_owner = NULL, lease_until = NULL "
+        raw.execute(f"UPDATE jobs SET status = {PENDING}, lease_owner = NULL, lease_until = NULL "
                     "FROM (SELECT unnest($ids::VARCHAR[]) AS job_id) AS r "
-                    "WHERE jobs.job_id = r.job_id AND jobs.status = 'running' AND jobs.lease_owner = $owner",
+                    f"WHERE jobs.job_id = r.job_id AND jobs.status = {RUNNING} AND jobs.lease_owner = $owner",
                     {"ids": released, "owner": owner})
     if lease_seconds is not None:
         heartbeat(conn, owner, lease_seconds)
@@ -272,13 +274,13 @@ def requeue(conn, statuses: tuple[str, ...], sweep: str | None = None) -> int:
 
     They resume from their last checkpoint, if any; returns how many were requeued.
     """
-    bad = set(statuses) - {"failed", "diverged"}
+    bad = set(statuses) - set(RETRYABLE)
     if bad or not statuses:
         raise ValueError(f"can only requeue failed or diverged jobs, not {sorted(bad) or 'nothing'}")
     marks = ",".join("?" * len(statuses))
-    sql = (f"UPDATE jobs SET status = 'pending', failures = 0, lease_owner = NULL, lease_until = NULL, "
+    sql = (f"UPDATE jobs SET status = {PENDING}, failures = 0, lease_owner = NULL, lease_until = NULL, "
            f"finished_at = NULL WHERE status IN ({marks})")
-    args: tuple = tuple(statuses)
+    args: tuple = tuple(JobStatus(s).value for s in statuses)
     if sweep:
         sql, args = sql + " AND sweep = ?", (*args, sweep)
     return len(conn.exec_driver_sql(sql + " RETURNING job_id", args).fetchall())

@@ -30,10 +30,12 @@ from ddsweep.train import checkpoint
 from ddsweep.train.knobs import StepKnobs
 from ddsweep.train.optim import build_optimizer
 from ddsweep.train.schedule import Schedule, is_constant
+from ddsweep.workers.events import Checkpointed, Event, Finished, JobStatus, Metrics, Progress, Timing, \
+    WorkerWarning
 
 EVAL_CHUNK = 8192  # samples per evaluation batch (per member)
 
-Emit = Callable[[dict], None]
+Emit = Callable[[Event], None]
 
 
 @dataclass
@@ -53,8 +55,8 @@ def train_pack(jobs: list[dict], device: str = "cpu", emit: Emit = lambda e: Non
                checkpoint_every: float = 30.0) -> str:
     """Train `jobs` (dicts with job_id, config, epochs, horizons) as one pack.
 
-    Events go to `emit`: {"kind": "metrics", "rows": [...]}, {"kind": "progress", ...},
-    {"kind": "finished", "job_id", "status": done|diverged}, {"kind": "checkpoint", ...}.
+    Events (ddsweep.workers.events) go to `emit`: Metrics, Progress, Finished (done or
+    diverged), Checkpointed, Timing, WorkerWarning.
     Returns "done" or "stopped" (should_stop() became true; a checkpoint was written).
     """
     cfg = jobs[0]["config"]
@@ -106,7 +108,7 @@ def train_pack(jobs: list[dict], device: str = "cpu", emit: Emit = lambda e: Non
         if resumed is not None:
             start_epoch, step, seconds_before = resumed
             if any(history.values()):  # rows sent before the checkpoint may have been lost: resend (idempotent)
-                emit({"kind": "metrics", "rows": [r for rows in history.values() for r in rows]})
+                emit(Metrics(rows=[r for rows in history.values() for r in rows]))
 
     def seconds() -> float:
         return seconds_before + time.perf_counter() - t0
@@ -129,7 +131,7 @@ def train_pack(jobs: list[dict], device: str = "cpu", emit: Emit = lambda e: Non
                 out.append({"job_id": m.job_id, "epoch": epoch, "step": step, "lr": lr_now[k],
                             "seconds": seconds(), **r, **probes[k], "noise_scale": g, **stats[k]})
                 history[m.job_id].append(out[-1])
-        emit({"kind": "metrics", "rows": out})
+        emit(Metrics(rows=out))
 
     timing = {"setup_seconds": time.perf_counter() - t0, "train_seconds": 0.0, "eval_seconds": 0.0,
               "train_samples": 0}
@@ -176,32 +178,32 @@ def train_pack(jobs: list[dict], device: str = "cpu", emit: Emit = lambda e: Non
 
         for k in _newly_diverged(members, model):
             _freeze(model, opt, k, schedule)
-            emit({"kind": "finished", "job_id": members[k].job_id, "status": "diverged",
-                  "error": f"non-finite weights (the training loss diverged) in epoch {epoch}"})
+            emit(Finished(job_id=members[k].job_id, status=JobStatus.DIVERGED,
+                          error=f"non-finite weights (the training loss diverged) in epoch {epoch}"))
         if epoch in eval_epochs:
             evaluate(epoch)
-        emit({"kind": "progress", "epoch": epoch, "epochs": epochs, "step": step})
+        emit(Progress(epoch=epoch, epochs=epochs, step=step))
         if not any(m.alive for m in members):
-            emit({"kind": "timing", **timing})
+            emit(Timing(**timing))
             return "done"
         stopping = should_stop()
         due = time.perf_counter() - last_ckpt >= checkpoint_every
         if checkpoint_dir is not None and (stopping or due) and epoch < epochs:
             checkpoint.save_pack(checkpoint_dir, members, model, opt, epoch, step, seconds(), history,
                                  extra={"theta0": theta0})
-            emit({"kind": "checkpoint", "job_ids": [m.job_id for m in members if m.alive], "epoch": epoch})
+            emit(Checkpointed(job_ids=[m.job_id for m in members if m.alive], epoch=epoch))
             last_ckpt = time.perf_counter()
         if stopping and epoch < epochs:
-            emit({"kind": "timing", **timing})
+            emit(Timing(**timing))
             return "stopped"
 
-    emit({"kind": "timing", **timing})
+    emit(Timing(**timing))
     if checkpoint_dir is not None:  # the final state, saved before "done", lets a longer horizon continue it
         checkpoint.save_pack(checkpoint_dir, members, model, opt, epochs, step, seconds(), history,
                              extra={"theta0": theta0})
     for m in members:
         if m.alive:
-            emit({"kind": "finished", "job_id": m.job_id, "status": "done"})
+            emit(Finished(job_id=m.job_id, status=JobStatus.DONE))
     return "done"
 
 
@@ -216,7 +218,7 @@ def _resume(checkpoint_dir, members, model, opt, history, theta0, emit):
     except checkpoint.CheckpointMismatch as e:
         for job_id, reason in e.bad.items():
             checkpoint.discard(checkpoint_dir, job_id)
-            emit({"kind": "warning", "message": f"job {job_id}: {reason}; restarting it from scratch"})
+            emit(WorkerWarning(message=f"job {job_id}: {reason}; restarting it from scratch"))
         if len(e.bad) < len(members):
             raise
         return None  # (load_pack raised before restoring anything)

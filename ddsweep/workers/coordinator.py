@@ -32,29 +32,14 @@ from ddsweep.errors import (EXIT_JOBS_FAILED, EXIT_OK, EXIT_UNFINISHED, Database
                             signal_exit_code)
 from ddsweep.store import Store
 from ddsweep.store import jobs as store_jobs
+from ddsweep.workers.events import TIMING_KEYS, Event, Fault, Finished, Idle, JobStatus, Progress, Released, \
+    Retry, Started, Timing, WorkerWarning, event_from_dict
 from ddsweep.workers.journal import Journal, move_aside, orphans, read_journal
 from ddsweep.workers.packing import PLAN_MAX_PACKS, cost, make_packs, memory_override, plan_slots
 from ddsweep.workers.progress import Display
+from ddsweep.workers.transport import Slot, Transport
 
-# Events that change the database: journaled (fsynced) before they count as received.
-DURABLE = ("metrics", "finished", "released", "progress", "retry")
 IDLE_GRACE = 0.05  # seconds to wait for a worker's "idle" after a job end (a pack's last is followed at once)
-
-
-@dataclass
-class Slot:
-    index: int
-    device: str
-    env: dict
-    share: float = 1.0  # of the device's memory (1 / the workers sharing it)
-    process: mp.Process | None = None
-    tasks: object = None  # queue of packs, coordinator -> worker
-    reader: object = None  # pipe end of the worker's events, worker -> coordinator
-    pack: list[dict] | None = None  # jobs assigned and not finished yet
-    done_ids: set = field(default_factory=set)  # jobs of `pack` that ended (or will be retried)
-    retry: list[dict] = field(default_factory=list)  # jobs of `pack` to requeue when the worker is free
-    node: str | None = None  # where its current pack runs (Ray: the node's address)
-    progress: float = 0.0  # share of `pack`'s epochs done (its last progress event)
 
 
 @dataclass
@@ -68,9 +53,7 @@ class WorkResult:
     warnings: list[str] = field(default_factory=list)
     # summed over packs: seconds in training steps / in evaluation / building the pack; samples trained;
     # summed over local workers: seconds from their launch to ready to train (interpreter, import torch)
-    timing: dict = field(default_factory=lambda: {"train_seconds": 0.0, "eval_seconds": 0.0,
-                                                   "setup_seconds": 0.0, "train_samples": 0,
-                                                   "startup_seconds": 0.0})
+    timing: dict = field(default_factory=lambda: {key: 0 for key in TIMING_KEYS})
     signal: int | None = None  # the first SIGINT/SIGTERM that stopped the run, if any
     scope: dict | None = None  # jobs of the scope per status at the end (None: the database was busy)
 
@@ -86,6 +69,14 @@ class WorkResult:
         if scope.get("pending") or scope.get("running"):
             return EXIT_UNFINISHED
         return EXIT_OK
+
+    def count_end(self, status: JobStatus) -> None:
+        if status == JobStatus.DONE:
+            self.done += 1
+        elif status == JobStatus.DIVERGED:
+            self.diverged += 1
+        else:
+            self.failed += 1
 
 
 def cuda_device_count() -> int:
@@ -156,17 +147,16 @@ def work(db: str | Path = "results.duckdb", cpus: int | None = None, gpus: str |
             store_jobs.require_sweep(conn, sweep, db)
     host = re.sub(r"[^A-Za-z0-9.-]", "_", socket.gethostname())
     owner = f"{host}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    transport: Transport
     if ray is None:
-        transport = LocalTransport()
-        specs = resolve_slots(cpus, gpus, jobs_per_device)
+        transport = LocalTransport(cpus, gpus, jobs_per_device)
     else:
         if gpus is not None:
             raise UserError("--ray and --gpus: on a cluster, give --gpus-per-job F instead")
         from ddsweep.workers.ray_backend import RayTransport
 
         transport = RayTransport(str(ray), cpus, gpus_per_job, cpus_per_job, jobs_per_device)
-        specs = transport.slot_specs()
-    slots = [Slot(i, dev, env, share) for i, (dev, env, share) in enumerate(specs)]
+    slots = [Slot(i, dev, env, share) for i, (dev, env, share) in enumerate(transport.slot_specs())]
     try:
         coordinator = Coordinator(store, slots, owner, sweep, threads, pack_size, lease_seconds, flush_every,
                                   checkpoint_every, show_progress, flush_wait, retries, transport=transport,
@@ -177,9 +167,16 @@ def work(db: str | Path = "results.duckdb", cpus: int | None = None, gpus: str |
 
 
 class LocalTransport:
-    """Slots as local worker processes: a task queue in, a pipe of events out, a shared stop flag."""
+    """Slots as local worker processes: a task queue in, a pipe of events out, a shared stop flag.
+    (A ddsweep.workers.transport.Transport.)"""
 
     kind = "local"
+
+    def __init__(self, cpus: int | None = None, gpus: str | None = None, jobs_per_device: int = 1):
+        self.specs = resolve_slots(cpus, gpus, jobs_per_device)
+
+    def slot_specs(self) -> list[tuple[str, dict, float]]:
+        return self.specs
 
     def start(self, slot: Slot, coordinator: "Coordinator") -> None:
         from ddsweep.workers.worker import worker_main
@@ -228,7 +225,7 @@ class Coordinator:
     def __init__(self, store: Store, slots, owner, sweep, threads, pack_size, lease_seconds, flush_every,
                  checkpoint_every, show_progress, flush_wait, retries=2, transport=None, checkpoint_dir=None):
         self.store, self.slots, self.owner, self.sweep = store, slots, owner, sweep
-        self.transport = transport if transport is not None else LocalTransport()
+        self.transport: Transport = transport if transport is not None else LocalTransport()
         self.threads, self.pack_size, self.lease_seconds = threads, pack_size, lease_seconds
         self.flush_every, self.checkpoint_every, self.flush_wait = flush_every, checkpoint_every, flush_wait
         self.retries = retries
@@ -243,7 +240,7 @@ class Coordinator:
         self.stop = self.ctx.RawValue(ctypes.c_bool, False)
         self.queue: list[list[dict]] = []  # leased packs not yet given to a worker
         self.leased: dict[str, dict] = {}  # job_id -> job, for every job leased and not ended
-        self.buffer: list[dict] = []  # journaled events not yet in the database
+        self.buffer: list[Event] = []  # journaled events not yet in the database
         self.journal: Journal | None = None
         self.result = WorkResult()
         self.display = Display(enabled=show_progress, slots=len(slots))
@@ -383,7 +380,7 @@ class Coordinator:
             notes.append(f"requeued {expired} job(s) whose lease expired")
         return "; ".join(notes)
 
-    def _replay(self, path: Path) -> list[dict]:
+    def _replay(self, path: Path) -> list[Event]:
         """A dead coordinator's journaled events; unreadable records are skipped, an unreadable
         file moved aside (its jobs are requeued all the same and resume from their checkpoints)."""
         try:
@@ -398,7 +395,7 @@ class Coordinator:
         # A skipped record may have held metric rows of a job that ended: such jobs are not marked
         # ended but requeued; they resume from their last checkpoint, which re-sends every row.
         events = [e for e in contents.events
-                  if not (e["kind"] == "finished" and e["status"] in ("done", "diverged"))]
+                  if not (isinstance(e, Finished) and e.status in (JobStatus.DONE, JobStatus.DIVERGED))]
         reopened = len(contents.events) - len(events)
         self._warn(contents.warning(path) + (f"; {reopened} job end(s) in it are not trusted: those jobs resume "
                                              "from their checkpoints, which re-send their rows" if reopened else ""))
@@ -425,7 +422,7 @@ class Coordinator:
     def _scope_totals(self) -> tuple[int, int]:
         with self.store.read() as conn:
             sql = ("SELECT count(*), coalesce(sum(epochs - epochs_done), 0) FROM jobs "
-                   "WHERE status IN ('pending')")
+                   f"WHERE status = {JobStatus.PENDING.sql}")
             args = ()
             if self.sweep:
                 sql += " AND sweep = ?"
@@ -568,11 +565,11 @@ class Coordinator:
 
     def _release(self, jobs: list[dict]) -> None:
         for job in jobs:
-            self._record({"kind": "released", "job_id": job["job_id"]})
+            self._record(Released(job_id=job["job_id"]))
             self.leased.pop(job["job_id"], None)
             self.result.released += 1
 
-    def _failed_attempt(self, job: dict, error: str) -> dict:
+    def _failed_attempt(self, job: dict, error: str) -> Retry | Finished:
         """The event for a failed attempt of a leased job: a retry while retries are left, else failed."""
         job["failures"] = job.get("failures", 0) + 1
         if job["failures"] <= self.retries and not self.stop.value:
@@ -581,10 +578,9 @@ class Coordinator:
             first = error.strip().splitlines()[-1] if error.strip() else "failed"
             self.display.note(f"job {job['job_id']}: attempt {job['attempts'] - 1} failed ({first[:200]}); "
                               f"retrying ({job['failures']} of {self.retries} retries used)")
-            return {"kind": "retry", "job_id": job["job_id"], "error": error, "failures": job["failures"],
-                    "attempts": job["attempts"]}
-        return {"kind": "finished", "job_id": job["job_id"], "status": "failed", "error": error,
-                "failures": job["failures"], "attempts": job.get("attempts")}
+            return Retry(job_id=job["job_id"], error=error, failures=job["failures"], attempts=job["attempts"])
+        return Finished(job_id=job["job_id"], status=JobStatus.FAILED, error=error, failures=job["failures"],
+                        attempts=job.get("attempts"))
 
     def _reap_dead_workers(self) -> None:
         """A worker that died (kill -9, OOM) hands its unfinished jobs back at once: a failed attempt each."""
@@ -616,7 +612,7 @@ class Coordinator:
                 for job in rest:
                     event = self._failed_attempt(job, error)
                     self._record(event)
-                    if event["kind"] == "retry":
+                    if isinstance(event, Retry):
                         requeue.append(job)
                     else:
                         self.leased.pop(job["job_id"], None)
@@ -682,11 +678,11 @@ class Coordinator:
 
     # ------------------------------------------------------------------ events
 
-    def _record(self, event: dict) -> None:
+    def _record(self, event: Event) -> None:
         self._journal([event])
         self.buffer.append(event)
 
-    def _journal(self, events: list[dict], sync: bool = True) -> None:
+    def _journal(self, events: list[Event], sync: bool = True) -> None:
         try:
             self.journal.append(events, sync=sync)
         except StorageError as e:
@@ -707,14 +703,14 @@ class Coordinator:
         ending mid-pack, e.g. diverged, costs the coordinator up to IDLE_GRACE)."""
         deadline = time.monotonic() + IDLE_GRACE
         for reader, slot in readers.items():
-            mine = [e for e in got if e.get("slot") == slot.index]
-            ended = any(e["kind"] == "finished" for e in mine)
-            idle = any(e["kind"] == "idle" for e in mine)
+            mine = [e for e in got if e.slot == slot.index]
+            ended = any(isinstance(e, Finished) for e in mine)
+            idle = any(isinstance(e, Idle) for e in mine)
             while (ended and not idle and slot.reader is not None
                    and reader.poll(max(0.0, deadline - time.monotonic()))):
                 n = len(got)
                 _drain(reader, slot, got)
-                idle = any(e["kind"] == "idle" for e in got[n:])
+                idle = any(isinstance(e, Idle) for e in got[n:])
 
     def _receive(self, timeout: float) -> bool:
         """Drain the workers' pipes into journal + buffer; True if a job ended (flush soon)."""
@@ -728,57 +724,56 @@ class Coordinator:
             time.sleep(timeout)
         if not got:
             return False
-        events = []
+        events: list[Event] = []
         for e in got:
-            job = self.leased.get(e.get("job_id")) if e["kind"] == "finished" else None
-            if job is not None and e["status"] == "failed":  # a failed attempt: retry it while we may
-                event = self._failed_attempt(job, e.get("error") or "")
-                event["slot"] = e["slot"]
+            job = self.leased.get(e.job_id) if isinstance(e, Finished) else None
+            if job is not None and e.status == JobStatus.FAILED:  # a failed attempt: retry it while we may
+                event = self._failed_attempt(job, e.error or "")
+                event.slot = e.slot
                 events.append(event)
             else:
                 events.append(e)
-        durable = [e for e in events if e["kind"] in DURABLE]
+        durable = [e for e in events if e.durable]
         # received = journaled (and synced, unless all it holds is progress counters)
-        self._journal(durable, sync=any(e["kind"] != "progress" for e in durable))
+        self._journal(durable, sync=any(not isinstance(e, Progress) for e in durable))
         self.buffer.extend(durable)
         urgent = False
         for e in events:
-            slot = self.slots[e["slot"]] if "slot" in e else None
-            kind = e["kind"]
-            if kind == "finished":
+            slot = self.slots[e.slot] if e.slot is not None else None
+            if isinstance(e, Finished):
                 urgent = True
-                slot.done_ids.add(e["job_id"])
-                self.leased.pop(e["job_id"], None)
-                setattr(self.result, e["status"], getattr(self.result, e["status"]) + 1)
+                slot.done_ids.add(e.job_id)
+                self.leased.pop(e.job_id, None)
+                self.result.count_end(e.status)
                 self.display.job_finished(e)
-            elif kind == "retry":
+            elif isinstance(e, Retry):
                 urgent = True
-                slot.done_ids.add(e["job_id"])
-                if e["job_id"] in self.leased:
-                    slot.retry.append(self.leased[e["job_id"]])
-            elif kind == "released":
-                slot.done_ids.add(e["job_id"])
-                self.leased.pop(e["job_id"], None)
+                slot.done_ids.add(e.job_id)
+                if e.job_id in self.leased:
+                    slot.retry.append(self.leased[e.job_id])
+            elif isinstance(e, Released):
+                slot.done_ids.add(e.job_id)
+                self.leased.pop(e.job_id, None)
                 self.result.released += 1
-            elif kind == "idle":
+            elif isinstance(e, Idle):
                 slot.pack = None
                 self.display.idle(slot.index)
                 requeue, slot.retry = slot.retry, []
                 self._requeue(requeue)
-            elif kind == "progress":
-                slot.progress = e["epoch"] / max(1, e["epochs"])
+            elif isinstance(e, Progress):
+                slot.progress = e.epoch / max(1, e.epochs)
                 self.display.epoch_done(slot.index, e)
-            elif kind == "started":
-                slot.node = e.get("node")
+            elif isinstance(e, Started):
+                slot.node = e.node
                 self.display.started(slot.index, e)
-            elif kind == "timing":
+            elif isinstance(e, Timing):
                 for key in self.result.timing:
-                    self.result.timing[key] += e.get(key, 0)
-            elif kind == "fault":
-                self._fault(StorageError(e["message"]))
-            elif kind == "warning":
-                self.result.warnings.append(e["message"])
-                self.display.note(f"warning: {e['message']}")
+                    self.result.timing[key] += getattr(e, key)
+            elif isinstance(e, Fault):
+                self._fault(StorageError(e.message))
+            elif isinstance(e, WorkerWarning):
+                self.result.warnings.append(e.message)
+                self.display.note(f"warning: {e.message}")
         usage = self.transport.usage(self.slots)
         if usage:
             self.display.cluster(usage)
@@ -789,7 +784,7 @@ def _drain(reader, slot: Slot, got: list) -> None:
     """Append every event waiting on a worker's pipe to `got`; close the pipe if the worker is gone."""
     try:
         while reader.poll():
-            got.append(reader.recv())
+            got.append(event_from_dict(reader.recv()))
     except Exception:  # EOF: the worker exited; or a torn message of a worker killed while sending
         slot.reader = None
         reader.close()

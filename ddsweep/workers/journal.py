@@ -5,7 +5,8 @@ that dies, or a database held by a stray process, loses nothing: the next flush
 (or the next `ddsweep work`, for a dead coordinator's journal) writes them.
 Applying an event twice is harmless: metric rows are keyed by (job_id, epoch).
 
-Each record is one line, `<CRC-32 of the JSON, 8 hex digits> <JSON>`, so a record that
+Each record is one line, `<CRC-32 of the JSON, 8 hex digits> <JSON>` (the JSON: the event's
+`to_dict()`, ddsweep.workers.events), so a record that
 changed on disk is told from a good one. Reading skips every unreadable record (not
 UTF-8, a checksum that does not match, not JSON, not an event) and goes on with the
 next; the caller warns once per file, naming the lines. Lines without a checksum (plain
@@ -24,6 +25,7 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from ddsweep.errors import StorageError, storage_fault
+from ddsweep.workers.events import TERMINAL, Event, Finished, Metrics, Progress, Released, Retry, event_from_dict
 
 
 class Journal:
@@ -39,7 +41,7 @@ class Journal:
             self._lock.acquire(timeout=0)  # held for our lifetime: marks the journal as live
             self._file = open(self.path, "ab")
 
-    def append(self, events: list[dict], sync: bool = True) -> None:
+    def append(self, events: list[Event], sync: bool = True) -> None:
         """Append events; `sync=False` leaves them to the OS (they survive the coordinator's death,
         not the machine's): for progress counters, which workers send every half second and which
         nothing needs kept."""
@@ -81,15 +83,15 @@ def _faults(path: Path):
         raise StorageError(f"cannot write the journal {path}: {e.strerror or e}") from None
 
 
-def encode(event: dict) -> bytes:
+def encode(event: Event) -> bytes:
     """One journal record: the CRC-32 of the event's JSON (ASCII), a space, the JSON, a newline."""
-    body = json.dumps(event, separators=(",", ":")).encode("ascii")
+    body = json.dumps(event.to_dict(), separators=(",", ":")).encode("ascii")
     return b"%08x %s\n" % (zlib.crc32(body), body)
 
 
 @dataclass
 class JournalContents:
-    events: list[dict] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
     skipped: list[tuple[int, str]] = field(default_factory=list)  # (line number, why it was unreadable)
 
     def warning(self, path) -> str:
@@ -117,7 +119,7 @@ def read_journal(path: Path) -> JournalContents:
     return out
 
 
-def decode(raw: bytes) -> dict | str:
+def decode(raw: bytes) -> Event | str:
     """The event of one record, or why it cannot be read."""
     if not raw.endswith(b"\n"):
         return "cut off mid-write"
@@ -138,7 +140,12 @@ def decode(raw: bytes) -> dict | str:
     except ValueError:
         return "not JSON"
     problem = _event_problem(event)
-    return problem or event
+    if problem:
+        return problem
+    try:
+        return event_from_dict(event)
+    except (TypeError, ValueError):  # a field missing or of the wrong kind
+        return "not an event"
 
 
 def _is_int(v) -> bool:
@@ -150,7 +157,7 @@ def _event_problem(e) -> str:
     if not isinstance(e, dict) or not isinstance(e.get("kind"), str):
         return "not an event"
     kind = e["kind"]
-    if kind == "metrics":
+    if kind == Metrics.kind:
         rows = e.get("rows")
         if not isinstance(rows, list) or not all(
                 isinstance(r, dict) and isinstance(r.get("job_id"), str) and _is_int(r.get("epoch"))
@@ -158,17 +165,17 @@ def _event_problem(e) -> str:
                 for r in rows):
             return "metrics event without valid rows"
         return ""
-    if kind == "progress":
+    if kind == Progress.kind:
         ok = (isinstance(e.get("job_ids"), list) and all(isinstance(j, str) for j in e["job_ids"])
               and _is_int(e.get("epoch")))
         return "" if ok else "progress event without job ids and epoch"
     if not isinstance(e.get("job_id"), str):
         return f"{kind} event without a job id"
-    if kind == "finished":
-        return "" if e.get("status") in ("done", "failed", "diverged") else "finished event without a status"
-    if kind == "retry":
+    if kind == Finished.kind:
+        return "" if e.get("status") in TERMINAL else "finished event without a status"
+    if kind == Retry.kind:
         return "" if _is_int(e.get("failures")) and _is_int(e.get("attempts")) else "retry event without counts"
-    if kind == "released":
+    if kind == Released.kind:
         return ""
     return f"unknown event kind {kind!r}"
 

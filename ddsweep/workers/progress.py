@@ -6,6 +6,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
     TimeRemainingColumn
 
+from ddsweep.workers import events
+
 
 def describe(config: dict, members: int) -> str:
     text = f"{config['sweep']} w={config['width']} n={config['n_train']}"
@@ -41,19 +43,19 @@ class Display:
     def assigned(self, slot: int, pack: list[dict]) -> None:
         self.bar.update(self.slot_tasks[slot], description=f"  worker {slot}: {describe(pack[0]['config'], len(pack))}")
 
-    def started(self, slot: int, event: dict) -> None:
+    def started(self, slot: int, event: events.Started) -> None:
         self.slot_epoch[slot] = 0
-        self.bar.reset(self.slot_tasks[slot], total=event["epochs"],
-                            description=f"  worker {slot}: {describe(event['config'], len(event['job_ids']))}")
+        self.bar.reset(self.slot_tasks[slot], total=event.epochs,
+                       description=f"  worker {slot}: {describe(event.config, len(event.job_ids))}")
 
-    def epoch_done(self, slot: int, event: dict) -> None:
-        members = len(event["job_ids"])
-        delta = max(0, event["epoch"] - self.slot_epoch[slot])
-        self.slot_epoch[slot] = event["epoch"]
-        self.bar.update(self.slot_tasks[slot], completed=event["epoch"])
+    def epoch_done(self, slot: int, event: events.Progress) -> None:
+        members = len(event.job_ids)
+        delta = max(0, event.epoch - self.slot_epoch[slot])
+        self.slot_epoch[slot] = event.epoch
+        self.bar.update(self.slot_tasks[slot], completed=event.epoch)
         self.bar.advance(self.epochs_task, delta * members)
 
-    def job_finished(self, event: dict) -> None:
+    def job_finished(self, event: events.Finished) -> None:
         self.bar.advance(self.jobs_task, 1)
 
     def idle(self, slot: int) -> None:

@@ -23,6 +23,7 @@ import queue
 import threading
 
 from ddsweep.errors import UserError
+from ddsweep.workers.events import Idle, Started
 
 INSTALL_HINT = "pip install 'ddsweep[ray]'"
 
@@ -62,7 +63,7 @@ class RayWorker:
         self.stopping = True
 
     def run(self, pack: list[dict]):
-        """Train `pack`, yielding its events as they happen (a Ray streaming generator)."""
+        """Train `pack`, yielding its events' dicts as they happen (a Ray streaming generator)."""
         from ddsweep.workers.worker import run_pack
 
         events: queue.Queue = queue.Queue()
@@ -70,9 +71,9 @@ class RayWorker:
         failure: list[BaseException] = []
 
         def put(event):
-            if event.get("kind") == "started":
-                event["node"] = self.node
-            events.put(event)
+            if isinstance(event, Started):
+                event.node = self.node
+            events.put(event.to_dict())
 
         def target():
             try:
@@ -151,7 +152,7 @@ class RayProcess:
                 event = self.ray.get(ref)
                 self.ran = True
                 self.writer.send(event)
-            self.writer.send({"kind": "idle", "slot": self.index})
+            self.writer.send(Idle(slot=self.index).to_dict())
         except Exception as e:  # the actor died (process killed, node lost) or its pack raised
             first = (str(e).strip().splitlines() or [type(e).__name__])[0]
             self._end(f"Ray actor died: {type(e).__name__}: {first[:200]}")
@@ -178,7 +179,7 @@ class RayProcess:
 
 
 class RayTransport:
-    """Slots as Ray actors on a cluster (or a local one started here)."""
+    """Slots as Ray actors on a cluster (or a local one started here); a ddsweep.workers.transport.Transport."""
 
     kind = "ray"
 

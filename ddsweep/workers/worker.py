@@ -1,7 +1,8 @@
 """A worker process: takes packs from its task queue, trains them, reports events.
 
-It never touches the database. Everything it learns goes to the coordinator as a
-small dict on the event queue (the transport a cluster backend can replace).
+It never touches the database. Everything it learns goes to the coordinator as an
+event (ddsweep.workers.events), sent over its pipe as the event's dict (the transport
+a cluster backend can replace).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import time
 import traceback
 
 from ddsweep.errors import storage_fault
+from ddsweep.workers.events import Event, Fault, Finished, Idle, JobStatus, Progress, Released, Started, Timing, \
+    WorkerWarning
 
 # Progress events (epoch counters for the display and `status`) go out at most this often: a
 # small pack's epoch takes ~10 ms, and an event per epoch cost the coordinator a core-second
@@ -38,7 +41,7 @@ def worker_main(slot: int, device: str, threads: int, tasks, events, stop, check
 
     torch.set_num_threads(threads)
     if launched_at is not None:  # the interpreter's start and `import torch`: a sweep's fixed cost
-        events.send({"kind": "timing", "slot": slot, "startup_seconds": time.time() - launched_at})
+        events.send(Timing(slot=slot, startup_seconds=time.time() - launched_at).to_dict())
     parent = os.getppid()
     try:
         while True:
@@ -50,8 +53,9 @@ def worker_main(slot: int, device: str, threads: int, tasks, events, stop, check
                 continue
             if pack is None:  # done: leave at once (every event is sent, every checkpoint synced)
                 _leave()
-            run_pack(pack, slot, device, events.send, lambda: stop.value, checkpoint_dir, checkpoint_every, share)
-            events.send({"kind": "idle", "slot": slot})
+            run_pack(pack, slot, device, lambda event: events.send(event.to_dict()), lambda: stop.value,
+                     checkpoint_dir, checkpoint_every, share)
+            events.send(Idle(slot=slot).to_dict())
     except (BrokenPipeError, ConnectionError, EOFError):
         return  # the coordinator is gone; its successor resumes our jobs from their checkpoints
 
@@ -77,16 +81,16 @@ def run_pack(jobs: list[dict], slot: int, device: str, put, should_stop, checkpo
         for _, group in sorted(groups.items(), reverse=True):
             if should_stop():  # stopping: sub-packs not started yet go back to the queue
                 for job in group:
-                    put({"kind": "released", "slot": slot, "job_id": job["job_id"]})
+                    put(Released(slot=slot, job_id=job["job_id"]))
                 continue
             rest = _train_group(group, slot, device, put, should_stop, checkpoint_dir, checkpoint_every)
             if rest:
                 _free_device_memory()
                 _fits[_fit_key(group[0], device)] = len(rest) // 2
-                put({"kind": "warning", "slot": slot, "message": (
+                put(WorkerWarning(slot=slot, message=(
                     f"a pack of {len(group)} ran out of {device} memory; training its {len(rest)} unfinished "
                     f"jobs (and later packs like it on this worker) in parts of {len(rest) // 2}, "
-                    "each from its last checkpoint")})
+                    "each from its last checkpoint")))
                 run_pack(rest, slot, device, put, should_stop, checkpoint_dir, checkpoint_every, share)
 
 
@@ -113,10 +117,10 @@ def _fitting_parts(jobs: list[dict], slot: int, device: str, share: float, put) 
         _fits[key] = fitting_members(jobs[0]["config"], device, share, total)
         if _fits[key] is not None and _fits[key] < len(jobs):
             c = jobs[0]["config"]
-            put({"kind": "warning", "slot": slot, "message": (
+            put(WorkerWarning(slot=slot, message=(
                 f"{c['model']['name']} width {c['width']}, n_train {c['n_train']}: about {_fits[key]} members fit "
                 f"this worker's share of {device} ({share * total / (1 << 30):.0f} GiB), so its packs of "
-                f"{len(jobs)} train in parts ($DDSWEEP_PACK_MEMORY_GB overrides the estimate)")})
+                f"{len(jobs)} train in parts ($DDSWEEP_PACK_MEMORY_GB overrides the estimate)")))
     size = _fits.get(key) or len(jobs)
     return [jobs[i:i + size] for i in range(0, len(jobs), size)]
 
@@ -144,28 +148,28 @@ def _train_group(group: list[dict], slot: int, device: str, put, should_stop, ch
     ids = [j["job_id"] for j in group]
     finished: set[str] = set()
     horizon = max(j["epochs"] for j in group)
-    held: list[dict] = []  # the latest progress event not sent yet
+    held: list[Progress] = []  # the latest progress event not sent yet
     sent = [0.0]  # when a progress event was last sent
 
-    def emit(event):
-        event["slot"] = slot
-        if event["kind"] == "progress":
-            event["job_ids"] = [j for j in ids if j not in finished]
+    def emit(event: Event) -> None:
+        event.slot = slot
+        if isinstance(event, Progress):
+            event.job_ids = [j for j in ids if j not in finished]
             now = time.monotonic()
-            if now - sent[0] < PROGRESS_EVERY and event["epoch"] < horizon:
+            if now - sent[0] < PROGRESS_EVERY and event.epoch < horizon:
                 held[:] = [event]  # superseded by the next one, or sent before the next other event
                 return
             sent[0] = now
             held.clear()
         elif held:
             put(held.pop())
-        if event["kind"] == "finished":
-            finished.add(event["job_id"])
-            event.setdefault("epochs", horizon)  # trained to; a job whose horizon grew meanwhile reopens
+        if isinstance(event, Finished):
+            finished.add(event.job_id)
+            if event.epochs is None:
+                event.epochs = horizon  # trained to; a job whose horizon grew meanwhile reopens
         put(event)
 
-    put({"kind": "started", "slot": slot, "job_ids": ids, "config": group[0]["config"],
-         "epochs": horizon, "pid": os.getpid()})
+    put(Started(slot=slot, job_ids=ids, config=group[0]["config"], epochs=horizon, pid=os.getpid()))
     try:
         outcome = train_pack(group, device, emit, should_stop, checkpoint_dir, checkpoint_every)
     except (BrokenPipeError, ConnectionError):
@@ -178,18 +182,18 @@ def _train_group(group: list[dict], slot: int, device: str, put, should_stop, ch
             return rest
         fault = storage_fault(e)
         if fault is not None:  # the storage's fault, not the jobs': they go back, and the run stops
-            put({"kind": "fault", "slot": slot, "message": f"cannot write {fault} (checkpointing)"})
+            put(Fault(slot=slot, message=f"cannot write {fault} (checkpointing)"))
             for job in rest:
-                put({"kind": "released", "slot": slot, "job_id": job["job_id"]})
+                put(Released(slot=slot, job_id=job["job_id"]))
             return []
         error = traceback.format_exc()
         for job in rest:
-            put({"kind": "finished", "slot": slot, "job_id": job["job_id"], "status": "failed", "error": error})
+            put(Finished(slot=slot, job_id=job["job_id"], status=JobStatus.FAILED, error=error))
         return []
     if outcome == "stopped":
         for jid in ids:
             if jid not in finished:
-                put({"kind": "released", "slot": slot, "job_id": jid})
+                put(Released(slot=slot, job_id=jid))
     return []
 
 
@@ -200,7 +204,7 @@ def _checkpoint_epoch(job_id: str, checkpoint_dir, slot, put) -> int:
     try:
         state = checkpoint.read(checkpoint_dir, job_id)
     except ValueError as e:
-        put({"kind": "warning", "slot": slot, "message": f"job {job_id}: {e}; restarting it from scratch"})
+        put(WorkerWarning(slot=slot, message=f"job {job_id}: {e}; restarting it from scratch"))
         checkpoint.path_for(checkpoint_dir, job_id).unlink(missing_ok=True)
         return 0
     return 0 if state is None else int(state["epoch"])
