@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from ddsweep import env
 from ddsweep.errors import EXIT_USAGE, UserError, storage_fault
 from ddsweep.workers.events import JobStatus
 
@@ -83,7 +84,7 @@ def plan(grid: Path = typer.Argument(..., help="Grid file (YAML); - reads standa
     out.print(table)
 
 
-@app.command()
+@app.command(epilog="Environment variables (read once at the start; an option given wins):\n\n" + env.help_text())
 @_user_errors
 def work(db: Path = DB,
          cpus: Optional[int] = typer.Option(None, "--cpus", help="CPU worker processes (default: one per core)."),
@@ -100,17 +101,23 @@ def work(db: Path = DB,
          ray: Optional[str] = typer.Option(None, "--ray", metavar="ADDRESS", help="Train on a Ray cluster: its address (e.g. 10.0.0.1:6379, or auto), or 'local' to start one here. --cpus then caps the number of Ray workers."),
          gpus_per_job: float = typer.Option(0.0, "--gpus-per-job", help="With --ray: GPUs per Ray worker (fractions share a GPU)."),
          cpus_per_job: float = typer.Option(1.0, "--cpus-per-job", help="With --ray: CPUs per Ray worker."),
-         checkpoint_dir: Optional[Path] = typer.Option(None, "--checkpoint-dir", help="Where checkpoints go (default <db>.ckpt); with --ray, a path every node can reach.")):
-    """Train pending jobs with local worker processes (or Ray actors: --ray) until none is left."""
+         checkpoint_dir: Optional[Path] = typer.Option(None, "--checkpoint-dir", help="Where checkpoints go (default <db>.ckpt); with --ray, a path every node can reach."),
+         compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="Conv packs on a GPU run through torch.compile (about 30 s per shape; pays in long runs) (default: $DDSWEEP_COMPILE, else no)."),
+         cuda_graphs: Optional[bool] = typer.Option(None, "--cuda-graphs/--no-cuda-graphs", help="Conv packs on a GPU replay a CUDA graph per step (default: $DDSWEEP_CUDA_GRAPHS, else yes)."),
+         dense_members: Optional[bool] = typer.Option(None, "--dense-members/--grouped-members", help="Wide conv members run one after another as dense networks / together as one grouped network (default: $DDSWEEP_DENSE_MEMBERS, else automatic)."),
+         pack_memory_gb: Optional[float] = typer.Option(None, "--pack-memory-gb", help="GiB one pack of conv models may use (default: $DDSWEEP_PACK_MEMORY_GB, else estimated from the device).")):
+    """Train pending jobs with local worker processes (or Ray actors: --ray) until none is left.
+
+    Each finished job records how it was trained (device, threads, the speed settings) in
+    its `run_options` column."""
     from ddsweep import api
 
-    if pack_size is not None and pack_size < 1:
-        raise UserError(f"--pack-size = {pack_size}: must be at least 1")
     r = api.work(db, cpus=cpus, gpus=gpus, jobs_per_device=jobs_per_device, sweep=sweep, threads=threads,
                  pack_size=pack_size, checkpoint_every=checkpoint_every, flush_every=flush_every,
                  lease_seconds=lease, retries=retries,
                  show_progress=not no_progress and sys.stderr.isatty(), ray=ray, gpus_per_job=gpus_per_job,
-                 cpus_per_job=cpus_per_job, checkpoint_dir=checkpoint_dir)
+                 cpus_per_job=cpus_per_job, checkpoint_dir=checkpoint_dir, compile=compile,
+                 cuda_graphs=cuda_graphs, dense_members=dense_members, pack_memory_gb=pack_memory_gb)
     out.print(f"done {r.done}, failed {r.failed}, diverged {r.diverged}, handed back {r.released} "
               f"in {r.seconds:.1f}s" + (f" ({r.retried} failed attempt(s) retried)" if r.retried else ""))
     scope = r.scope or {}

@@ -10,6 +10,7 @@ import torch
 
 from ddsweep.models.mcnn import PackedMCNN
 from ddsweep.models.resnet import PackedPreActResNet18
+from ddsweep.models.speed import SpeedSettings
 from ddsweep.train.optim import PackedAdam
 
 PACKED = {"mcnn": PackedMCNN, "preact_resnet18": PackedPreActResNet18}
@@ -17,9 +18,9 @@ cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 
 
 def _steps(name, dense, device="cpu", graphs=False, precision="fp32", monkeypatch=None, steps=3, update=True):
-    monkeypatch.setenv("DDSWEEP_DENSE_MEMBERS", "1" if dense else "0")
     widths = [1, 2, 3]
-    model = PACKED[name](len(widths), 3, 10, precision=precision, device=device)
+    model = PACKED[name](len(widths), 3, 10, precision=precision, device=device,
+                         speed=SpeedSettings(dense_members=dense))
     model.cuda_graphs = graphs
     for k, w in enumerate(widths):
         model.init_member(k, torch.Generator().manual_seed(k), w)

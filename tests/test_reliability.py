@@ -23,6 +23,7 @@ import ddsweep
 from ddsweep.grid import EvalSpec, expand, parse_grid
 from ddsweep.store.jobs import METRIC_COLUMNS
 from ddsweep.workers.events import Finished, Metrics, Progress, WorkerWarning
+from ddsweep.workers.options import WorkOptions
 from tests.conftest import ROOT, TINY, write_grid
 
 # every metric column but the wall-clock `seconds`
@@ -483,10 +484,12 @@ def test_pack_out_of_memory_trains_in_halves_from_checkpoints(tmp_path, monkeypa
     torch.set_num_threads(1)
     try:
         events = []
-        run_pack(jobs, 0, "cpu", events.append, lambda: False, tmp_path / "a", 0)
+        run_pack(jobs, 0, "cpu", events.append, lambda: False,
+                 WorkOptions(checkpoint_dir=str(tmp_path / "a"), checkpoint_every=0))
         assert sizes == [4, 2, 2]
         again = []
-        run_pack(jobs, 0, "cpu", again.append, lambda: False, tmp_path / "b", 0)
+        run_pack(jobs, 0, "cpu", again.append, lambda: False,
+                 WorkOptions(checkpoint_dir=str(tmp_path / "b"), checkpoint_every=0))
         assert sizes == [4, 2, 2, 2, 2]  # learned: no second out-of-memory error
     finally:
         torch.set_num_threads(threads)
@@ -515,7 +518,7 @@ def test_single_member_out_of_memory_fails_with_the_error(tmp_path, monkeypatch)
              "horizons": list(j.horizons)} for j in expand(parse_grid(grid))]
     sizes = _out_of_memory_when_more_than(0, after_epoch=0, monkeypatch=monkeypatch)
     events = []
-    run_pack(jobs, 0, "cpu", events.append, lambda: False, tmp_path, 0)
+    run_pack(jobs, 0, "cpu", events.append, lambda: False, WorkOptions(checkpoint_dir=str(tmp_path), checkpoint_every=0))
     assert sizes == [4, 2, 1, 1, 2, 1, 1]
     ends = [e for e in events if isinstance(e, Finished)]
     assert len(ends) == 4 and {e.status for e in ends} == {"failed"}

@@ -360,8 +360,7 @@ def test_pack_sizes(monkeypatch):
     assert 0.5 * 2**30 < per_member < 4 * 2**30
     by_params = 200_000_000 // preact_resnet18(64).size
     assert auto_pack_size(config, "cuda") == min(by_params, (32 << 30) // per_member)
-    monkeypatch.setenv("DDSWEEP_PACK_MEMORY_GB", "3")
-    assert auto_pack_size(config, "cuda") == (3 << 30) // per_member == 2
+    assert auto_pack_size(config, "cuda", memory=3 << 30) == (3 << 30) // per_member == 2  # --pack-memory-gb 3
 
 
 def test_packs_fit_the_device_and_its_share(data_root, monkeypatch):
@@ -372,7 +371,6 @@ def test_packs_fit_the_device_and_its_share(data_root, monkeypatch):
     from ddsweep.workers import worker
     from ddsweep.workers.packing import auto_pack_size, fitting_members, make_packs, member_bytes
 
-    monkeypatch.delenv("DDSWEEP_PACK_MEMORY_GB", raising=False)
     grid = vision_grid(data_root, train={"batch_size": 128},
                        grid={"width": [64], "n_train": [50000], "label_noise": [0.2], "seed": list(range(40))})
     jobs = [{**j, "pack_key": "k"} for j in jobs_of(grid)]
@@ -398,9 +396,8 @@ def test_packs_fit_the_device_and_its_share(data_root, monkeypatch):
     assert len(said) == 1 and f"about {fit} members fit" in said[0].message and "12 GiB" in said[0].message
     assert [len(p) for p in worker._fitting_parts(jobs[:fit], 0, "cuda", 1.0, said.append)] == [fit]
     assert len(said) == 1  # said once per kind of pack
-    monkeypatch.setenv("DDSWEEP_PACK_MEMORY_GB", "100")  # the user's budget wins over the estimate
-    monkeypatch.setattr(worker, "_fits", {})
-    assert [len(p) for p in worker._fitting_parts(jobs[:30], 0, "cuda", 1.0, said.append)] == [30]
+    monkeypatch.setattr(worker, "_fits", {})  # the user's budget (--pack-memory-gb 100) wins over the estimate
+    assert [len(p) for p in worker._fitting_parts(jobs[:30], 0, "cuda", 1.0, said.append, 100 << 30)] == [30]
 
 
 def chunks(n: int, size: int) -> list[int]:

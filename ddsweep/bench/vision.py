@@ -145,6 +145,7 @@ def in_loop(args) -> list[dict]:
     import torch
 
     from ddsweep.grid import expand, parse_grid
+    from ddsweep.models.speed import SpeedSettings
     from ddsweep.train.loop import train_pack
     from ddsweep.workers.events import Progress
 
@@ -166,7 +167,7 @@ def in_loop(args) -> list[dict]:
                             torch.cuda.synchronize()
                         marks.append(time.perf_counter())
 
-                train_pack(jobs, args.device, emit=emit)
+                train_pack(jobs, args.device, emit=emit, speed=SpeedSettings.from_env())
                 epochs = [b - a for a, b in zip(marks, marks[1:])]
                 steady = min(epochs[1:]) if len(epochs) > 1 else epochs[0]
                 rows.append({"k": k, "members": members, "epoch_seconds": epochs,
@@ -186,9 +187,11 @@ def micro(args) -> list[dict]:
     from ddsweep.models.mcnn import PackedMCNN
     from ddsweep.models.reference import REFERENCE
     from ddsweep.models.resnet import PackedPreActResNet18
+    from ddsweep.models.speed import SpeedSettings
     from ddsweep.train.optim import PackedAdam
 
     arch, reference = ARCHS[args.model], REFERENCE[args.model]
+    speed = SpeedSettings.from_env()  # as `ddsweep work` would train ($DDSWEEP_CUDA_GRAPHS=0: eager steps)
     packed = {"mcnn": PackedMCNN, "preact_resnet18": PackedPreActResNet18}[args.model]
 
     device, cuda = args.device, args.device.startswith("cuda")
@@ -235,7 +238,7 @@ def micro(args) -> list[dict]:
             row[label] = rate(step, B)
         for K in args.packs:
             model = packed(K, k, 10, precision=args.precision if args.precision != "auto" else (
-                "bf16" if cuda else "fp32"), device=device)
+                "bf16" if cuda else "fp32"), device=device, speed=speed)
             for i in range(K):
                 model.init_member(i, torch.Generator().manual_seed(i))
             opt = PackedAdam(model.flat, model.grad, [1e-4] * K, [0.0] * K)

@@ -8,10 +8,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ddsweep import env
+
 
 def cache_dir() -> Path:
     """Where generated datasets are cached: $DDSWEEP_CACHE or ~/.cache/ddsweep."""
-    root = os.environ.get("DDSWEEP_CACHE") or Path.home() / ".cache" / "ddsweep"
+    root = env.value("DDSWEEP_CACHE") or Path.home() / ".cache" / "ddsweep"
     return Path(root)
 
 

@@ -33,6 +33,7 @@ import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
+from ddsweep import env
 from ddsweep.errors import UserError
 
 
@@ -202,7 +203,7 @@ def _decode(path: Path):
 
 def data_root(spec: dict) -> Path:
     """The directory a vision dataset is read from: the spec's root, $DDSWEEP_DATA, or ~/.cache/ddsweep/data."""
-    root = spec.get("root") or os.environ.get("DDSWEEP_DATA") or Path.home() / ".cache" / "ddsweep" / "data"
+    root = spec.get("root") or env.value("DDSWEEP_DATA") or Path.home() / ".cache" / "ddsweep" / "data"
     return Path(root).expanduser()
 
 
@@ -223,7 +224,7 @@ def availability_problem(spec: dict) -> str | None:
         return None
     name, root = spec["name"], data_root(spec)
     where = "the grid's dataset.root" if spec.get("root") else (
-        "$DDSWEEP_DATA" if os.environ.get("DDSWEEP_DATA") else "the default root (set dataset.root or $DDSWEEP_DATA)")
+        "$DDSWEEP_DATA" if env.value("DDSWEEP_DATA") else "the default root (set dataset.root or $DDSWEEP_DATA)")
     shown = ", ".join(str(p.relative_to(root)) for p in missing[:3]) + (", ..." if len(missing) > 3 else "")
     cls = VISION[name].torchvision_class
     fetch = (f"python -c \"import torchvision; torchvision.datasets.{cls}('{root}', split='train', download=True); "

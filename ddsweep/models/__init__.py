@@ -32,14 +32,15 @@ def train_width(config: dict, device: str = "cpu") -> int:
 
 
 def build_model(config: dict, input_dim: int, num_classes: int, members: int, device="cpu", width=None,
-                text=None) -> PackedModel:
+                text=None, speed=None) -> PackedModel:
     """The packed model for a job config, with `members` stacked copies (uninitialized); `text`: a text
-    dataset's layout (ddsweep.data.translation.TextInfo), for the text models."""
+    dataset's layout (ddsweep.data.translation.TextInfo), for the text models; `speed`: the GPU speed
+    settings of conv models (ddsweep.models.speed.SpeedSettings; default: its defaults)."""
     module, name = _module(config)
     cls = getattr(module, name)
     width = width or train_width(config, str(device))
     if config["model"]["name"] in TEXT_MODELS:
         return cls.from_config(config, members, width, text, device)
     if config["model"]["name"] in CONV_MODELS:  # image shape, normalization and precision from the config
-        return cls.from_config(config, members, width, input_dim, num_classes, device)
+        return cls.from_config(config, members, width, input_dim, num_classes, device, speed=speed)
     return cls(members, input_dim, width, num_classes, depth=config["model"]["depth"], device=device)

@@ -19,11 +19,13 @@ BatchNorm keeps float32 parameters and statistics, and the loss is taken in floa
 
 GPU speed paths (each measured on an H100; numbers in the GPU notes of the report):
 - every training step (forward + backward) replays a CUDA graph captured once per batch
-  shape (ddsweep.models.cuda_graphs); $DDSWEEP_CUDA_GRAPHS=0 steps eagerly, same numbers;
-- with $DDSWEEP_COMPILE=1, wide bf16 members (width >= DENSE_WIDTH) run one after another
-  as dense networks (cuDNN's grouped convolution copies every group's channels out and back);
-- $DDSWEEP_COMPILE=1 runs the network through torch.compile (fuses BatchNorm, ReLU, pooling
+  shape (ddsweep.models.cuda_graphs); SpeedSettings(cuda_graphs=False) steps eagerly, same numbers;
+- with SpeedSettings(compile=True), wide bf16 members (width >= DENSE_WIDTH) run one after
+  another as dense networks (cuDNN's grouped convolution copies every group's channels out and back);
+- SpeedSettings(compile=True) runs the network through torch.compile (fuses BatchNorm, ReLU, pooling
   and the bias gradients; about 30 s of compilation per shape, so opt-in: it pays in long runs).
+The settings (ddsweep.models.speed) come from `ddsweep work`'s options (--compile, ...; their
+defaults from the DDSWEEP_* variables, read once by ddsweep.env).
 
 A member narrower than the pack's width (ddsweep.models.padding.conv_padded_width)
 keeps its extra channels at exactly zero: their weights and BatchNorm scale start at
@@ -34,12 +36,12 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 
 import torch
 import torch.nn.functional as F
 
 from ddsweep.models.arch import ARCHS, Arch
+from ddsweep.models.speed import SpeedSettings
 
 BN_MOMENTUM, BN_EPS = 0.1, 1e-5
 EVAL_BYTES = {"cpu": 256 << 20, "cuda": 2 << 30}  # activations of one evaluation chunk
@@ -66,8 +68,10 @@ class PackedConvNet:
     has_running_stats = True  # BatchNorm: evaluation uses the running statistics (`buffers`)
 
     def __init__(self, members: int, width: int, num_classes: int, channels: int = 3,
-                 mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), precision: str = "fp32", device="cpu"):
+                 mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), precision: str = "fp32", device="cpu",
+                 speed: SpeedSettings | None = None):
         self.members, self.width, self.num_classes, self.channels = members, width, num_classes, channels
+        self.speed = speed if speed is not None else SpeedSettings()
         self.device = torch.device(device)
         self.arch: Arch = ARCHS[self.arch_name](width, channels, num_classes)
         self.sizes = [math.prod(p.shape) for p in self.arch.params]
@@ -87,7 +91,7 @@ class PackedConvNet:
         if cuda:
             torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels
         # a training step (forward + backward) replays a CUDA graph captured once per batch shape
-        self.cuda_graphs = cuda and os.environ.get("DDSWEEP_CUDA_GRAPHS", "1") != "0"
+        self.cuda_graphs = cuda and self.speed.cuda_graphs
         self._graphs: dict = {}
         self._graph_pool = None
         # x_normalized = x * scale + shift, per channel of [B, K*C, H, W], for uint8 (0..255) input
@@ -98,7 +102,8 @@ class PackedConvNet:
         self._float_scale = (1.0 / std_t).view(-1, 1, 1)
 
     @classmethod
-    def from_config(cls, config: dict, members: int, width: int, input_dim: int, num_classes: int, device="cpu"):
+    def from_config(cls, config: dict, members: int, width: int, input_dim: int, num_classes: int, device="cpu",
+                    speed: SpeedSettings | None = None):
         from ddsweep.data.vision import IMAGE_SIZE, vision_info
 
         info = vision_info(config["dataset"])
@@ -106,7 +111,7 @@ class PackedConvNet:
             raise ValueError(f"{cls.arch_name} expects {info.channels}x{IMAGE_SIZE}x{IMAGE_SIZE} images, "
                              f"got {input_dim} values per sample")
         return cls(members, width, num_classes, info.channels, info.mean, info.std,
-                   config["train"].get("precision", "auto"), device)
+                   config["train"].get("precision", "auto"), device, speed)
 
     # ------------------------------------------------------------------ state
 
@@ -235,15 +240,15 @@ class PackedConvNet:
     def dense_members(self) -> bool:
         """Whether members run one after another as dense networks rather than as one grouped network:
         on a GPU at widths >= DENSE_WIDTH[arch] (cuDNN's grouped convolution copies each group's
-        channels out and back; a wide member fills the GPU alone). $DDSWEEP_DENSE_MEMBERS=0/1 forces it."""
-        forced = os.environ.get("DDSWEEP_DENSE_MEMBERS")
+        channels out and back; a wide member fills the GPU alone). SpeedSettings(dense_members=...) forces it."""
+        forced = self.speed.dense_members
         if forced is not None:
-            return forced == "1" and self.members > 1
+            return forced and self.members > 1
         # Only with torch.compile (opt-in), the one place it pays (eager: 74K vs 73K samples/s
         # at k=64), and bf16 only: float32 dense members on a GPU failed with a CUDA error once
         # (H100, k=64, not yet understood), so everything else stays grouped.
         return (self.device.type == "cuda" and self.members > 1 and self.amp_dtype is not None
-                and os.environ.get("DDSWEEP_COMPILE", "0") == "1"
+                and self.speed.compile
                 and self.width >= DENSE_WIDTH.get(self.arch_name, 1 << 30))
 
     def _logits(self, ps, x: torch.Tensor) -> torch.Tensor:
@@ -255,7 +260,7 @@ class PackedConvNet:
                           for k, p in enumerate(ps)])
 
     def _compiled_net(self):
-        if os.environ.get("DDSWEEP_COMPILE", "0") != "1" or self.device.type != "cuda":
+        if not self.speed.compile or self.device.type != "cuda":
             return self._net
         if getattr(self, "_compiled", None) is None:
             self._compiled = torch.compile(self._net, dynamic=False)

@@ -9,7 +9,7 @@ writes the gradient into `grad` itself, so optimizers, checkpoints and diverged 
 (all of which change those tensors in place) see no difference. The warm-up runs before
 capture would move the running statistics: they are saved and put back.
 
-$DDSWEEP_CUDA_GRAPHS=0 turns it off (eager steps, the same numbers).
+`ddsweep work --no-cuda-graphs` ($DDSWEEP_CUDA_GRAPHS=0) turns it off (eager steps, the same numbers).
 """
 
 from __future__ import annotations

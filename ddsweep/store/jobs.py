@@ -244,7 +244,9 @@ def apply_events(conn, owner: str, events: list[Event], lease_seconds: float | N
         ev = list(ends.values())
         cols = {"job_id": list(ends), "status": [e.status.value for e in ev], "trained": [e.epochs for e in ev],
                 "error": [e.error for e in ev], "failures": [e.failures for e in ev],
-                "attempts": [e.attempts for e in ev]}
+                "attempts": [e.attempts for e in ev],
+                "run_options": [None if e.run_options is None else json.dumps(e.run_options, sort_keys=True)
+                                for e in ev]}
         raw.execute(
             "UPDATE jobs SET "
             f"status = CASE WHEN f.status = {DONE} AND coalesce(f.trained, jobs.epochs) < jobs.epochs THEN {PENDING} "
@@ -254,10 +256,12 @@ def apply_events(conn, owner: str, events: list[Event], lease_seconds: float | N
             "error = f.error, lease_owner = NULL, lease_until = NULL, "
             f"epochs_done = CASE WHEN f.status = {DONE} THEN least(coalesce(f.trained, jobs.epochs), jobs.epochs) "
             "ELSE jobs.epochs_done END, "
-            "failures = coalesce(f.failures, jobs.failures), attempts = coalesce(f.attempts, jobs.attempts) "
+            "failures = coalesce(f.failures, jobs.failures), attempts = coalesce(f.attempts, jobs.attempts), "
+            "run_options = coalesce(f.run_options, jobs.run_options) "
             "FROM (SELECT unnest($job_id::VARCHAR[]) AS job_id, unnest($status::VARCHAR[]) AS status, "
             "unnest($trained::INTEGER[]) AS trained, unnest($error::VARCHAR[]) AS error, "
-            "unnest($failures::INTEGER[]) AS failures, unnest($attempts::INTEGER[]) AS attempts) AS f "
+            "unnest($failures::INTEGER[]) AS failures, unnest($attempts::INTEGER[]) AS attempts, "
+            "unnest($run_options::VARCHAR[]) AS run_options) AS f "
             "WHERE jobs.job_id = f.job_id", cols)
     released = [e.job_id for e in events if isinstance(e, Released)]  # stopped before the end (Ctrl-C)
     if released:  # back to the queue, one statement for the batch

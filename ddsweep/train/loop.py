@@ -26,6 +26,7 @@ from ddsweep.data.augment import augmentation
 from ddsweep.data.noise import noisy_labels, seeded_generator, training_subset, validation_split
 from ddsweep.grid import EvalSpec, epoch_steps, train_recipe
 from ddsweep.models import PackedModel, build_model, train_width
+from ddsweep.models.speed import SpeedSettings
 from ddsweep.train import checkpoint
 from ddsweep.train.knobs import StepKnobs
 from ddsweep.train.optim import build_optimizer
@@ -52,11 +53,12 @@ class Member:
 
 def train_pack(jobs: list[dict], device: str = "cpu", emit: Emit = lambda e: None,
                should_stop: Callable[[], bool] = lambda: False, checkpoint_dir=None,
-               checkpoint_every: float = 30.0) -> str:
+               checkpoint_every: float = 30.0, speed: SpeedSettings = SpeedSettings()) -> str:
     """Train `jobs` (dicts with job_id, config, epochs, horizons) as one pack.
 
     Events (ddsweep.workers.events) go to `emit`: Metrics, Progress, Finished (done or
     diverged), Checkpointed, Timing, WorkerWarning.
+    `speed`: the GPU speed settings of conv models (same numbers either way).
     Returns "done" or "stopped" (should_stop() became true; a checkpoint was written).
     """
     cfg = jobs[0]["config"]
@@ -88,7 +90,8 @@ def train_pack(jobs: list[dict], device: str = "cpu", emit: Emit = lambda e: Non
     widths = {train_width(m.config, str(device)) for m in members}
     if len(widths) != 1:
         raise ValueError(f"a pack trains at one width; these jobs train at {sorted(widths)}")
-    model = build_model(cfg, data.input_dim, data.num_classes, K, device, width=widths.pop(), text=data.text)
+    model = build_model(cfg, data.input_dim, data.num_classes, K, device, width=widths.pop(), text=data.text,
+                        speed=speed)
     for k, m in enumerate(members):
         model.init_member(k, seeded_generator("init", m.config["seed"]), m.config["width"])
     recipes = [train_recipe(m.config) for m in members]  # each member's recipe, every knob filled in

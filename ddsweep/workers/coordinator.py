@@ -25,7 +25,7 @@ import socket
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ddsweep.errors import (EXIT_JOBS_FAILED, EXIT_OK, EXIT_UNFINISHED, DatabaseBusy, StorageError, UserError,
@@ -35,7 +35,8 @@ from ddsweep.store import jobs as store_jobs
 from ddsweep.workers.events import TIMING_KEYS, Event, Fault, Finished, Idle, JobStatus, Progress, Released, \
     Retry, Started, Timing, WorkerWarning, event_from_dict
 from ddsweep.workers.journal import Journal, move_aside, orphans, read_journal
-from ddsweep.workers.packing import PLAN_MAX_PACKS, cost, make_packs, memory_override, plan_slots
+from ddsweep.workers.options import WorkOptions
+from ddsweep.workers.packing import PLAN_MAX_PACKS, cost, make_packs, plan_slots
 from ddsweep.workers.progress import Display
 from ddsweep.workers.transport import Slot, Transport
 
@@ -117,8 +118,9 @@ def work(db: str | Path = "results.duckdb", cpus: int | None = None, gpus: str |
          jobs_per_device: int = 1, sweep: str | None = None, threads: int = 1, pack_size: int | None = None,
          lease_seconds: float = 120.0, flush_every: float = 5.0, checkpoint_every: float = 30.0,
          show_progress: bool = True, flush_wait: float = 1.0, retries: int = 2, ray: str | None = None,
-         gpus_per_job: float = 0.0, cpus_per_job: float = 1.0,
-         checkpoint_dir: str | Path | None = None) -> WorkResult:
+         gpus_per_job: float = 0.0, cpus_per_job: float = 1.0, checkpoint_dir: str | Path | None = None,
+         compile: bool | None = None, cuda_graphs: bool | None = None, dense_members: bool | None = None,
+         pack_memory_gb: float | None = None) -> WorkResult:
     """Train every pending job (of `sweep`, or all) with local worker processes; returns counts.
 
     `lease_seconds`: how long a job stays leased to this coordinator without a heartbeat
@@ -129,16 +131,17 @@ def work(db: str | Path = "results.duckdb", cpus: int | None = None, gpus: str |
     process already has) whose actors train the packs instead of local processes, each
     with `cpus_per_job` CPUs and `gpus_per_job` GPUs; `cpus` then caps the number of
     actors. `checkpoint_dir` (default `<db>.ckpt`) must be reachable from every node.
+
+    GPU speed settings of conv models (ddsweep.models.speed; None: from $DDSWEEP_COMPILE,
+    $DDSWEEP_CUDA_GRAPHS, $DDSWEEP_DENSE_MEMBERS, else off / on / automatic) and `pack_memory_gb`
+    (None: $DDSWEEP_PACK_MEMORY_GB, else estimated per device). Every option is checked, and
+    every DDSWEEP_* variable read, here, before any job is leased (a bad one: UserError).
     """
-    if not lease_seconds > 0:
-        raise UserError(f"--lease = {lease_seconds}: must be more than 0 seconds")
-    if retries < 0:
-        raise UserError(f"--retries = {retries}: must be 0 or more")
-    if not flush_every > 0:
-        raise UserError(f"--flush-every = {flush_every}: must be more than 0 seconds")
-    memory_override()  # a bad $DDSWEEP_PACK_MEMORY_GB: one line now, before any job is leased
-    if checkpoint_every < 0:
-        raise UserError(f"--checkpoint-every = {checkpoint_every}: must be 0 (every epoch) or more")
+    options = WorkOptions.from_env(
+        compile=compile, cuda_graphs=cuda_graphs, dense_members=dense_members, pack_memory_gb=pack_memory_gb,
+        threads=threads, pack_size=pack_size, lease_seconds=lease_seconds, flush_every=flush_every,
+        flush_wait=flush_wait, checkpoint_every=checkpoint_every, retries=retries, show_progress=show_progress,
+        checkpoint_dir=str(checkpoint_dir or Path(db).with_name(Path(db).name + ".ckpt")))
     store = Store(db)
     if not store.exists():
         raise UserError(f"{db}: no such database; plan a grid first: ddsweep plan GRID.yaml --db {db}")
@@ -158,9 +161,7 @@ def work(db: str | Path = "results.duckdb", cpus: int | None = None, gpus: str |
         transport = RayTransport(str(ray), cpus, gpus_per_job, cpus_per_job, jobs_per_device)
     slots = [Slot(i, dev, env, share) for i, (dev, env, share) in enumerate(transport.slot_specs())]
     try:
-        coordinator = Coordinator(store, slots, owner, sweep, threads, pack_size, lease_seconds, flush_every,
-                                  checkpoint_every, show_progress, flush_wait, retries, transport=transport,
-                                  checkpoint_dir=checkpoint_dir)
+        coordinator = Coordinator(store, slots, owner, sweep, options, transport)
         return coordinator.run()
     finally:
         transport.close()
@@ -194,8 +195,8 @@ class LocalTransport:
         try:
             slot.process = coordinator.ctx.Process(
                 target=worker_main, name=f"ddsweep-worker-{slot.index}",
-                args=(slot.index, slot.device, coordinator.threads, slot.tasks, writer, coordinator.stop,
-                      coordinator.checkpoint_dir, coordinator.checkpoint_every, time.time(), slot.share),
+                args=(slot.index, slot.device, coordinator.options, slot.tasks, writer, coordinator.stop,
+                      time.time(), slot.share),
                 daemon=True)
             slot.process.start()
             writer.close()  # the child holds it now; EOF on reader then means the worker is gone
@@ -222,18 +223,18 @@ class LocalTransport:
 
 
 class Coordinator:
-    def __init__(self, store: Store, slots, owner, sweep, threads, pack_size, lease_seconds, flush_every,
-                 checkpoint_every, show_progress, flush_wait, retries=2, transport=None, checkpoint_dir=None):
+    def __init__(self, store: Store, slots: list[Slot], owner: str, sweep: str | None, options: WorkOptions,
+                 transport: Transport | None = None):
         self.store, self.slots, self.owner, self.sweep = store, slots, owner, sweep
+        if options.checkpoint_dir is None:
+            options = replace(options, checkpoint_dir=str(store.path.with_name(store.path.name + ".ckpt")))
+        self.options = options
         self.transport: Transport = transport if transport is not None else LocalTransport()
-        self.threads, self.pack_size, self.lease_seconds = threads, pack_size, lease_seconds
-        self.flush_every, self.checkpoint_every, self.flush_wait = flush_every, checkpoint_every, flush_wait
-        self.retries = retries
+        lease_seconds, flush_every = options.lease_seconds, options.flush_every
         # a write renews the leases; with no events to write, renew them at a third of their length
         self.heartbeat_every = min(lease_seconds / 3, 30.0)
         self.recover_every = max(2.0, min(lease_seconds, 30.0))  # look for dead coordinators' jobs
         self.poll_every = flush_every  # look for newly planned jobs once out of work
-        self.checkpoint_dir = str(checkpoint_dir or store.path.with_name(store.path.name + ".ckpt"))
         self.journal_dir = store.path.with_name(store.path.name + ".journal")
         self.ctx = mp.get_context("spawn")
         # A lock-free flag: a worker killed at any moment cannot leave it locked.
@@ -243,7 +244,7 @@ class Coordinator:
         self.buffer: list[Event] = []  # journaled events not yet in the database
         self.journal: Journal | None = None
         self.result = WorkResult()
-        self.display = Display(enabled=show_progress, slots=len(slots))
+        self.display = Display(enabled=options.show_progress, slots=len(slots))
         self.busy_warned = False
         self.free_noted = False
         self.busy = False  # the last write attempt found the database held by someone else
@@ -349,7 +350,7 @@ class Coordinator:
     def _recover_at_start(self) -> None:
         """Write the events of dead coordinators' journals, requeue their jobs and expired leases."""
         if self.transport.kind == "local":  # (PIDs of other nodes' writers mean nothing here)
-            _remove_stale_temporaries(self.checkpoint_dir)
+            _remove_stale_temporaries(self.options.checkpoint_dir)
         found = orphans(self.journal_dir)
         try:
             with self.store.write() as conn:
@@ -370,7 +371,7 @@ class Coordinator:
             owner = path.stem
             store_jobs.apply_events(conn, owner, self._replay(path))
             dead += store_jobs.reclaim_owner(conn, owner)
-        expired = store_jobs.reclaim_expired(conn, self.lease_seconds)
+        expired = store_jobs.reclaim_expired(conn, self.options.lease_seconds)
         if dead or expired:
             self.out_of_jobs = False
         notes = []
@@ -433,12 +434,12 @@ class Coordinator:
     def _sync_if_due(self, urgent: bool = False) -> None:
         """Open the database if something is due: events to flush, leases to renew, jobs to claim."""
         now = time.monotonic()
-        if self.busy and now - self.last_try < self.flush_every:
+        if self.busy and now - self.last_try < self.options.flush_every:
             return  # someone holds the database: try again in a while, training goes on
         want_jobs = (not self.stop.value and len(self.queue) < 2 * len(self.slots)
                      and (not self.out_of_jobs or now - self.last_poll >= self.poll_every))
         recover = now - self.last_recover >= self.recover_every
-        due = (want_jobs or recover or (self.buffer and (urgent or now - self.last_try >= self.flush_every))
+        due = (want_jobs or recover or (self.buffer and (urgent or now - self.last_try >= self.options.flush_every))
                or (self.leased and now - self.last_write >= self.heartbeat_every))
         if due:
             self._sync(claim=want_jobs, recover=recover)
@@ -450,13 +451,13 @@ class Coordinator:
         note, claimed = "", []
         written = len(self.buffer)
         try:
-            with self.store.write(wait=self.flush_wait if wait is None else wait) as conn:
-                store_jobs.apply_events(conn, self.owner, self.buffer, self.lease_seconds)
+            with self.store.write(wait=self.options.flush_wait if wait is None else wait) as conn:
+                store_jobs.apply_events(conn, self.owner, self.buffer, self.options.lease_seconds)
                 if recover:
                     note = self._recover(conn, found)
                 if claim:
                     claimed = store_jobs.claim(conn, self.owner, max_jobs=max(64, 8 * len(self.slots)),
-                                               sweep=self.sweep, lease_seconds=self.lease_seconds)
+                                               sweep=self.sweep, lease_seconds=self.options.lease_seconds)
                     if not claimed:
                         self.out_of_jobs = store_jobs.pending_count(conn, self.sweep) == 0
         except (DatabaseBusy, StorageError) as e:
@@ -487,7 +488,8 @@ class Coordinator:
             self.display.note(note)
         for job in claimed:
             self.leased[job["job_id"]] = job
-        self.queue.extend(make_packs(claimed, self.pack_size, self.slots[0].device, self.slots[0].share))
+        self.queue.extend(make_packs(claimed, self.options.pack_size, self.slots[0].device, self.slots[0].share,
+                                     self.options.pack_memory_bytes))
         return True
 
     def _warn_busy(self, e: Exception) -> None:
@@ -572,12 +574,12 @@ class Coordinator:
     def _failed_attempt(self, job: dict, error: str) -> Retry | Finished:
         """The event for a failed attempt of a leased job: a retry while retries are left, else failed."""
         job["failures"] = job.get("failures", 0) + 1
-        if job["failures"] <= self.retries and not self.stop.value:
+        if job["failures"] <= self.options.retries and not self.stop.value:
             job["attempts"] = job.get("attempts", 1) + 1
             self.result.retried += 1
             first = error.strip().splitlines()[-1] if error.strip() else "failed"
             self.display.note(f"job {job['job_id']}: attempt {job['attempts'] - 1} failed ({first[:200]}); "
-                              f"retrying ({job['failures']} of {self.retries} retries used)")
+                              f"retrying ({job['failures']} of {self.options.retries} retries used)")
             return Retry(job_id=job["job_id"], error=error, failures=job["failures"], attempts=job["attempts"])
         return Finished(job_id=job["job_id"], status=JobStatus.FAILED, error=error, failures=job["failures"],
                         attempts=job.get("attempts"))
@@ -611,7 +613,8 @@ class Coordinator:
                 failed = 0
                 for job in rest:
                     event = self._failed_attempt(job, error)
-                    self._record(event)
+                    event.slot = slot.index
+                    self._record(self._stamped(event))
                     if isinstance(event, Retry):
                         requeue.append(job)
                     else:
@@ -678,6 +681,12 @@ class Coordinator:
 
     # ------------------------------------------------------------------ events
 
+    def _stamped(self, event: Event) -> Event:
+        """A job's end, with how it was trained (kept in `jobs.run_options`)."""
+        if isinstance(event, Finished) and event.slot is not None:
+            event.run_options = self.options.recorded(self.slots[event.slot].device)
+        return event
+
     def _record(self, event: Event) -> None:
         self._journal([event])
         self.buffer.append(event)
@@ -730,9 +739,9 @@ class Coordinator:
             if job is not None and e.status == JobStatus.FAILED:  # a failed attempt: retry it while we may
                 event = self._failed_attempt(job, e.error or "")
                 event.slot = e.slot
-                events.append(event)
+                events.append(self._stamped(event))
             else:
-                events.append(e)
+                events.append(self._stamped(e))
         durable = [e for e in events if e.durable]
         # received = journaled (and synced, unless all it holds is progress counters)
         self._journal(durable, sync=any(not isinstance(e, Progress) for e in durable))

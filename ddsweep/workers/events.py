@@ -102,6 +102,7 @@ class Finished(Event):
     epochs: int | None = None  # the horizon it was trained to (a job whose horizon grew meanwhile reopens)
     failures: int | None = None  # failed attempts so far (set by the coordinator)
     attempts: int | None = None
+    run_options: dict | None = None  # how it was trained (WorkOptions.recorded; set by the coordinator)
 
     def __post_init__(self):
         self.status = JobStatus(self.status)

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import math
-
 # Parameter budget of one pack (members x parameters per member): big enough that
 # small models amortize per-step overhead, small enough to stay in cache / memory.
 PACK_PARAM_BUDGET = {"cpu": 4_000_000, "cuda": 200_000_000}
 MAX_MEMBERS = {"cpu": 64, "cuda": 512}
 # Memory one pack of conv models may use (parameters, optimizer state, one batch's
 # activations, each member's copy of its training images), split among the workers that
-# share a device (--jobs-per-device); $DDSWEEP_PACK_MEMORY_GB overrides it. A worker on a
+# share a device (--jobs-per-device); --pack-memory-gb overrides it. A worker on a
 # GPU with less memory makes its packs smaller still (see fitting_members).
 PACK_MEMORY_BUDGET = {"cpu": 4 << 30, "cuda": 32 << 30}
 # Share of a GPU's memory that a worker's packs plan for: the rest is the CUDA context,
@@ -77,58 +75,43 @@ def member_bytes(config: dict, device: str) -> int:
                + 2 * image * config["n_train"])
 
 
-def pack_memory_budget(device: str, share: float = 1.0, device_bytes: int | None = None) -> int:
+def pack_memory_budget(device: str, share: float = 1.0, device_bytes: int | None = None,
+                       memory: int | None = None) -> int:
     """Bytes one pack may use on `device`, for a worker given `share` of it; `device_bytes`: the
-    device's memory, where known (a worker knows its GPU's)."""
-    override = memory_override()
-    if override is not None:
-        return override
+    device's memory, where known (a worker knows its GPU's); `memory`: the user's budget
+    (WorkOptions.pack_memory_bytes), which wins where given."""
+    if memory is not None:
+        return memory
     budget = PACK_MEMORY_BUDGET["cuda" if device.startswith("cuda") else "cpu"]
     if device_bytes is not None:
         budget = min(budget, DEVICE_MEMORY_USABLE * device_bytes)
     return int(budget * share)
 
 
-def memory_override() -> int | None:
-    """$DDSWEEP_PACK_MEMORY_GB in bytes, or None where it is not set."""
-    import os
-
-    from ddsweep.errors import UserError
-
-    text = os.environ.get("DDSWEEP_PACK_MEMORY_GB", "").strip()
-    if not text:
-        return None
-    try:
-        gib = float(text)
-    except ValueError:
-        gib = math.nan
-    if not gib > 0 or math.isinf(gib):
-        raise UserError(f"$DDSWEEP_PACK_MEMORY_GB = {text!r}: must be a number of GiB above 0 (e.g. 20)")
-    return int(gib * (1 << 30))
-
-
-def auto_pack_size(config: dict, device: str, share: float = 1.0) -> int:
+def auto_pack_size(config: dict, device: str, share: float = 1.0, memory: int | None = None) -> int:
     from ddsweep.models import CONV_MODELS, TEXT_MODELS
 
     kind = "cuda" if device.startswith("cuda") else "cpu"
     size = min(MAX_MEMBERS[kind], PACK_PARAM_BUDGET[kind] // max(1, model_params(config, device=device)))
     if config["model"]["name"] in CONV_MODELS:
-        size = min(size, MAX_CONV_MEMBERS[kind], fitting_members(config, device, share))
+        size = min(size, MAX_CONV_MEMBERS[kind], fitting_members(config, device, share, memory=memory))
     elif config["model"]["name"] in TEXT_MODELS:
-        size = min(size, fitting_members(config, device, share))
+        size = min(size, fitting_members(config, device, share, memory=memory))
     return max(1, size)
 
 
-def fitting_members(config: dict, device: str, share: float = 1.0, device_bytes: int | None = None) -> int | None:
+def fitting_members(config: dict, device: str, share: float = 1.0, device_bytes: int | None = None,
+                    memory: int | None = None) -> int | None:
     """How many members like `config` train together in a pack's memory budget (this worker's
-    `share` of a device of `device_bytes`, where known); None where no estimate applies (MLPs)."""
+    `share` of a device of `device_bytes`, where known, or `memory` bytes where the user gave
+    a budget); None where no estimate applies (MLPs)."""
     from ddsweep.models import CONV_MODELS, TEXT_MODELS
 
     name = config["model"]["name"]
     if name not in CONV_MODELS and name not in TEXT_MODELS:
         return None
     need = text_member_bytes(config, device) if name in TEXT_MODELS else member_bytes(config, device)
-    return max(1, pack_memory_budget(device, share, device_bytes) // max(1, need))
+    return max(1, pack_memory_budget(device, share, device_bytes, memory) // max(1, need))
 
 
 # A CPU step of a pack of K MLPs with P parameters each costs about STEP_US + MEMBER_US K +
@@ -162,9 +145,10 @@ def cost(pack: list[dict]) -> float:
     return steps * (STEP_US + MEMBER_US * K + PARAM_US * K * model_params(c) * batch / 100)
 
 
-def make_packs(jobs: list[dict], pack_size: int | None, device: str, share: float = 1.0) -> list[list[dict]]:
+def make_packs(jobs: list[dict], pack_size: int | None, device: str, share: float = 1.0,
+               memory: int | None = None) -> list[list[dict]]:
     """Packs of jobs with equal pack keys and training widths, largest first (the slowest start early);
-    `share`: of the device, for each worker (1 / jobs per device)."""
+    `share`: of the device, for each worker (1 / jobs per device); `memory`: see pack_memory_budget."""
     from ddsweep.models import train_width
 
     groups: dict[tuple, list[dict]] = {}
@@ -172,7 +156,7 @@ def make_packs(jobs: list[dict], pack_size: int | None, device: str, share: floa
         groups.setdefault((job["pack_key"], train_width(job["config"], device)), []).append(job)
     packs = []
     for members in groups.values():
-        size = pack_size or auto_pack_size(members[0]["config"], device, share)
+        size = pack_size or auto_pack_size(members[0]["config"], device, share, memory)
         packs.extend(members[i:i + size] for i in range(0, len(members), size))
     return sorted(packs, key=cost, reverse=True)
 

@@ -39,13 +39,11 @@ def import_ray():
 class RayWorker:
     """A worker slot on the cluster (wrapped with ray.remote at run time; imports torch there)."""
 
-    def __init__(self, slot: int, device: str, threads: int, checkpoint_dir: str, checkpoint_every: float,
-                 share: float = 1.0):
+    def __init__(self, slot: int, device: str, options, share: float = 1.0):
         import torch
 
-        torch.set_num_threads(threads)
-        self.slot, self.device = slot, device
-        self.checkpoint_dir, self.checkpoint_every = checkpoint_dir, checkpoint_every
+        torch.set_num_threads(options.threads)
+        self.slot, self.device, self.options = slot, device, options
         self.share = share
         self.stopping = False
         try:
@@ -77,8 +75,7 @@ class RayWorker:
 
         def target():
             try:
-                run_pack(pack, self.slot, self.device, put, lambda: self.stopping,
-                         self.checkpoint_dir, self.checkpoint_every, self.share)
+                run_pack(pack, self.slot, self.device, put, lambda: self.stopping, self.options, self.share)
             except BaseException as e:  # reported as the actor's failure: its jobs are requeued
                 failure.append(e)
             finally:
@@ -275,8 +272,7 @@ class RayTransport:
             name=f"ddsweep-{coordinator.owner}-{slot.index}-{self.generation}", namespace="ddsweep",
             # the coordinator is the owner: if it goes, so do its actors
             lifetime=None,
-        ).remote(slot.index, slot.device, coordinator.threads, coordinator.checkpoint_dir,
-                 coordinator.checkpoint_every, slot.share)
+        ).remote(slot.index, slot.device, coordinator.options, slot.share)
         slot.process = RayProcess(self.ray, actor, slot.index, writer, transport=self)
         self.processes.append(slot.process)
         slot.tasks = slot.process

@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from ddsweep.workers.options import WorkOptions
+
 
 @dataclass
 class Slot:
@@ -37,9 +39,7 @@ class Host(Protocol):
     ctx: Any  # the multiprocessing context (spawn): pipes, queues, processes
     stop: Any  # the shared stop flag (.value)
     owner: str
-    threads: int
-    checkpoint_dir: str
-    checkpoint_every: float
+    options: WorkOptions
 
 
 @runtime_checkable

@@ -16,6 +16,7 @@ import traceback
 from ddsweep.errors import storage_fault
 from ddsweep.workers.events import Event, Fault, Finished, Idle, JobStatus, Progress, Released, Started, Timing, \
     WorkerWarning
+from ddsweep.workers.options import WorkOptions
 
 # Progress events (epoch counters for the display and `status`) go out at most this often: a
 # small pack's epoch takes ~10 ms, and an event per epoch cost the coordinator a core-second
@@ -23,10 +24,11 @@ from ddsweep.workers.events import Event, Fault, Finished, Idle, JobStatus, Prog
 PROGRESS_EVERY = 0.5
 
 
-def worker_main(slot: int, device: str, threads: int, tasks, events, stop, checkpoint_dir: str,
-                checkpoint_every: float, launched_at: float | None = None, share: float = 1.0) -> None:
+def worker_main(slot: int, device: str, options: WorkOptions, tasks, events, stop,
+                launched_at: float | None = None, share: float = 1.0) -> None:
     """Process entry point: loop over packs until a None task arrives.
 
+    `options`: the sweep's (threads, checkpoints, speed settings, pack memory);
     `events` is the send end of a pipe to the coordinator; `stop` a shared bool;
     `launched_at` the coordinator's time.time() when it started this process; `share` the
     part of the device's memory this worker may use (1 / the workers sharing it).
@@ -39,7 +41,7 @@ def worker_main(slot: int, device: str, threads: int, tasks, events, stop, check
 
     import ddsweep.train.loop  # noqa: F401  (imported now, while the coordinator leases the first pack)
 
-    torch.set_num_threads(threads)
+    torch.set_num_threads(options.threads)
     if launched_at is not None:  # the interpreter's start and `import torch`: a sweep's fixed cost
         events.send(Timing(slot=slot, startup_seconds=time.time() - launched_at).to_dict())
     parent = os.getppid()
@@ -53,8 +55,8 @@ def worker_main(slot: int, device: str, threads: int, tasks, events, stop, check
                 continue
             if pack is None:  # done: leave at once (every event is sent, every checkpoint synced)
                 _leave()
-            run_pack(pack, slot, device, lambda event: events.send(event.to_dict()), lambda: stop.value,
-                     checkpoint_dir, checkpoint_every, share)
+            run_pack(pack, slot, device, lambda event: events.send(event.to_dict()), lambda: stop.value, options,
+                     share)
             events.send(Idle(slot=slot).to_dict())
     except (BrokenPipeError, ConnectionError, EOFError):
         return  # the coordinator is gone; its successor resumes our jobs from their checkpoints
@@ -70,20 +72,20 @@ def _leave() -> None:
     os._exit(0)
 
 
-def run_pack(jobs: list[dict], slot: int, device: str, put, should_stop, checkpoint_dir, checkpoint_every,
+def run_pack(jobs: list[dict], slot: int, device: str, put, should_stop, options: WorkOptions,
              share: float = 1.0) -> None:
     """Train a pack: in parts that fit this worker's `share` of the device's memory (halved again
     after an out-of-memory error), members resuming from different epochs as separate sub-packs."""
-    for part in _fitting_parts(jobs, slot, device, share, put):
+    for part in _fitting_parts(jobs, slot, device, share, put, options.pack_memory_bytes):
         groups: dict[int, list[dict]] = {}
         for job in part:
-            groups.setdefault(_checkpoint_epoch(job["job_id"], checkpoint_dir, slot, put), []).append(job)
+            groups.setdefault(_checkpoint_epoch(job["job_id"], options.checkpoint_dir, slot, put), []).append(job)
         for _, group in sorted(groups.items(), reverse=True):
             if should_stop():  # stopping: sub-packs not started yet go back to the queue
                 for job in group:
                     put(Released(slot=slot, job_id=job["job_id"]))
                 continue
-            rest = _train_group(group, slot, device, put, should_stop, checkpoint_dir, checkpoint_every)
+            rest = _train_group(group, slot, device, put, should_stop, options)
             if rest:
                 _free_device_memory()
                 _fits[_fit_key(group[0], device)] = len(rest) // 2
@@ -91,7 +93,7 @@ def run_pack(jobs: list[dict], slot: int, device: str, put, should_stop, checkpo
                     f"a pack of {len(group)} ran out of {device} memory; training its {len(rest)} unfinished "
                     f"jobs (and later packs like it on this worker) in parts of {len(rest) // 2}, "
                     "each from its last checkpoint")))
-                run_pack(rest, slot, device, put, should_stop, checkpoint_dir, checkpoint_every, share)
+                run_pack(rest, slot, device, put, should_stop, options, share)
 
 
 # Members per pack that fit this worker's device, by (pack key, training width): learned from
@@ -105,7 +107,8 @@ def _fit_key(job: dict, device: str) -> tuple:
     return job.get("pack_key"), train_width(job["config"], device)
 
 
-def _fitting_parts(jobs: list[dict], slot: int, device: str, share: float, put) -> list[list[dict]]:
+def _fitting_parts(jobs: list[dict], slot: int, device: str, share: float, put,
+                   memory: int | None = None) -> list[list[dict]]:
     """`jobs` in consecutive parts of at most the members that fit the device (said once per kind)."""
     key = _fit_key(jobs[0], device)
     if key not in _fits and device.startswith("cuda"):
@@ -114,13 +117,13 @@ def _fitting_parts(jobs: list[dict], slot: int, device: str, share: float, put) 
         from ddsweep.workers.packing import fitting_members
 
         total = torch.cuda.get_device_properties(torch.device(device)).total_memory
-        _fits[key] = fitting_members(jobs[0]["config"], device, share, total)
+        _fits[key] = fitting_members(jobs[0]["config"], device, share, total, memory)
         if _fits[key] is not None and _fits[key] < len(jobs):
             c = jobs[0]["config"]
             put(WorkerWarning(slot=slot, message=(
                 f"{c['model']['name']} width {c['width']}, n_train {c['n_train']}: about {_fits[key]} members fit "
                 f"this worker's share of {device} ({share * total / (1 << 30):.0f} GiB), so its packs of "
-                f"{len(jobs)} train in parts ($DDSWEEP_PACK_MEMORY_GB overrides the estimate)")))
+                f"{len(jobs)} train in parts (--pack-memory-gb overrides the estimate)")))
     size = _fits.get(key) or len(jobs)
     return [jobs[i:i + size] for i in range(0, len(jobs), size)]
 
@@ -136,8 +139,7 @@ def _free_device_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def _train_group(group: list[dict], slot: int, device: str, put, should_stop, checkpoint_dir,
-                 checkpoint_every) -> list[dict]:
+def _train_group(group: list[dict], slot: int, device: str, put, should_stop, options: WorkOptions) -> list[dict]:
     """Train members that resume from the same epoch as one pack, forwarding its events. Returns
     the unfinished jobs where several of them ran out of device memory together (to train in
     smaller packs), else []."""
@@ -171,7 +173,8 @@ def _train_group(group: list[dict], slot: int, device: str, put, should_stop, ch
 
     put(Started(slot=slot, job_ids=ids, config=group[0]["config"], epochs=horizon, pid=os.getpid()))
     try:
-        outcome = train_pack(group, device, emit, should_stop, checkpoint_dir, checkpoint_every)
+        outcome = train_pack(group, device, emit, should_stop, options.checkpoint_dir, options.checkpoint_every,
+                             options.speed)
     except (BrokenPipeError, ConnectionError):
         raise  # the coordinator is gone
     except Exception as e:
