@@ -87,9 +87,8 @@ def test_journal_of_an_older_ddsweep_replays(tmp_path, tiny_grid, cli):
 
 
 def test_both_transports_implement_the_protocol():
-    from ddsweep.workers.coordinator import LocalTransport
     from ddsweep.workers.ray_backend import RayTransport
-    from ddsweep.workers.transport import Transport
+    from ddsweep.workers.transport import LocalTransport, Transport
 
     members = [n for n in dir(Transport) if not n.startswith("_")] + ["kind"]
     assert {"slot_specs", "start", "stopping", "describe", "usage", "close", "kind"} <= set(members)
@@ -97,3 +96,12 @@ def test_both_transports_implement_the_protocol():
         assert all(hasattr(cls, n) for n in members), [n for n in members if not hasattr(cls, n)]
     local = LocalTransport(cpus=2)
     assert isinstance(local, Transport) and local.slot_specs() == [("cpu", {}, 1.0)] * 2
+
+
+def test_every_event_type_has_a_handler_or_only_goes_to_the_database():
+    """A new event type must get a handler in ddsweep.workers.receive (or be data the store applies)."""
+    from ddsweep.workers.receive import HANDLERS
+
+    database_only = {Metrics, Checkpointed}  # applied by store.jobs.apply_events / nothing to do
+    assert set(HANDLERS) == set(EVENT_TYPES.values()) - database_only
+    assert all(cls.durable for cls in EVENT_TYPES.values() if cls in database_only - {Checkpointed})

@@ -405,12 +405,12 @@ def chunks(n: int, size: int) -> list[int]:
 
 
 def test_workers_sharing_a_gpu_get_a_share(monkeypatch):
-    from ddsweep.workers import coordinator
+    from ddsweep.workers import transport
 
-    monkeypatch.setattr(coordinator, "cuda_device_count", lambda: 2)
-    slots = coordinator.resolve_slots(None, "0,1", 2)
+    monkeypatch.setattr(transport, "cuda_device_count", lambda: 2)
+    slots = transport.resolve_slots(None, "0,1", 2)
     assert slots == [("cuda", {"CUDA_VISIBLE_DEVICES": g}, 0.5) for g in "0011"]
-    assert coordinator.resolve_slots(2, None, 1) == [("cpu", {}, 1.0)] * 2
+    assert transport.resolve_slots(2, None, 1) == [("cpu", {}, 1.0)] * 2
 
 
 # ----------------------------------------------------------------------------- training

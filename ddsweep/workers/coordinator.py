@@ -17,9 +17,8 @@ from __future__ import annotations
 
 import ctypes
 import multiprocessing as mp
-import re
-from multiprocessing.connection import wait as wait_for_connections
 import os
+import re
 import signal
 import socket
 import threading
@@ -32,15 +31,14 @@ from ddsweep.errors import (EXIT_JOBS_FAILED, EXIT_OK, EXIT_UNFINISHED, Database
                             signal_exit_code)
 from ddsweep.store import Store
 from ddsweep.store import jobs as store_jobs
-from ddsweep.workers.events import TIMING_KEYS, Event, Fault, Finished, Idle, JobStatus, Progress, Released, \
-    Retry, Started, Timing, WorkerWarning, event_from_dict
-from ddsweep.workers.journal import Journal, move_aside, orphans, read_journal
+from ddsweep.workers.events import TIMING_KEYS, Event, JobStatus, Released
+from ddsweep.workers.journal import Journal, orphans
 from ddsweep.workers.options import WorkOptions
 from ddsweep.workers.packing import PLAN_MAX_PACKS, cost, make_packs, plan_slots
 from ddsweep.workers.progress import Display
-from ddsweep.workers.transport import Slot, Transport
-
-IDLE_GRACE = 0.05  # seconds to wait for a worker's "idle" after a job end (a pack's last is followed at once)
+from ddsweep.workers.receive import Receiving
+from ddsweep.workers.recovery import Recovery
+from ddsweep.workers.transport import LocalTransport, Slot, Transport
 
 
 @dataclass
@@ -78,40 +76,6 @@ class WorkResult:
             self.diverged += 1
         else:
             self.failed += 1
-
-
-def cuda_device_count() -> int:
-    """GPUs torch can see, asked in a child process (this one never imports torch)."""
-    import subprocess
-    import sys
-
-    probe = subprocess.run([sys.executable, "-c", "import torch; print(torch.cuda.device_count())"],
-                           capture_output=True, text=True)
-    try:
-        return int(probe.stdout.strip().splitlines()[-1])
-    except (ValueError, IndexError):
-        return 0
-
-
-def resolve_slots(cpus: int | None, gpus: str | None, jobs_per_device: int) -> list[tuple[str, dict, float]]:
-    """(device, extra environment, share of the device's memory) per worker slot."""
-    if cpus is not None and gpus is not None:
-        raise UserError("--cpus and --gpus: give one of them")
-    if jobs_per_device < 1:
-        raise UserError(f"--jobs-per-device = {jobs_per_device}: must be at least 1")
-    if gpus is not None:
-        count = cuda_device_count()
-        if count == 0:
-            raise UserError(f"--gpus {gpus}: no CUDA device is available here; use --cpus N to train on the CPU")
-        ids = [g.strip() for g in str(gpus).split(",") if g.strip()]
-        for g in ids:
-            if not g.isdigit() or int(g) >= count:
-                raise UserError(f"--gpus {gpus}: no GPU {g!r} (this machine has {count}: 0..{count - 1})")
-        return [("cuda", {"CUDA_VISIBLE_DEVICES": g}, 1 / jobs_per_device) for g in ids for _ in range(jobs_per_device)]
-    n = cpus if cpus is not None else max(1, os.cpu_count() or 1)
-    if n < 1:
-        raise UserError(f"--cpus = {n}: must be at least 1")
-    return [("cpu", {}, 1.0) for _ in range(n * jobs_per_device)]
 
 
 def work(db: str | Path = "results.duckdb", cpus: int | None = None, gpus: str | None = None,
@@ -167,62 +131,12 @@ def work(db: str | Path = "results.duckdb", cpus: int | None = None, gpus: str |
         transport.close()
 
 
-class LocalTransport:
-    """Slots as local worker processes: a task queue in, a pipe of events out, a shared stop flag.
-    (A ddsweep.workers.transport.Transport.)"""
+class Coordinator(Receiving, Recovery):
+    """The event loop of `ddsweep work`: lease jobs, hand packs to worker slots, flush their events.
 
-    kind = "local"
+    Receiving (ddsweep.workers.receive) handles the workers' events, one handler per event
+    type; Recovery (ddsweep.workers.recovery) dead workers, dead coordinators and leases."""
 
-    def __init__(self, cpus: int | None = None, gpus: str | None = None, jobs_per_device: int = 1):
-        self.specs = resolve_slots(cpus, gpus, jobs_per_device)
-
-    def slot_specs(self) -> list[tuple[str, dict, float]]:
-        return self.specs
-
-    def start(self, slot: Slot, coordinator: "Coordinator") -> None:
-        from ddsweep.workers.worker import worker_main
-
-        # Fresh channels per process: a worker killed mid-write breaks only its own pipe.
-        slot.tasks = coordinator.ctx.Queue()
-        slot.reader, writer = coordinator.ctx.Pipe(duplex=False)
-        saved = {k: os.environ.get(k) for k in slot.env}
-        os.environ.update(slot.env)  # spawn copies the environment: pins CUDA_VISIBLE_DEVICES
-        # The child starts with Ctrl-C ignored (an ignored signal stays ignored across exec):
-        # the coordinator alone decides what a Ctrl-C does, even while the child is importing.
-        sigint = None
-        if threading.current_thread() is threading.main_thread():
-            sigint = signal.signal(signal.SIGINT, signal.SIG_IGN)
-        try:
-            slot.process = coordinator.ctx.Process(
-                target=worker_main, name=f"ddsweep-worker-{slot.index}",
-                args=(slot.index, slot.device, coordinator.options, slot.tasks, writer, coordinator.stop,
-                      time.time(), slot.share),
-                daemon=True)
-            slot.process.start()
-            writer.close()  # the child holds it now; EOF on reader then means the worker is gone
-        finally:
-            if sigint is not None:
-                signal.signal(signal.SIGINT, sigint)
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
-
-    def stopping(self, slots) -> None:
-        """Graceful stop: nothing to send, the workers read the shared flag."""
-
-    def describe(self) -> str:
-        return ""
-
-    def usage(self, slots) -> str:
-        return ""
-
-    def close(self) -> None:
-        pass
-
-
-class Coordinator:
     def __init__(self, store: Store, slots: list[Slot], owner: str, sweep: str | None, options: WorkOptions,
                  transport: Transport | None = None):
         self.store, self.slots, self.owner, self.sweep = store, slots, owner, sweep
@@ -347,71 +261,9 @@ class Coordinator:
 
     # ------------------------------------------------------------------ the database
 
-    def _recover_at_start(self) -> None:
-        """Write the events of dead coordinators' journals, requeue their jobs and expired leases."""
-        if self.transport.kind == "local":  # (PIDs of other nodes' writers mean nothing here)
-            _remove_stale_temporaries(self.options.checkpoint_dir)
-        found = orphans(self.journal_dir)
-        try:
-            with self.store.write() as conn:
-                requeued = self._recover(conn, found)
-        except BaseException:
-            for _, lock in found:
-                lock.release()
-            raise
-        self._forget_orphans(found)
-        self.last_recover = time.monotonic()
-        if requeued:
-            self.display.note(requeued)
-
-    def _recover(self, conn, found) -> str:
-        """In one transaction: replay orphan journals, requeue dead and expired leases; a note or ''."""
-        dead = 0
-        for path, _ in found:
-            owner = path.stem
-            store_jobs.apply_events(conn, owner, self._replay(path))
-            dead += store_jobs.reclaim_owner(conn, owner)
-        expired = store_jobs.reclaim_expired(conn, self.options.lease_seconds)
-        if dead or expired:
-            self.out_of_jobs = False
-        notes = []
-        if dead:
-            notes.append(f"requeued {dead} job(s) of a stopped `ddsweep work` (replayed its journal)")
-        if expired:
-            notes.append(f"requeued {expired} job(s) whose lease expired")
-        return "; ".join(notes)
-
-    def _replay(self, path: Path) -> list[Event]:
-        """A dead coordinator's journaled events; unreadable records are skipped, an unreadable
-        file moved aside (its jobs are requeued all the same and resume from their checkpoints)."""
-        try:
-            contents = read_journal(path)
-        except OSError as e:
-            aside = move_aside(path)
-            self._warn(f"journal {path} of a stopped `ddsweep work` cannot be read ({e.strerror or e}): "
-                       f"moved aside to {aside}; its jobs resume from their checkpoints")
-            return []
-        if not contents.skipped:
-            return contents.events
-        # A skipped record may have held metric rows of a job that ended: such jobs are not marked
-        # ended but requeued; they resume from their last checkpoint, which re-sends every row.
-        events = [e for e in contents.events
-                  if not (isinstance(e, Finished) and e.status in (JobStatus.DONE, JobStatus.DIVERGED))]
-        reopened = len(contents.events) - len(events)
-        self._warn(contents.warning(path) + (f"; {reopened} job end(s) in it are not trusted: those jobs resume "
-                                             "from their checkpoints, which re-send their rows" if reopened else ""))
-        return events
-
     def _warn(self, message: str) -> None:
         self.result.warnings.append(message)
         self.display.note(f"warning: {message}")
-
-    @staticmethod
-    def _forget_orphans(found) -> None:
-        for path, lock in found:
-            path.unlink(missing_ok=True)
-            lock.release()
-            Path(lock.lock_file).unlink(missing_ok=True)
 
     def _scope_statuses(self) -> dict | None:
         try:
@@ -516,17 +368,6 @@ class Coordinator:
         except KeyboardInterrupt:
             pass
 
-    def _note_foreign_leases(self) -> None:
-        try:
-            with self.store.read(wait=5.0) as conn:
-                n, left = store_jobs.leased_elsewhere(conn, self.owner, self.sweep)
-        except DatabaseBusy:
-            return
-        if n:
-            when = f" (the first lease ends in {left:.0f}s)" if left is not None else ""
-            self.display.note(f"{n} job(s) are leased by another `ddsweep work`; if it is gone, they are "
-                              f"requeued when their leases end{when}: run `ddsweep work` again then")
-
     # ------------------------------------------------------------------ workers
 
     def _start_worker(self, slot: Slot) -> None:
@@ -570,62 +411,6 @@ class Coordinator:
             self._record(Released(job_id=job["job_id"]))
             self.leased.pop(job["job_id"], None)
             self.result.released += 1
-
-    def _failed_attempt(self, job: dict, error: str) -> Retry | Finished:
-        """The event for a failed attempt of a leased job: a retry while retries are left, else failed."""
-        job["failures"] = job.get("failures", 0) + 1
-        if job["failures"] <= self.options.retries and not self.stop.value:
-            job["attempts"] = job.get("attempts", 1) + 1
-            self.result.retried += 1
-            first = error.strip().splitlines()[-1] if error.strip() else "failed"
-            self.display.note(f"job {job['job_id']}: attempt {job['attempts'] - 1} failed ({first[:200]}); "
-                              f"retrying ({job['failures']} of {self.options.retries} retries used)")
-            return Retry(job_id=job["job_id"], error=error, failures=job["failures"], attempts=job["attempts"])
-        return Finished(job_id=job["job_id"], status=JobStatus.FAILED, error=error, failures=job["failures"],
-                        attempts=job.get("attempts"))
-
-    def _reap_dead_workers(self) -> None:
-        """A worker that died (kill -9, OOM) hands its unfinished jobs back at once: a failed attempt each."""
-        for slot in self.slots:
-            if slot.process is None or slot.process.is_alive():
-                continue
-            if slot.pack is None and not slot.retry:
-                continue
-            code = slot.process.exitcode
-            reason = getattr(slot.process, "reason", None)  # a Ray actor's says how it died
-            never_ran = getattr(slot.process, "never_ran", False)  # (a Ray actor no node had room for)
-            self._receive(timeout=0)  # take whatever it sent before dying
-            rest = [j for j in (slot.pack or []) if j["job_id"] not in slot.done_ids]
-            requeue, slot.retry = slot.retry, []
-            slot.pack, slot.process = None, None
-            if not rest:
-                self._requeue(requeue)
-                continue
-            why = reason or _exit_reason(code)
-            if self.stop.value:
-                self._release(rest)
-            elif never_ran:  # not the jobs' fault: back to the queue, no attempt counted
-                requeue.extend(rest)
-                self.display.note(f"worker {slot.index} could not start ({why}); its jobs go to another worker")
-            else:
-                error = (f"worker process died ({why}) while training this job "
-                         f"(pack of {len(slot.done_ids) + len(rest)}); it resumes from its last checkpoint")
-                failed = 0
-                for job in rest:
-                    event = self._failed_attempt(job, error)
-                    event.slot = slot.index
-                    self._record(self._stamped(event))
-                    if isinstance(event, Retry):
-                        requeue.append(job)
-                    else:
-                        self.leased.pop(job["job_id"], None)
-                        self.result.failed += 1
-                        failed += 1
-                self.display.note(f"worker {slot.index} died ({why}); {len(requeue)} job(s) requeued "
-                                  "to resume from their checkpoints"
-                                  + (f", {failed} failed (no retries left)" if failed else ""))
-            self._requeue(requeue)
-            self.last_try = 0.0  # write the news soon
 
     def _kill_workers(self) -> None:
         for slot in self.slots:
@@ -679,23 +464,7 @@ class Coordinator:
         except OSError:
             pass  # an unwritable folder: the next `ddsweep work` finds the (empty) journal and removes it
 
-    # ------------------------------------------------------------------ events
-
-    def _stamped(self, event: Event) -> Event:
-        """A job's end, with how it was trained (kept in `jobs.run_options`)."""
-        if isinstance(event, Finished) and event.slot is not None:
-            event.run_options = self.options.recorded(self.slots[event.slot].device)
-        return event
-
-    def _record(self, event: Event) -> None:
-        self._journal([event])
-        self.buffer.append(event)
-
-    def _journal(self, events: list[Event], sync: bool = True) -> None:
-        try:
-            self.journal.append(events, sync=sync)
-        except StorageError as e:
-            self._fault(e)
+    # ------------------------------------------------------------------ storage faults
 
     def _fault(self, e: StorageError) -> None:
         """A storage fault (journal, checkpoints or database unwritable): stop cleanly, hand every job back."""
@@ -704,132 +473,3 @@ class Coordinator:
         self.fault = e  # said once, as the run's error, when it has stopped
         self._set_stop()
         self._release_queue()
-
-    def _await_idle(self, readers: dict, got: list) -> None:
-        """A pack's job ends come (one by one) just before its worker's "idle": after a job end,
-        wait briefly for the idle, so that _assign hands the worker its next pack before the
-        database flush that the job ends set off (measured: ~60 ms per pack otherwise; a job
-        ending mid-pack, e.g. diverged, costs the coordinator up to IDLE_GRACE)."""
-        deadline = time.monotonic() + IDLE_GRACE
-        for reader, slot in readers.items():
-            mine = [e for e in got if e.slot == slot.index]
-            ended = any(isinstance(e, Finished) for e in mine)
-            idle = any(isinstance(e, Idle) for e in mine)
-            while (ended and not idle and slot.reader is not None
-                   and reader.poll(max(0.0, deadline - time.monotonic()))):
-                n = len(got)
-                _drain(reader, slot, got)
-                idle = any(isinstance(e, Idle) for e in got[n:])
-
-    def _receive(self, timeout: float) -> bool:
-        """Drain the workers' pipes into journal + buffer; True if a job ended (flush soon)."""
-        readers = {s.reader: s for s in self.slots if s.reader is not None}
-        got = []
-        if readers:
-            for reader in wait_for_connections(list(readers), timeout):
-                _drain(reader, readers[reader], got)
-            self._await_idle(readers, got)
-        elif timeout:
-            time.sleep(timeout)
-        if not got:
-            return False
-        events: list[Event] = []
-        for e in got:
-            job = self.leased.get(e.job_id) if isinstance(e, Finished) else None
-            if job is not None and e.status == JobStatus.FAILED:  # a failed attempt: retry it while we may
-                event = self._failed_attempt(job, e.error or "")
-                event.slot = e.slot
-                events.append(self._stamped(event))
-            else:
-                events.append(self._stamped(e))
-        durable = [e for e in events if e.durable]
-        # received = journaled (and synced, unless all it holds is progress counters)
-        self._journal(durable, sync=any(not isinstance(e, Progress) for e in durable))
-        self.buffer.extend(durable)
-        urgent = False
-        for e in events:
-            slot = self.slots[e.slot] if e.slot is not None else None
-            if isinstance(e, Finished):
-                urgent = True
-                slot.done_ids.add(e.job_id)
-                self.leased.pop(e.job_id, None)
-                self.result.count_end(e.status)
-                self.display.job_finished(e)
-            elif isinstance(e, Retry):
-                urgent = True
-                slot.done_ids.add(e.job_id)
-                if e.job_id in self.leased:
-                    slot.retry.append(self.leased[e.job_id])
-            elif isinstance(e, Released):
-                slot.done_ids.add(e.job_id)
-                self.leased.pop(e.job_id, None)
-                self.result.released += 1
-            elif isinstance(e, Idle):
-                slot.pack = None
-                self.display.idle(slot.index)
-                requeue, slot.retry = slot.retry, []
-                self._requeue(requeue)
-            elif isinstance(e, Progress):
-                slot.progress = e.epoch / max(1, e.epochs)
-                self.display.epoch_done(slot.index, e)
-            elif isinstance(e, Started):
-                slot.node = e.node
-                self.display.started(slot.index, e)
-            elif isinstance(e, Timing):
-                for key in self.result.timing:
-                    self.result.timing[key] += getattr(e, key)
-            elif isinstance(e, Fault):
-                self._fault(StorageError(e.message))
-            elif isinstance(e, WorkerWarning):
-                self.result.warnings.append(e.message)
-                self.display.note(f"warning: {e.message}")
-        usage = self.transport.usage(self.slots)
-        if usage:
-            self.display.cluster(usage)
-        return urgent
-
-
-def _drain(reader, slot: Slot, got: list) -> None:
-    """Append every event waiting on a worker's pipe to `got`; close the pipe if the worker is gone."""
-    try:
-        while reader.poll():
-            got.append(event_from_dict(reader.recv()))
-    except Exception:  # EOF: the worker exited; or a torn message of a worker killed while sending
-        slot.reader = None
-        reader.close()
-
-
-def _exit_reason(code: int | None) -> str:
-    if code is None:
-        return "exit status unknown"
-    if code < 0:
-        try:
-            return f"killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"killed by signal {-code}"
-    return f"exit code {code}"
-
-
-def _remove_stale_temporaries(checkpoint_dir) -> int:
-    """Remove half-written checkpoints (`<job>.tmp<pid>`) of processes that are gone; returns how many.
-
-    (Here, not in ddsweep.train.checkpoint: the coordinator never imports torch.)
-    """
-    removed = 0
-    d = Path(checkpoint_dir)
-    if not d.is_dir():
-        return 0
-    for tmp in d.glob("*.tmp*"):
-        pid = tmp.suffix[len(".tmp"):]
-        if not pid.isdigit():
-            continue
-        try:
-            os.kill(int(pid), 0)
-            continue  # its writer is alive (maybe another coordinator's worker)
-        except ProcessLookupError:
-            pass
-        except PermissionError:
-            continue
-        tmp.unlink(missing_ok=True)
-        removed += 1
-    return removed
