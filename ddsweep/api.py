@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ddsweep.axes import check_metric
 from ddsweep.errors import UserError
 from ddsweep.grid import Job, expand, load_grid, read_grid_text
 from ddsweep.store import Store
@@ -143,8 +144,10 @@ def load_sweep(db: str | Path = "results.duckdb", sweep: str | None = None, wher
 
 
 def emc(db: str | Path = "results.duckdb", sweep: str | None = None, epsilon: float = 0.1, factor: float = 2.0,
-        epochs: list[int] | None = None, all_epochs: bool = False, where: dict | None = None):
-    """EMC per (width, epoch) with a sample axis, else the interpolation threshold per epoch (EmcTable).
+        epochs: list[int] | None = None, all_epochs: bool = False, where: dict | None = None,
+        metric: str = "train_error"):
+    """EMC per (width, epoch) with a sample axis, else the interpolation threshold per epoch (EmcTable);
+    fitted means seed-mean `metric` (default the train error; any stored metric) <= epsilon.
 
     Reads each job's last row, and the seed-mean train-error curves where the table needs
     other epochs, reduced in DuckDB (ddsweep.store.results.reduce), not every row.
@@ -155,28 +158,33 @@ def emc(db: str | Path = "results.duckdb", sweep: str | None = None, epsilon: fl
     def needs_curves(rows) -> bool:  # a sample axis at the last epoch reads the last rows only
         return bool(epochs) or all_epochs or "n_train" not in rows or rows["n_train"].nunique() <= 1
 
-    red = results.reduce(db, sweep, where, metrics=("train_error",), curves=needs_curves)
+    check_metric(metric)
+    red = results.reduce(db, sweep, where, metrics=(metric,), curves=needs_curves)
     return emc_table(Reduced(red["rows"], red["curves"]), epsilon=epsilon, factor=factor, epochs=epochs,
-                     all_epochs=all_epochs)
+                     all_epochs=all_epochs, metric=metric)
 
 
 def summary(db: str | Path = "results.duckdb", sweep: str | None = None, epsilon: float = 0.1,
-            epoch: int | None = None, where: dict | None = None, select_on: str = "test") -> pd.DataFrame:
-    """First minimum, peak, second descent and interpolation threshold of every model-/sample-wise curve.
+            epoch: int | None = None, where: dict | None = None, select_on: str = "test",
+            metric: str = "test_error") -> pd.DataFrame:
+    """First minimum, peak, second descent and interpolation threshold of every model-/sample-wise curve
+    of `metric` (any stored metric: test_error, test_loss, ...).
 
     select_on="val": the early-stopped curves stop at the epoch of least validation error
     (a dataset with `val: N`), not of least test error.
 
-    Reads each job's row at the epoch (its last, or `epoch`) and the early-stopped test
-    error per cell, reduced in DuckDB (ddsweep.store.results.reduce), not every row.
+    Reads each job's row at the epoch (its last, or `epoch`) and the early-stopped `metric`
+    per cell, reduced in DuckDB (ddsweep.store.results.reduce), not every row.
     """
     from ddsweep.analysis.frames import Reduced, selector
     from ddsweep.analysis.peaks import summarize
 
+    check_metric(metric)
     select = selector(select_on)
-    red = results.reduce(db, sweep, where, epoch=epoch, best="test_error", best_until=epoch, best_select=select)
-    return summarize(Reduced(red["rows"], best=red["best"], best_until=epoch, best_select=select), epsilon=epsilon,
-                     epoch=epoch, select_on=select_on)
+    red = results.reduce(db, sweep, where, epoch=epoch, metrics=(metric, "train_error"), best=metric,
+                         best_until=epoch, best_select=select)
+    return summarize(Reduced(red["rows"], best=red["best"], best_metric=metric, best_until=epoch, best_select=select),
+                     epsilon=epsilon, epoch=epoch, select_on=select_on, metric=metric)
 
 
 def export(db: str | Path = "results.duckdb", fmt: str = "parquet", out: str | Path | None = None,
@@ -209,7 +217,7 @@ def report(db: str | Path = "results.duckdb", sweep: str | None = None, out: str
 def refine(db: str | Path = "results.duckdb", sweep: str | None = None, axis: str = "width", target: str = "peak",
            budget: int = 8, batch: int = 2, early_stopped: bool = False, epsilon: float = 0.1,
            log: bool | None = None, where: dict | None = None, auto: bool = False, on_round=None,
-           **work_kwargs):
+           metric: str = "test_error", **work_kwargs):
     """Propose new values of one axis near the peak (or threshold) and plan them as jobs of the sweep.
 
     Reads the sweep's finished cells, syncs them into an Optuna study beside the database
@@ -226,7 +234,7 @@ def refine(db: str | Path = "results.duckdb", sweep: str | None = None, axis: st
         raise UserError(f"{db}: no such database; plan a grid first: ddsweep plan GRID.yaml --db {db}")
     name = results.pick_sweep(db, sweep)
     kwargs = dict(axis=axis, target=target, budget=budget, batch=batch, early_stopped=early_stopped,
-                  epsilon=epsilon, log=log, where=where)
+                  epsilon=epsilon, log=log, where=where, metric=metric)
     if not auto:
         if work_kwargs:
             raise UserError(f"refine: {', '.join(sorted(work_kwargs))} only apply with auto=True (--auto)")

@@ -228,13 +228,15 @@ def plot_curve(db: Path = DB, sweep: Optional[str] = SWEEP,
                no_early_stopping: bool = typer.Option(False, "--no-early-stopping", help="Leave out the optimal-early-stopping curve."),
                select_on: str = SELECT_ON,
                where: Optional[List[str]] = WHERE,
+               metric: str = typer.Option("test_error", "--metric", help="Drawn instead of the test error, with its train twin (test_loss: train_loss)."),
                out_path: Path = typer.Option(Path("curve.png"), "--out", help="Output file (.png, .svg, .pdf).")):
     """Test and train error against an axis at the final (or a chosen) epoch, one line per noise level."""
     from ddsweep.analysis.frames import parse_where
     from ddsweep.plot import curve
 
     path = curve(db, sweep=sweep, x=x, epoch=epoch, hue=hue, facet=facet, noisy_test=noisy_test, classes=classes,
-                 early_stopping=not no_early_stopping, where=parse_where(where), out=out_path, select_on=select_on)
+                 early_stopping=not no_early_stopping, where=parse_where(where), out=out_path, select_on=select_on,
+                 metric=metric)
     out.print(f"wrote {path}" + (" (test error on the noisy test distribution)" if noisy_test else ""))
 
 
@@ -259,7 +261,8 @@ def emc(db: Path = DB, sweep: Optional[str] = SWEEP,
         factor: float = typer.Option(2.0, "--factor", help="Critical regime: n within this factor of EMC."),
         epoch: Optional[List[int]] = typer.Option(None, "--epoch", help="Epochs to show (repeatable; default: see below)."),
         all_epochs: bool = typer.Option(False, "--all-epochs", help="Every evaluated epoch."),
-        where: Optional[List[str]] = WHERE):
+        where: Optional[List[str]] = WHERE,
+        metric: str = typer.Option("train_error", "--metric", help="What counts as fitted: this metric <= epsilon (any stored metric, e.g. train_loss).")):
     """Effective model complexity per width and epoch (with several n_train), else the interpolation threshold.
 
     Default epochs: the last one with a sample axis; without one, every epoch at
@@ -269,7 +272,7 @@ def emc(db: Path = DB, sweep: Optional[str] = SWEEP,
     from ddsweep.analysis.frames import parse_where
 
     r = api.emc(db, sweep, epsilon=epsilon, factor=factor, epochs=epoch, all_epochs=all_epochs,
-                where=parse_where(where))
+                where=parse_where(where), metric=metric)
     shown = r.table.drop(columns=[c for c in ("emc", "bound", "threshold") if c in r.table.columns])
     out.print(_frame_table(shown, title=r.title))
     for note in r.notes:
@@ -285,13 +288,15 @@ def summary(db: Path = DB, sweep: Optional[str] = SWEEP,
             epsilon: float = typer.Option(0.1, "--epsilon", help="Train-error level for the interpolation threshold."),
             epoch: Optional[int] = typer.Option(None, "--epoch", help="Epoch to read (default: each job's last)."),
             select_on: str = SELECT_ON,
-            where: Optional[List[str]] = WHERE):
+            where: Optional[List[str]] = WHERE,
+            metric: str = typer.Option("test_error", "--metric", help="The curve's metric: any stored metric, e.g. test_loss.")):
     """First minimum, peak and second descent of each model-/sample-wise curve, vs the interpolation threshold."""
     from ddsweep import api
     from ddsweep.analysis.frames import parse_where
     from ddsweep.analysis.peaks import describe_lines
 
-    s = api.summary(db, sweep, epsilon=epsilon, epoch=epoch, where=parse_where(where), select_on=select_on)
+    s = api.summary(db, sweep, epsilon=epsilon, epoch=epoch, where=parse_where(where), select_on=select_on,
+                    metric=metric)
     for _, r in s.iterrows():
         for line in describe_lines(r):
             out.print(line, highlight=False, markup=False, soft_wrap=True)
@@ -352,6 +357,7 @@ def refine(db: Path = DB, sweep: Optional[str] = SWEEP,
            epsilon: float = typer.Option(0.1, "--epsilon", help="Train-error level of the threshold."),
            log: Optional[bool] = typer.Option(None, "--log/--linear", help="Sample the axis in log / linear space (default: log when the grid is geometric)."),
            where: Optional[List[str]] = WHERE,
+           metric: str = typer.Option("test_error", "--metric", help="The peak of this metric (any stored metric, e.g. test_loss)."),
            auto: bool = typer.Option(False, "--auto", help="Alternate refine and work until the budget is spent."),
            cpus: Optional[int] = typer.Option(None, "--cpus", help="With --auto: CPU worker processes."),
            gpus: Optional[str] = typer.Option(None, "--gpus", help="With --auto: GPU ids, e.g. 0,1.")):
@@ -376,7 +382,7 @@ def refine(db: Path = DB, sweep: Optional[str] = SWEEP,
         show(r)
 
     r = api.refine(db, sweep, axis=axis, target=target, budget=budget, batch=batch, early_stopped=early_stopped,
-                   epsilon=epsilon, log=log, where=parse_where(where), auto=auto,
+                   epsilon=epsilon, log=log, where=parse_where(where), auto=auto, metric=metric,
                    on_round=on_round if auto else None, **extra)
     if auto:
         short = {"width": "h", "n_train": "n"}.get(r.axis, r.axis)

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from ddsweep.analysis.frames import Reduced, epoch_curves, final_means, linked_axes, rows_of, varying_axes
+from ddsweep.axes import METRIC, label
 from ddsweep.errors import UserError
 
 EPSILON = 0.1  # the paper's eps
@@ -103,13 +104,15 @@ class EmcTable:
     table: pd.DataFrame
     folded: int = 0  # epochs folded into the previous row (same threshold)
     notes: list[str] = field(default_factory=list)
+    metric: str = "train_error"  # what counts as fitted: seed-mean metric <= epsilon
 
     @property
     def title(self) -> str:
+        what = label(self.metric)
         if self.mode == "sample":
-            return (f"EMC (largest n with seed-mean train error <= {self.epsilon:g}, interpolated in log n); "
+            return (f"EMC (largest n with seed-mean {what} <= {self.epsilon:g}, interpolated in log n); "
                     f"critical regime: n within a factor {self.factor:g} of EMC")
-        return (f"interpolation threshold: smallest width with seed-mean train error <= {self.epsilon:g} "
+        return (f"interpolation threshold: smallest width with seed-mean {what} <= {self.epsilon:g} "
                 "(EMC = n is crossed between the previous grid width and it)")
 
 
@@ -122,9 +125,9 @@ def _context(df: pd.DataFrame | Reduced, drop: str) -> list[str]:
     return keys
 
 
-def _means(df: pd.DataFrame, keys: list[str], epochs, all_epochs: bool) -> pd.DataFrame:
+def _means(df: pd.DataFrame, keys: list[str], epochs, all_epochs: bool, metric: str) -> pd.DataFrame:
     if all_epochs:
-        return epoch_curves(df, keys, ["train_error"])
+        return epoch_curves(df, keys, [metric])
     if epochs:
         every = df.curves if isinstance(df, Reduced) else df
         missing = sorted(set(int(e) for e in epochs) - set(every["epoch"].unique()))
@@ -132,10 +135,10 @@ def _means(df: pd.DataFrame, keys: list[str], epochs, all_epochs: bool) -> pd.Da
             raise UserError(f"--epoch {', '.join(map(str, missing))}: not an evaluated epoch "
                             f"(evaluated: {_epoch_list(every)})")
         if isinstance(df, Reduced):
-            m = epoch_curves(df, keys, ["train_error"])
+            m = epoch_curves(df, keys, [metric])
             return m[m["epoch"].isin([int(e) for e in epochs])]
-        return epoch_curves(df[df["epoch"].isin([int(e) for e in epochs])], keys, ["train_error"])
-    return final_means(df, keys, ["train_error"])
+        return epoch_curves(df[df["epoch"].isin([int(e) for e in epochs])], keys, [metric])
+    return final_means(df, keys, [metric])
 
 
 def _epoch_list(df) -> str:
@@ -144,59 +147,62 @@ def _epoch_list(df) -> str:
 
 
 def emc_table(df: pd.DataFrame | Reduced, epsilon: float = EPSILON, factor: float = FACTOR, epochs=None,
-              all_epochs: bool = False) -> EmcTable:
+              all_epochs: bool = False, metric: str = "train_error") -> EmcTable:
     """EMC per (width, epoch) with a sample axis, else the interpolation threshold per epoch.
 
     Default epochs: the last one with a sample axis; every epoch at which the
     threshold changes (and the last) without one. `df`: all rows, or a Reduced with each
     job's last row and (except for a sample axis at the last epoch) the train-error curves.
+    `metric`: what counts as fitted (seed mean <= epsilon), default the train error; any stored
+    metric works, e.g. train_loss with an epsilon in nats.
     """
-    if not 0 <= epsilon < 1:
-        raise UserError(f"--epsilon {epsilon}: must be in [0, 1)")
+    fraction = METRIC[metric].fraction if metric in METRIC else True
+    if not 0 <= epsilon < 1 and fraction or epsilon < 0:
+        raise UserError(f"--epsilon {epsilon}: must be in [0, 1)" if fraction else f"--epsilon {epsilon}: must be >= 0")
     if factor < 1:
         raise UserError(f"--factor {factor}: must be at least 1")
     rows = rows_of(df)
     if rows.empty:
         raise UserError("no metric rows")
-    if "train_error" not in rows.columns or rows["train_error"].isna().all():
-        raise UserError("no train error in the metric rows (every value is empty): EMC and thresholds need it")
+    if metric not in rows.columns or rows[metric].isna().all():
+        raise UserError(f"no {label(metric)} in the metric rows (every value is empty): EMC and thresholds need it")
     if "n_train" in rows.columns and rows["n_train"].nunique() > 1:
-        return _sample_mode(df, epsilon, factor, epochs, all_epochs)
+        return _sample_mode(df, epsilon, factor, epochs, all_epochs, metric)
     if "width" not in rows.columns or rows["width"].nunique() < 2:
         raise UserError("emc needs a sample axis (several n_train) or a width axis (several widths)")
-    return _threshold_mode(df, epsilon, factor, epochs, all_epochs)
+    return _threshold_mode(df, epsilon, factor, epochs, all_epochs, metric)
 
 
-def _sample_mode(df, epsilon, factor, epochs, all_epochs) -> EmcTable:
+def _sample_mode(df, epsilon, factor, epochs, all_epochs, metric) -> EmcTable:
     keys = _context(df, drop="n_train")
-    m = _means(df, keys + ["n_train"], epochs, all_epochs)
+    m = _means(df, keys + ["n_train"], epochs, all_epochs, metric)
     ns = sorted(m["n_train"].unique())
     rows = []
     for key, g in m.groupby(keys + ["epoch"], dropna=False, sort=True):
-        value, bound = emc_over_n(g["n_train"], g["train_error"], epsilon)
+        value, bound = emc_over_n(g["n_train"], g[metric], epsilon)
         crit = critical_n(value, bound, ns, factor)
         rows.append({**dict(zip(keys + ["epoch"], key)), "emc": value, "bound": bound,
                      "EMC": fmt_n(value, bound), "critical n": ", ".join(fmt_n(n) for n in crit),
                      "seeds": int(g["seeds"].min())})
     table = pd.DataFrame(rows)
     notes = [f"sample axis n = {', '.join(fmt_n(n) for n in ns)}"]
-    return EmcTable("sample", epsilon, factor, table, 0, notes)
+    return EmcTable("sample", epsilon, factor, table, 0, notes, metric)
 
 
-def _threshold_mode(df, epsilon, factor, epochs, all_epochs) -> EmcTable:
+def _threshold_mode(df, epsilon, factor, epochs, all_epochs, metric) -> EmcTable:
     keys = _context(df, drop="width")
     fold = not epochs and not all_epochs
-    m = _means(df, keys + ["width"], epochs, all_epochs or fold)
+    m = _means(df, keys + ["width"], epochs, all_epochs or fold, metric)
     rows = []
     for key, g in m.groupby(keys + ["epoch"], dropna=False, sort=True):
-        g = g[g["train_error"].notna()].sort_values("width")
-        if g.empty:  # (no train error at this epoch)
+        g = g[g[metric].notna()].sort_values("width")
+        if g.empty:  # (no value of the metric at this epoch)
             continue
-        value, bound = threshold_over_width(g["width"], g["train_error"], epsilon)
+        value, bound = threshold_over_width(g["width"], g[metric], epsilon)
         at = g[np.isclose(g["width"].to_numpy(dtype=float), value)] if np.isfinite(value) else g.iloc[:0]
-        err = float(at["train_error"].iloc[0]) if len(at) and bound != ">" else math.nan
+        err = float(at[metric].iloc[0]) if len(at) and bound != ">" else math.nan
         rows.append({**dict(zip(keys + ["epoch"], key)), "threshold": value, "bound": bound,
-                     "threshold width": _fmt_width(value, bound), "train_error": err,
+                     "threshold width": _fmt_width(value, bound), metric: err,
                      "crossing": _crossing(value, bound, g["width"].to_list()), "seeds": int(g["seeds"].min())})
     table = pd.DataFrame(rows)
     folded = 0
@@ -216,9 +222,9 @@ def _threshold_mode(df, epsilon, factor, epochs, all_epochs) -> EmcTable:
         table = table[cols]
     rows = rows_of(df)
     notes = [f"one sample size (n = {', '.join(fmt_n(n) for n in sorted(rows['n_train'].unique()))}): "
-             "EMC >= n exactly where the train error is <= eps, so only the crossing is known; "
+             f"EMC >= n exactly where the {label(metric)} is <= eps, so only the crossing is known; "
              "a sample axis (several n_train) gives EMC itself"] if "n_train" in rows.columns else []
-    return EmcTable("threshold", epsilon, factor, table, folded, notes)
+    return EmcTable("threshold", epsilon, factor, table, folded, notes, metric)
 
 
 def _fmt_width(value: float, bound: str) -> str:

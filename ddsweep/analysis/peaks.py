@@ -113,11 +113,13 @@ CURVES = {"width": "model-wise", "n_train": "sample-wise"}
 
 
 def summarize(df: pd.DataFrame | Reduced, epsilon: float = EPSILON, epoch: int | None = None,
-              noise_z: float = NOISE_Z, select_on: str = "test") -> pd.DataFrame:
+              noise_z: float = NOISE_Z, select_on: str = "test", metric: str = "test_error") -> pd.DataFrame:
     """One row per curve (model-wise over width, sample-wise over n_train) and measure.
 
-    Measures: "final" (test error at the last or `epoch`-th epoch) and
-    "early-stopped" (minimum over epochs <= epoch of the seed-mean test error).
+    Measures: "final" (`metric`, default the test error, at the last or `epoch`-th epoch) and
+    "early-stopped" (minimum over epochs <= epoch of the seed-mean `metric`). Any stored
+    metric works, e.g. test_loss (the Transformer figures'); the interpolation threshold is
+    always read from the train error.
     Axes with fewer than 3 values make no curve. `df`: all rows, or a Reduced with the
     rows at `epoch` and the early-stopped test error up to it. select_on="val": the
     early-stopping epoch is chosen on the validation split's error (measure "early-stopped
@@ -128,6 +130,8 @@ def summarize(df: pd.DataFrame | Reduced, epsilon: float = EPSILON, epoch: int |
     table = rows_of(df)
     if table.empty:
         raise UserError("no metric rows")
+    if metric not in table.columns:
+        raise UserError(f"--metric {metric}: no such metric column (metrics: {', '.join(_metric_columns(table))})")
     rows = []
     for axis, kind in CURVES.items():
         if axis not in table.columns or table[axis].nunique() < 3:
@@ -135,12 +139,12 @@ def summarize(df: pd.DataFrame | Reduced, epsilon: float = EPSILON, epoch: int |
         linked = linked_axes(table, axis)  # a linked group (grid.zip) is one axis: its others move with it
         keys = [a for a in ("label_noise", "n_train", "width") if a in table.columns and a != axis and a not in linked]
         keys += [a for a in varying_axes(table) if a not in keys and a != axis and a not in linked]
-        final = final_means(df, keys + [axis], ["test_error", "train_error"], epoch)
-        stopped = early_stopped(df, keys + [axis], "test_error", epoch, select).rename(
-            columns={"test_error": "es_error", "test_error_sem": "es_sem", "seeds": "es_seeds"})
+        final = final_means(df, keys + [axis], list(dict.fromkeys([metric, "train_error"])), epoch)
+        stopped = early_stopped(df, keys + [axis], metric, epoch, select).rename(
+            columns={metric: "es_error", f"{metric}_sem": "es_sem", "seeds": "es_seeds"})
         both = final.merge(stopped[keys + [axis, "es_error", "es_sem", "es_seeds"]], on=keys + [axis], how="left")
         for key, g in both.groupby(keys, dropna=False, sort=True):
-            g = g[g["test_error"].notna()].sort_values(axis)
+            g = g[g[metric].notna()].sort_values(axis)
             if len(g) < 3:
                 continue
             ctx = dict(zip(keys, key if isinstance(key, tuple) else (key,)))
@@ -151,11 +155,11 @@ def summarize(df: pd.DataFrame | Reduced, epsilon: float = EPSILON, epoch: int |
                 if not bound:  # the grid point on the fitted side of EMC = n
                     thr = float(g[axis][g["train_error"] <= epsilon].max())
             read = int(g["epoch"].max())
-            for measure, cols in (("final", ("test_error", "test_error_sem", "seeds")),
+            for measure, cols in (("final", (metric, f"{metric}_sem", "seeds")),
                                   (es_measure, ("es_error", "es_sem", "es_seeds"))):
                 y, sem, seeds = (g[c] for c in cols)
                 res = analyse_curve(g[axis], y, sem, seeds, thr, bound, noise_z)
-                rows.append({"curve": kind, "measure": measure, **ctx, "axis": axis,
+                rows.append({"curve": kind, "measure": measure, "metric": metric, **ctx, "axis": axis,
                              "epoch": read, "epsilon": epsilon, **res})
     if not rows:
         raise UserError("no curve to summarise: need width or n_train with at least 3 values")
@@ -163,6 +167,18 @@ def summarize(df: pd.DataFrame | Reduced, epsilon: float = EPSILON, epoch: int |
     for col in ("peak_near_threshold", "within_noise"):  # True / False / None, as Python objects
         out[col] = pd.Series([_tri(v) for v in out[col]], index=out.index, dtype=object)
     return out
+
+
+def _metric_columns(table: pd.DataFrame) -> list[str]:
+    from ddsweep.axes import METRIC
+
+    return [m.column for m in METRIC.values() if m.column in table.columns and m.name not in ("step",)]
+
+
+def _metric_label(r: dict) -> str:
+    from ddsweep.axes import label
+
+    return label(r.get("metric") or "test_error")
 
 
 def _tri(v):
@@ -185,7 +201,7 @@ def describe(row) -> str:
     fixed = [_fmt_level(k, r[k]) for k in ("label_noise", "n_train", "width", "lr", "batch_size", "optimizer",
                                             "depth", "momentum", "weight_decay", "dataset", "model", "loss")
              if k in r and k != axis and not _isnan(r[k])] + _knob_levels(r, axis)
-    head = f"{r['curve']} {r['measure']} test error ({', '.join(fixed)}; epoch {r['epoch']})"
+    head = f"{r['curve']} {r['measure']} {_metric_label(r)} ({', '.join(fixed)}; epoch {r['epoch']})"
     if _isnan(r["peak"]):
         return (f"{head}: no peak; lowest {_fmt(r['first_min'])} at {_at(axis, r['first_min_at'])}; "
                 + _threshold_text(r))
@@ -247,7 +263,7 @@ def describe_lines(row) -> list[str]:
     fixed = [_fmt_level(k, r[k]) for k in ("label_noise", "n_train", "width", "lr", "batch_size", "optimizer",
                                             "depth", "momentum", "weight_decay", "dataset", "model", "loss")
              if k in r and k != axis and not _isnan(r[k])] + _knob_levels(r, axis)
-    lines = [f"{r['curve']}, {r['measure']} test error ({', '.join(fixed)}; epoch {r['epoch']}):"]
+    lines = [f"{r['curve']}, {r['measure']} {_metric_label(r)} ({', '.join(fixed)}; epoch {r['epoch']}):"]
     if _isnan(r["peak"]):
         lines.append(f"  no peak; lowest {_fmt(r['first_min'])} at {_at(axis, r['first_min_at'])}")
     else:

@@ -1,4 +1,5 @@
-"""Curves: test and train error against an axis, seed mean with a 95% band, one colour per noise level.
+"""Curves: test and train error (or any metric: `metric`) against an axis, seed mean with a 95% band,
+one colour per noise level.
 
 Against width or n_train the curves are read at the last (or a chosen) epoch, next
 to the "optimal early stopping" curve (per cell, the minimum over epochs of the
@@ -28,33 +29,38 @@ MAX_PANELS = 12
 def curve(db="results.duckdb", sweep: str | None = None, x: str = "width", epoch: int | None = None,
           hue: str = "label_noise", out="curve.png", where: dict | None = None, facet: str | None = None,
           noisy_test: bool = False, classes: int | None = None, early_stopping: bool = True,
-          select_on: str = "test") -> Path:
-    """Final-epoch (or `epoch`) test and train error against x; against epoch it plots whole runs.
-    select_on="val": the early-stopped curve stops where the validation error is least."""
+          select_on: str = "test", metric: str = "test_error") -> Path:
+    """Final-epoch (or `epoch`) test and train error (or `metric`, e.g. test_loss, with its train twin)
+    against x; against epoch it plots whole runs. select_on="val": the early-stopped curve stops where
+    the validation error is least."""
+    from ddsweep.analysis.frames import check_metric
+
     out = check_out(out)
-    name, df = _read(db, sweep, where, x, epoch, hue, facet, early_stopping, selector(select_on))
+    check_metric(metric)
+    name, df = _read(db, sweep, where, x, epoch, hue, facet, early_stopping, selector(select_on), metric)
     fig = curve_figure(df, name, x=x, epoch=epoch, hue=hue, facet=facet, noisy_test=noisy_test,
-                       classes=classes, early_stopping=early_stopping, select_on=select_on)
+                       classes=classes, early_stopping=early_stopping, select_on=select_on, metric=metric)
     return save(fig, out)
 
 
-def _read(db, sweep, where, x, epoch, hue, facet, early_stopping, select=None):
+def _read(db, sweep, where, x, epoch, hue, facet, early_stopping, select=None, metric="test_error"):
     """What the figure draws, reduced in DuckDB where the axes allow (cell axes and epoch), else the rows."""
-    metrics = ("test_error", "train_error")
+    metrics = _columns(metric)
     from ddsweep.axes import CELL_AXES
 
     if all(c is None or c in CELL_AXES or c == "epoch" for c in (x, hue, facet)):
         red = results.reduce(db, sweep, where, epoch=None if x == "epoch" else epoch, metrics=metrics,
-                             curves=x == "epoch", best="test_error" if early_stopping and x != "epoch" else None,
+                             curves=x == "epoch", best=metric if early_stopping and x != "epoch" else None,
                              best_until=epoch, best_select=select if early_stopping and x != "epoch" else None)
-        return red["sweep"], Reduced(red["rows"], red["curves"], red["best"], best_until=epoch, best_select=select)
+        return red["sweep"], Reduced(red["rows"], red["curves"], red["best"], best_metric=metric, best_until=epoch,
+                                     best_select=select)
     return results.sweep_frame(db, sweep, where, metrics=(*metrics, x, hue, facet, select))
 
 
 def curve_figure(df: pd.DataFrame | Reduced, name: str = "", x: str = "width", epoch: int | None = None,
                  hue: str | None = "label_noise", where: dict | None = None, facet: str | None = None,
                  noisy_test: bool = False, classes: int | None = None, early_stopping: bool = True,
-                 threshold_eps: float | None = 0.1, select_on: str = "test"):
+                 threshold_eps: float | None = 0.1, select_on: str = "test", metric: str = "test_error"):
     """The figure behind `curve`, from a metric frame (as `load_metrics` returns), or a Reduced
     (ddsweep.store.results.reduce: the rows at the epoch, the early-stopped test error per
     cell and, against epoch, the seed-mean curves) that draws the same.
@@ -62,6 +68,8 @@ def curve_figure(df: pd.DataFrame | Reduced, name: str = "", x: str = "width", e
     With threshold_eps, a vertical line marks the interpolation threshold (train error
     <= eps: the smallest such width, or EMC = n over n_train). select_on="val": the
     early-stopped curve stops at each cell's epoch of least validation error (the title says so).
+    `metric` replaces the test error (solid) and its train twin, where there is one (test_loss:
+    train_loss), the train error (dashed).
     """
     select = selector(select_on)
     plt = setup()
@@ -69,7 +77,15 @@ def curve_figure(df: pd.DataFrame | Reduced, name: str = "", x: str = "width", e
 
     red = df if isinstance(df, Reduced) else None  # reduced in the database: rows at the epoch, means per cell
     df = rows_of(df)
-    check_columns(df, x=x, hue=hue, facet=facet)
+    check_columns(df, x=x, hue=hue, facet=facet, metric=metric)
+    if noisy_test and metric != "test_error":
+        raise UserError(f"--noisy-test transforms the test error, not {metric}")
+    twin = _train_twin(metric)
+    if twin is not None and twin not in df.columns:
+        twin = None
+    from ddsweep.axes import METRIC
+
+    fraction = METRIC[metric].fraction if metric in METRIC else False
     if red is not None and where:
         raise ValueError("a Reduced is filtered when it is made (ddsweep.store.results.reduce(where=...))")
     df = apply_where(df, where)
@@ -106,7 +122,8 @@ def curve_figure(df: pd.DataFrame | Reduced, name: str = "", x: str = "width", e
     else:
         colors = sns.color_palette("colorblind", max(len(levels), 1))
     show_es = early_stopping and x != "epoch"
-    es_label = "test, early-stopped" + ("" if select is None else f" on {select_on}")
+    solid = "test" if metric.startswith("test_") else label(metric)
+    es_label = f"{solid}, early-stopped" + ("" if select is None else f" on {select_on}")
     linked = linked_axes(df, x)
 
     drawn = []  # the lines' values: the y range follows them, not the (with few seeds, wide) bands
@@ -128,17 +145,18 @@ def curve_figure(df: pd.DataFrame | Reduced, name: str = "", x: str = "width", e
             if red is not None and x == "epoch":  # already the seed means of each cell and epoch
                 m = f.sort_values(x)
             else:
-                m = seed_mean(f, [x], ["test_error", "train_error"]).sort_values(x)
+                m = seed_mean(f, [x], [c for c in _columns(metric) if c in f.columns]).sort_values(x)
             p = _noise_of(f) if noisy_test else None
             tag = "" if hue is None or many else f" ({fmt_level(hue, level)})"
-            lines = [("test", m["test_error"], m["test_error_sem"], m["seeds"], "-", "o", True),
-                     ("train", m["train_error"], m["train_error_sem"], m["seeds"], "--", None, False)]
+            lines = [(solid, m[metric], m[f"{metric}_sem"], m["seeds"], "-", "o", True)]
+            if twin is not None:
+                lines.append(("train", m[twin], m[f"{twin}_sem"], m["seeds"], "--", None, False))
             if show_es:
                 a = sub_all if hue is None else sub_all[sub_all[hue] == level]
-                es = (early_stopped(a, [x], "test_error", epoch, select) if red is None else a).sort_values(x)
-                lines.append((es_label, es["test_error"], es["test_error_sem"], es["seeds"], ":", "v",
+                es = (early_stopped(a, [x], metric, epoch, select) if red is None else a).sort_values(x)
+                lines.append((es_label, es[metric], es[f"{metric}_sem"], es["seeds"], ":", "v",
                               True, es[x]))
-            if threshold_eps and x in ("width", "n_train"):
+            if threshold_eps and x in ("width", "n_train") and "train_error" in m.columns:
                 thr = _threshold(m, x, threshold_eps)
                 if thr is not None:
                     ax.axvline(thr, color=color, ls="-.", lw=1, alpha=0.7,
@@ -157,7 +175,9 @@ def curve_figure(df: pd.DataFrame | Reduced, name: str = "", x: str = "width", e
                 drawn.append(y[np.isfinite(y)])
                 ok = np.isfinite(band)
                 if ok.any() and what != es_label:  # errors live in [0, 1]: so do their bands
-                    lo, hi = np.clip(np.where(ok, y - band, y), 0, 1), np.clip(np.where(ok, y + band, y), 0, 1)
+                    lo, hi = np.where(ok, y - band, y), np.where(ok, y + band, y)
+                    if fraction:
+                        lo, hi = np.clip(lo, 0, 1), np.clip(hi, 0, 1)
                     ax.fill_between(xs, lo, hi, color=color, alpha=0.15, lw=0)
         if is_log_axis(x, final[x].unique()):
             ax.set_xscale("log")
@@ -169,7 +189,7 @@ def curve_figure(df: pd.DataFrame | Reduced, name: str = "", x: str = "width", e
     if many:
         from matplotlib.lines import Line2D
 
-        styles = [("test", "-"), ("train", "--")] + ([(es_label, ":")] if show_es else [])
+        styles = [(solid, "-")] + ([("train", "--")] if twin else []) + ([(es_label, ":")] if show_es else [])
         if threshold_eps and x in ("width", "n_train"):
             styles.append((f"threshold: train error <= {threshold_eps:g}", "-."))
         handles, labels = [Line2D([], [], color="0.2", ls=s) for _, s in styles], [w for w, _ in styles]
@@ -190,13 +210,18 @@ def curve_figure(df: pd.DataFrame | Reduced, name: str = "", x: str = "width", e
         if isinstance(cnorm, LogNorm):
             plain_log_ticks(cb.ax.yaxis)
     for row in grid:
-        row[0].set_ylabel("error")
+        row[0].set_ylabel("error" if metric == "test_error" else label(metric).removeprefix("test "))
     values = np.concatenate(drawn) if drawn else np.array([])
     if values.size:
         lo, hi = float(values.min()), float(values.max())
         pad = 0.08 * max(hi - lo, 0.02)
-        axes[0].set_ylim(max(lo - pad, -0.02), min(hi + pad, 1.02))
+        axes[0].set_ylim(max(lo - pad, -0.02), min(hi + pad, 1.02)) if fraction else axes[0].set_ylim(lo - pad, hi + pad)
     when = "" if x == "epoch" else (" at the last epoch" if epoch is None else f" at epoch {epoch}")
+    if metric != "test_error":
+        what = f"{label(metric)}" + (f" (solid) and {label(twin)} (dashed)" if twin else "")
+        fig.suptitle(f"{name + ': ' if name else ''}{label(metric).removeprefix('test ')} vs {label(x)}{when}\n"
+                     f"{what}; bands: 95% CI over seeds", fontsize=9.5)
+        return fig
     if noisy_test:
         shows = f"test error on the NOISY test distribution: p + e(1 - pC/(C-1)), C = {C}"
     else:
@@ -207,6 +232,19 @@ def curve_figure(df: pd.DataFrame | Reduced, name: str = "", x: str = "width", e
     fig.suptitle(f"{name + ': ' if name else ''}error vs {label(x)}{when}\n{shows}\n"
                  "train error on the noisy labels trained on; bands: 95% CI over seeds", fontsize=9.5)
     return fig
+
+
+def _train_twin(metric: str) -> str | None:
+    """The train-set twin of a test metric (test_loss: train_loss), drawn dashed beside it."""
+    from ddsweep.axes import METRIC
+
+    twin = "train_" + metric.removeprefix("test_") if metric.startswith("test_") else None
+    return twin if twin in METRIC else None
+
+
+def _columns(metric: str) -> tuple[str, ...]:
+    """The metric columns a curve of `metric` reads: it, its train twin, the train error (the threshold)."""
+    return tuple(dict.fromkeys(c for c in (metric, _train_twin(metric), "train_error") if c))
 
 
 def _threshold(m: pd.DataFrame, x: str, eps: float):

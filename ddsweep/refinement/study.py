@@ -66,8 +66,10 @@ class Cell:
     source: str = "grid"        # grid | refine
 
 
-def study_name(sweep: str, axis: str, target: str, early_stopped: bool = False, where: dict | None = None) -> str:
+def study_name(sweep: str, axis: str, target: str, early_stopped: bool = False, where: dict | None = None,
+               metric: str = "test_error") -> str:
     parts = [sweep, axis, target] + (["early-stopped"] if early_stopped and target == "peak" else [])
+    parts += [metric] if metric != "test_error" and target == "peak" else []  # (test error: the names as before)
     for k, vs in sorted((where or {}).items()):
         parts.append(f"{k}={','.join(map(str, vs if isinstance(vs, (list, tuple)) else [vs]))}")
     return re.sub(r"[^A-Za-z0-9_.=,\-]", "_", "-".join(parts))

@@ -124,7 +124,7 @@ def _axis_of(spec, grid_path, axis: str, log: bool | None, db_values) -> tuple[A
     return Axis(axis, integer, bool(log), int(lo) if integer else lo, int(hi) if integer else hi), values
 
 
-def _cells(conn, sweep: str, axis: Axis, grid_values, target: str, early_stopped: bool,
+def _cells(conn, sweep: str, axis: Axis, grid_values, target: str, early_stopped: bool, metric: str,
            where) -> tuple[dict, set]:
     """{value: Cell} of the selected curve, and every value of the axis in the sweep."""
     import pandas as pd
@@ -145,18 +145,19 @@ def _cells(conn, sweep: str, axis: Axis, grid_values, target: str, early_stopped
                         f"choose one with --where {c}=VALUE")
     # (in refine's write transaction, so what it plans matches what it read; as a frame, not tuples)
     metrics = conn.connection.driver_connection.execute(
-        "SELECT m.job_id, m.epoch, m.test_error, m.train_error FROM metrics m JOIN jobs j USING (job_id) "
+        f"SELECT m.job_id, m.epoch, {', '.join('m.' + c for c in dict.fromkeys([metric, 'train_error']))} "
+        "FROM metrics m JOIN jobs j USING (job_id) "
         "WHERE j.sweep = ? AND j.status = 'done'", [sweep]).df()
     done = jobs[jobs["status"] == "done"][["job_id", axis.name, "seed"]].merge(metrics, on="job_id")
     objective: dict = {}
     if not done.empty:
-        done = done.astype({"test_error": float, "train_error": float})
+        done = done.astype({metric: float, "train_error": float})
         if target == "peak" and early_stopped:
-            table = es(done, [axis.name], "test_error")
-            col = "test_error"
+            table = es(done, [axis.name], metric)
+            col = metric
         else:
-            table = final_means(done, [axis.name], ["test_error", "train_error"])
-            col = "test_error" if target == "peak" else "train_error"
+            table = final_means(done, [axis.name], list(dict.fromkeys([metric, "train_error"])))
+            col = metric if target == "peak" else "train_error"
         objective = {axis.snap(r[axis.name]): float(r[col]) for _, r in table.iterrows()}
     grid = {axis.snap(v) for v in grid_values}
     cells = {}
@@ -180,13 +181,17 @@ def _job_value(job, axis: str):
 
 def refine(db: str | Path, sweep: str, axis: str = "width", target: str = "peak", budget: int = 8,
            batch: int = 2, early_stopped: bool = False, epsilon: float = EPSILON, log: bool | None = None,
-           where: dict | None = None) -> RefineResult:
-    """One refinement step: sync the study with the database, propose, plan the new jobs."""
+           where: dict | None = None, metric: str = "test_error") -> RefineResult:
+    """One refinement step: sync the study with the database, propose, plan the new jobs. The peak
+    is that of `metric` (default the test error; any stored metric, e.g. test_loss)."""
+    from ddsweep.axes import check_metric
+
     from ddsweep.grid import expand
     from ddsweep.store import Store
     from ddsweep.store import jobs as store_jobs
 
     check_args(target, budget, batch, epsilon, early_stopped)
+    check_metric(metric)
     try:
         import optuna  # noqa: F401
     except ImportError:
@@ -202,8 +207,8 @@ def refine(db: str | Path, sweep: str, axis: str = "width", target: str = "peak"
         if target == "peak" and len(grid_values) < 3:
             raise UserError(f"--axis {axis}: sweep {sweep}'s grid has {len(grid_values)} values; "
                             "finding a peak needs at least 3")
-        cells, every = _cells(conn, sweep, ax, grid_values, target, early_stopped, where)
-        name = study_name(sweep, axis, target, early_stopped, where)
+        cells, every = _cells(conn, sweep, ax, grid_values, target, early_stopped, metric, where)
+        name = study_name(sweep, axis, target, early_stopped, where, metric)
         path = study_dir(db) / f"{name}.log"
         study, note = sync_study(path, name, ax, target, cells, epsilon)
         observed = {v: c.objective for v, c in cells.items() if c.status == "done"}
