@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ddsweep.axes import check_metric
+from ddsweep.analysis.frames import check_metric
 from ddsweep.errors import UserError
 from ddsweep.grid import Job, expand, load_grid, read_grid_text
 from ddsweep.store import Store

@@ -193,16 +193,6 @@ def config_value(config: dict, axis: str):
     return node
 
 
-def check_metric(name: str, option: str = "--metric") -> str:
-    """`name` if it is a stored per-epoch metric (as load_metrics names it), else a one-line UserError."""
-    from ddsweep.errors import UserError
-
-    names = [m.column for m in METRICS if m.name != "step"]
-    if name not in names:
-        raise UserError(f"{option} {name}: not a stored metric (metrics: {', '.join(names)})")
-    return name
-
-
 def label(col: str) -> str:
     """How a plot names a column: 'model width h', 'test error', else the name in words."""
     if col in AXIS and AXIS[col].label:

@@ -238,3 +238,4 @@ def test_transformer_options_are_refused_elsewhere(tmp_path, cli):
     g["train"]["label_smoothing"] = 0.1
     r = cli("plan", write_grid(tmp_path / "g.yaml", g), "--db", tmp_path / "r.duckdb")
     assert r.exit_code == 2 and "label_smoothing = 0.1: applies to model: transformer only" in r.output, r.output
+

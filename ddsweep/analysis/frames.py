@@ -44,6 +44,16 @@ def _cells_of(red: Reduced, keys, what: str) -> None:
         raise ValueError(f"this Reduced has no {what} by {list(keys)} (it splits by every varying cell axis)")
 
 
+def check_metric(name: str, option: str = "--metric") -> str:
+    """`name` if it is a stored per-epoch metric (as load_metrics names it), else a one-line UserError."""
+    from ddsweep.axes import METRICS
+
+    names = [m.column for m in METRICS if m.name != "step"]
+    if name not in names:
+        raise UserError(f"{option} {name}: not a stored metric (metrics: {', '.join(names)})")
+    return name
+
+
 def check_columns(df: pd.DataFrame, **named) -> None:
     for option, col in named.items():
         if col is not None and col not in df.columns:

@@ -184,7 +184,7 @@ def refine(db: str | Path, sweep: str, axis: str = "width", target: str = "peak"
            where: dict | None = None, metric: str = "test_error") -> RefineResult:
     """One refinement step: sync the study with the database, propose, plan the new jobs. The peak
     is that of `metric` (default the test error; any stored metric, e.g. test_loss)."""
-    from ddsweep.axes import check_metric
+    from ddsweep.analysis.frames import check_metric
 
     from ddsweep.grid import expand
     from ddsweep.store import Store
