@@ -95,6 +95,7 @@ def _finish_with(db, error, loss):
     """Finish every pending job with synthetic metrics: test error error(w), test loss loss(w)."""
     from ddsweep.store import Store
     from ddsweep.store import jobs as store_jobs
+    from ddsweep.workers.events import Finished, JobStatus, Metrics
 
     with Store(db).write() as conn:
         claimed = store_jobs.claim(conn, "fake", 10**6)
@@ -104,8 +105,7 @@ def _finish_with(db, error, loss):
             rows = [{"job_id": j["job_id"], "epoch": 0, "test_error": 0.9, "train_error": 0.9, "test_loss": 3.0},
                     {"job_id": j["job_id"], "epoch": e, "test_error": error(w), "train_error": 0.5,
                      "test_loss": loss(w)}]
-            events += [{"kind": "metrics", "rows": rows},
-                       {"kind": "finished", "job_id": j["job_id"], "status": "done", "epochs": e}]
+            events += [Metrics(rows=rows), Finished(job_id=j["job_id"], status=JobStatus.DONE, epochs=e)]
         store_jobs.apply_events(conn, "fake", events)
 
 
