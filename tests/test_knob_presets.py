@@ -99,13 +99,12 @@ def test_plot_bootstrap_without_torch(trained, cli):
     assert r.exit_code == 2 and "needs runs in both worlds" in r.output
 
 
-def test_ideal_world_needs_a_generated_dataset(monkeypatch):
+def test_ideal_world_of_a_generator_never_runs_out():
+    """MNIST-1D's ideal world renders fresh samples: no pool bounds its horizon (a pool dataset's
+    ideal world is bounded by its pool: tests/test_bootstrap.py)."""
     import ddsweep.grid as grid
-    import ddsweep.grid.expansion
-    from ddsweep.errors import GridError
 
-    assert grid.IDEAL_DATASETS == ("mnist1d",)
-    monkeypatch.setattr(ddsweep.grid.expansion, "IDEAL_DATASETS", ("other",))  # as if mnist1d had no generator
-    g = {**TINY, "grid": {**TINY["grid"], "world": ["real", "ideal"]}}
-    with pytest.raises(GridError, match=r"^g.yaml: grid.world = 'ideal': the ideal world needs a dataset"):
-        grid.expand(grid.parse_grid(g, "g.yaml"), "g.yaml")
+    g = {**TINY, "train": {**TINY["train"], "epochs": 5000},
+         "grid": {**TINY["grid"], "world": ["real", "ideal"]}}  # 5000 x 400 samples, the pool is 1200
+    jobs = grid.expand(grid.parse_grid(g, "g.yaml"), "g.yaml")
+    assert {j.config["train"].get("world", "real") for j in jobs} == {"real", "ideal"}

@@ -22,7 +22,10 @@ DATASETS = {
     # sentence pairs: ROOT/train.SRC, ROOT/train.TGT, ... (ddsweep.data.translation)
     "translation": "ddsweep.data.translation:load_translation",
     "synthetic_translation": "ddsweep.data.translation:load_translation",  # generated (ddsweep.data.synthetic_text)
+    # ~6M CIFAR-like images from local .npz shards, memory-mapped (ddsweep.data.cifar5m)
+    "cifar5m": "ddsweep.data.cifar5m:load_cifar5m",
 }
+GENERATED = ("mnist1d",)  # a generator makes the ideal world's fresh samples (others draw them from the pool)
 MNIST1D_DEFAULTS = {"pool": 8000, "test": 4000, "seed": 42}  # generation knobs (only MNIST-1D has them)
 # Keys of a dataset spec that say where and how to read or augment it, not which samples
 # it holds: left out of what the training subset and label noise draws are seeded by, so a
@@ -40,7 +43,19 @@ def load_dataset(spec: dict):
 
 
 def is_vision(name: str) -> bool:
-    return DATASETS.get(name, "").startswith("ddsweep.data.vision:")
+    """An image dataset (uint8 [N, C, 32, 32]): the conv models run on these."""
+    return DATASETS.get(name, "").startswith(("ddsweep.data.vision:", "ddsweep.data.cifar5m:"))
+
+
+def _images(name: str):
+    """The torch-free module that plans an image dataset: its config, knobs, pool size, files."""
+    if name == "cifar5m":
+        from ddsweep.data import cifar5m
+
+        return cifar5m
+    from ddsweep.data import vision
+
+    return vision
 
 
 def is_text(name: str) -> bool:
@@ -69,6 +84,11 @@ def _dataset_config(spec: dict) -> dict:
         return {"name": name, **{k: d if spec.get(k) is None else spec[k] for k, d in SYNTHETIC_DEFAULTS.items()}}
     if not is_vision(name):
         return {"name": name, **{k: d if spec.get(k) is None else spec[k] for k, d in MNIST1D_DEFAULTS.items()}}
+    if name == "cifar5m":
+        out = _images(name).dataset_config(spec)
+        if spec.get("augment"):
+            out["augment"] = True
+        return out
     out = {"name": name}
     if spec.get("root") is not None:
         out["root"] = str(spec["root"])
@@ -87,8 +107,12 @@ def validation_size(config: dict) -> int:
 
 
 def dataset_identity(config: dict) -> dict:
-    """What a job's training subset and label noise are seeded by: the dataset config without NOT_IDENTITY."""
-    return {k: v for k, v in config.items() if k not in NOT_IDENTITY}
+    """What a job's training subset and label noise are seeded by: the dataset config without NOT_IDENTITY
+    (also in a nested test_from: where CIFAR-10's test set is read from does not matter either)."""
+    out = {k: v for k, v in config.items() if k not in NOT_IDENTITY}
+    if isinstance(out.get("test_from"), dict):
+        out["test_from"] = {k: v for k, v in out["test_from"].items() if k not in NOT_IDENTITY}
+    return out
 
 
 def spec_problem(spec: dict) -> tuple[str, str] | None:
@@ -96,9 +120,7 @@ def spec_problem(spec: dict) -> tuple[str, str] | None:
     if spec.get("val") and is_text(spec["name"]):
         return "val", "a validation split applies to the classification datasets only, not to text"
     if is_vision(spec["name"]):
-        from ddsweep.data import vision
-
-        return vision.spec_problem(spec)
+        return _images(spec["name"]).spec_problem(spec)
     if is_text(spec["name"]):
         from ddsweep.data import translation
 
@@ -106,7 +128,8 @@ def spec_problem(spec: dict) -> tuple[str, str] | None:
     for key, default in (("src", None), ("tgt", None)):
         if spec.get(key, default) != default:
             return key, "applies to name: translation only"
-    for key, default in (("root", None), ("download", False), ("verify", True), ("augment", False)):
+    for key, default in (("root", None), ("download", False), ("verify", True), ("augment", False),
+                         ("test_from", None)):
         if spec.get(key, default) != default:
             return key, f"applies to the image datasets only ({', '.join(n for n in DATASETS if is_vision(n))})"
     return None
@@ -115,9 +138,7 @@ def spec_problem(spec: dict) -> tuple[str, str] | None:
 def pool_size(spec: dict) -> int:
     """Size of the training pool n_train draws from, without loading the data."""
     if is_vision(spec["name"]):
-        from ddsweep.data import vision
-
-        return vision.pool_size(spec)
+        return _images(spec["name"]).pool_size(spec)
     if is_text(spec["name"]):
         from ddsweep.data import translation
 
@@ -128,11 +149,15 @@ def pool_size(spec: dict) -> int:
 def availability_problem(spec: dict) -> str | None:
     """Why the dataset cannot be loaded here as specified (one line), or None."""
     if is_vision(spec["name"]):
-        from ddsweep.data import vision
-
-        return vision.availability_problem(spec)
+        return _images(spec["name"]).availability_problem(spec)
     if is_text(spec["name"]):
         from ddsweep.data import translation
 
         return translation.availability_problem(spec)
     return None
+
+
+def ideal_capacity(name: str, pool: int, n_train: int) -> int | None:
+    """Fresh samples an ideal-world run with this n_train may draw (ddsweep.data.ideal): None when a
+    generator makes them without end (MNIST-1D), else the pool less the real training subset."""
+    return None if name in GENERATED else max(pool - n_train, 0)

@@ -3,7 +3,18 @@
 A run with `world: ideal` trains on a stream of samples that are never reused: every
 step takes the next batch of the stream. Its "epochs" are as long as its real twin's
 (n_train samples, the same steps and batch sizes), so the two compare at equal steps
-on the same test set.
+on the same test set. An ideal run of E epochs uses E x n_train fresh samples.
+
+Every dataset with a fixed pool (CIFAR-5m, CIFAR-10/100, MNIST, SVHN, ...) has an
+ideal world: `PoolStream`. A run's training subset is the head of its seeded
+permutation of the pool (ddsweep.data.noise.pool_order); its ideal-world twin walks
+the rest of that permutation in order, so it never meets a sample twice, never a
+sample of the real run's training subset, and never the test set (which is not in
+the pool). Label noise is ddsweep.data.noise's draw per pool sample, the real
+world's rule. The grid refuses at plan time (ddsweep.data.ideal_capacity) a run that would need
+more fresh samples than the pool holds besides its real subset. CIFAR-5m (~6M
+samples) gives a 50K-sample run about 120 epochs of fresh data; CIFAR-10's own pool
+only (50000 - n) / n epochs: there it is for small n_train.
 
 For MNIST-1D the stream is drawn from the same generator as the real data:
 `mnist1d_chunk(spec, c)` renders chunk c (CHUNK samples, classes balanced as in
@@ -31,16 +42,52 @@ from collections import OrderedDict
 import numpy as np
 import torch
 
-from ddsweep.data.noise import seeded_generator
+from ddsweep.data.noise import noisy_labels, pool_order, seeded_generator
 
 CHUNK = 1 << 15  # samples per generated chunk of the stream
-IDEAL = {"mnist1d": "mnist1d_chunk"}  # datasets with an ideal world -> chunk renderer (this module)
+IDEAL = {"mnist1d": "mnist1d_chunk"}  # generated datasets (ddsweep.data.GENERATED) -> chunk renderer
 _CHUNKS: OrderedDict = OrderedDict()  # (dataset key, chunk) -> (x, y): the last few rendered
 _KEEP = 4
 
 
+def ideal_stream(config: dict, data):
+    """The fresh-sample stream of an ideal-world job (its config) on its loaded data (Tensors)."""
+    if config["dataset"]["name"] in IDEAL:
+        return IdealStream(config["dataset"], config["seed"], config["label_noise"], data.num_classes)
+    return PoolStream(config, data)
+
+
+class PoolStream:
+    """The ideal world on a fixed pool: the samples of the pool the run's real twin does not train
+    on, in the run's seeded order, each at most once (see the module docstring)."""
+
+    def __init__(self, config: dict, data):
+        from ddsweep.data import dataset_identity
+
+        dataset = dataset_identity(config["dataset"])  # as the real world's subset and noise are seeded
+        order = pool_order(dataset, len(data.y_pool), config["seed"])
+        self.data = data
+        self.stream = order[config["n_train"]:]  # pool indices, in the order the run meets them
+        labels, _ = noisy_labels(dataset, data.y_pool, self.stream, config["label_noise"], config["seed"],
+                                 data.num_classes)
+        self.labels = labels.to(torch.int16 if data.num_classes < 2**15 else torch.int64)  # 6M of them on CIFAR-5m
+
+    def positions(self, start: int, count: int) -> torch.Tensor:
+        """Pool indices of the run's fresh samples start .. start + count - 1."""
+        if start + count > len(self.stream):
+            raise ValueError(f"the ideal world ran out of fresh samples: {start + count} asked for, "
+                             f"the pool holds {len(self.stream)} besides the real training subset")
+        return self.stream[start:start + count]
+
+    def take(self, start: int, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(images [count, ...], noisy labels [count]) of the run's fresh samples start .. start + count - 1."""
+        idx = self.positions(start, count)
+        device = self.data.x_pool.device if isinstance(self.data.x_pool, torch.Tensor) else "cpu"
+        return self.data.pool_rows(idx, device), self.labels[start:start + count].long()
+
+
 class IdealStream:
-    """The fresh-sample stream of one run (dataset, seed, label noise)."""
+    """The fresh-sample stream of one run (dataset, seed, label noise) from MNIST-1D's generator."""
 
     def __init__(self, dataset: dict, seed: int, label_noise: float, num_classes: int):
         if dataset["name"] not in IDEAL:

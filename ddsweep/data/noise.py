@@ -33,18 +33,22 @@ def _sorted(x):
     return x
 
 
+def pool_order(dataset: dict, pool_size: int, seed: int) -> torch.Tensor:
+    """The seeded permutation of the trainable pool (the pool less any validation split): a run's
+    training subset is its head, its ideal-world stream (ddsweep.data.ideal.PoolStream) the rest."""
+    val = int(dataset.get("val") or 0)
+    if not val:
+        return torch.randperm(pool_size, generator=seeded_generator("subset", dataset, seed))
+    rest = _split(dataset, pool_size)[val:]
+    return rest[torch.randperm(len(rest), generator=seeded_generator("subset", dataset, seed))]
+
+
 def training_subset(dataset: dict, pool_size: int, n_train: int, seed: int) -> torch.Tensor:
-    """Indices into the pool of the first n_train samples of a seeded permutation.
+    """Indices into the pool of the first n_train samples of a seeded permutation (pool_order).
 
     With a validation split (`val` in the dataset), the permutation is of the pool less
     the held-out samples, so no seed and no n_train ever trains on one of them."""
-    val = int(dataset.get("val") or 0)
-    if not val:
-        perm = torch.randperm(pool_size, generator=seeded_generator("subset", dataset, seed))
-        return perm[:n_train]
-    rest = _split(dataset, pool_size)[val:]
-    perm = torch.randperm(len(rest), generator=seeded_generator("subset", dataset, seed))
-    return rest[perm[:n_train]]
+    return pool_order(dataset, pool_size, seed)[:n_train]
 
 
 def validation_split(dataset: dict, pool_size: int) -> torch.Tensor:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,7 +13,10 @@ import torch
 class Tensors:
     """Training pool and test set; moved to the worker's device once and kept there."""
 
-    x_pool: torch.Tensor  # [pool, features...] float32, or uint8 images [pool, C, 32, 32] (ddsweep.data.vision)
+    # [pool, features...] float32, or uint8 images [pool, C, 32, 32] (ddsweep.data.vision); or, for a
+    # pool too large to hold (CIFAR-5m), an object with .shape, len() and .rows(idx, device) that reads
+    # the rows asked for (ddsweep.data.cifar5m.ShardPool): it stays where it is, rows go to the device
+    x_pool: torch.Tensor
     y_pool: torch.Tensor  # [pool] int64
     x_test: torch.Tensor
     y_test: torch.Tensor
@@ -22,9 +26,17 @@ class Tensors:
     text: Any = None
 
     def to(self, device) -> "Tensors":
-        return Tensors(self.x_pool.to(device), self.y_pool.to(device), self.x_test.to(device),
-                       self.y_test.to(device), self.num_classes, self.text)
+        pool = self.x_pool.to(device) if isinstance(self.x_pool, torch.Tensor) else self.x_pool
+        return Tensors(pool, self.y_pool.to(device), self.x_test.to(device), self.y_test.to(device),
+                       self.num_classes, self.text)
+
+    def pool_rows(self, idx: torch.Tensor, device) -> torch.Tensor:
+        """x_pool[idx] on `device` (idx any shape), whether the pool is held or read on demand."""
+        if isinstance(self.x_pool, torch.Tensor):
+            return self.x_pool[idx.to(self.x_pool.device)].to(device)
+        flat = self.x_pool.rows(idx.reshape(-1), device)
+        return flat.view(*idx.shape, *flat.shape[1:])
 
     @property
     def input_dim(self) -> int:
-        return int(self.x_pool[0].numel())
+        return int(math.prod(self.x_pool.shape[1:]))

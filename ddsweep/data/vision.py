@@ -85,6 +85,12 @@ FOLDER_TEST_SPLITS = ("test", "val")
 
 def vision_info(spec: dict) -> VisionSet:
     """The fixed facts of a vision dataset; for an ImageFolder tree, read from the tree (no torch)."""
+    if spec["name"] == "cifar5m":  # CIFAR-10's classes and normalisation; its sizes from the shards
+        from ddsweep.data import cifar5m
+
+        c10 = VISION["cifar10"]
+        return VisionSet("CIFAR5m", 3, 10, cifar5m.pool_size(spec), cifar5m.test_size(spec), c10.mean, c10.std,
+                         (), ())
     if spec["name"] != IMAGEFOLDER:
         return VISION[spec["name"]]
     return _folder_info(str(data_root(spec)))
@@ -356,6 +362,8 @@ def pool_size(spec: dict) -> int:
 
 def spec_problem(spec: dict) -> tuple[str, str] | None:
     """(key, problem) if the spec's knobs do not apply to a vision dataset."""
+    if spec.get("test_from") is not None:
+        return "test_from", "CIFAR-5m's knob (its test set from another dataset); this dataset has its own test set"
     for key in ("pool", "test", "seed"):
         if spec.get(key) is not None:
             if spec["name"] == IMAGEFOLDER:

@@ -20,7 +20,7 @@ from ddsweep.grid.generators import TEXT_NUMBER_HINT, looks_numeric
 from ddsweep.grid.linked import axis_key, factors
 from ddsweep.grid.load import pydantic_error
 from ddsweep.grid.spec import (
-    CELL_AXES, HORIZON_SCHEDULES, IDEAL_DATASETS, INT_AXES, MAX_JOBS, MODEL_AXES, SPARSE_TRAIN,
+    CELL_AXES, HORIZON_SCHEDULES, INT_AXES, MAX_JOBS, MODEL_AXES, SPARSE_TRAIN,
     TEXT_AXES, TRAIN_AXES, WORD_VALUES, CellSpec, GridSpec, ModelSpec, TrainSpec, canonical_train,
 )
 
@@ -112,10 +112,8 @@ def expand(spec: GridSpec, path: str | Path = "<grid>", pool_size: int | None = 
         train = canonical_train(train, cell["n_train"])
         if train.get("schedule") in HORIZON_SCHEDULES:
             train["epochs"] = epochs  # the schedule depends on the horizon: each horizon is its own job
-        if train.get("world") == "ideal" and spec.dataset.name not in IDEAL_DATASETS:
-            raise GridError(path, axis_key(spec.grid, "world") if "world" in cell else "train.world", "ideal",
-                            f"the ideal world needs a dataset with a generator ({', '.join(IDEAL_DATASETS)}); "
-                            f"{spec.dataset.name} has a fixed pool")
+        if train.get("world") == "ideal":
+            _check_fresh_samples(spec, cell, train, epochs, pool, path)
         _check_text_cell(spec, cell, model, train, path)
         config = {
             "sweep": spec.name,
@@ -152,6 +150,29 @@ def _check_text_cell(spec: GridSpec, cell: dict, model: dict, train: dict, path)
     if is_text(spec.dataset.name) and cell.get("label_noise", 0.0) > 0:
         raise GridError(path, axis_key(spec.grid, "label_noise"), cell["label_noise"],
                         "label noise is not defined for text (a sentence pair has no label to flip); use 0")
+
+
+def _check_fresh_samples(spec: GridSpec, cell: dict, train: dict, epochs: int, pool: int, path) -> None:
+    """An ideal-world cell must not need more fresh samples (epochs x n_train) than the pool holds
+    besides its real training subset (ddsweep.data.ideal); a generated dataset never runs out."""
+    from ddsweep.data import ideal_capacity, is_text
+
+    if is_text(spec.dataset.name):
+        raise GridError(path, "grid.world" if "world" in cell else "train.world", "ideal",
+                        "the ideal world is defined for classification datasets, not text")
+    n = int(cell["n_train"])
+    capacity = ideal_capacity(spec.dataset.name, pool, n)
+    if capacity is None or epochs * n <= capacity:
+        return
+    per_epoch = epoch_steps(n, train["batch_size"])
+    allowed = capacity // n * per_epoch
+    where = "train.steps" if spec.train.steps is not None and "steps" not in cell else (
+        "grid.steps" if "steps" in cell else ("grid.epochs" if "epochs" in cell else "train.epochs"))
+    raise GridError(path, where, MISSING,
+                    f"the ideal world at n_train={n} needs {epochs * n} fresh samples ({epochs} epochs x {n}) "
+                    f"but {spec.dataset.name}'s pool holds {capacity} besides the real training subset: it allows "
+                    f"{allowed} steps ({capacity // n} epoch{'s' * (capacity // n != 1)} of {per_epoch}); shorten "
+                    f"the horizon, lower n_train or use a larger pool (cifar5m)")
 
 
 def epoch_steps(n_train: int, batch_size: int | str) -> int:

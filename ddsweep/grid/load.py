@@ -175,7 +175,10 @@ def _check_registry(spec: GridSpec, path) -> None:
     raw = spec.dataset.model_dump()
     problem = spec_problem(raw)
     if problem:
-        raise GridError(path, f"dataset.{problem[0]}", raw[problem[0]], problem[1])
+        value = raw
+        for part in problem[0].split("."):  # a key may be nested: test_from.name
+            value = value.get(part, MISSING) if isinstance(value, dict) else MISSING
+        raise GridError(path, f"dataset.{problem[0]}", value, problem[1])
     _check_text_model(spec, path)
     if spec.model.name in CONV_MODELS:
         if "depth" in spec.model.model_fields_set or "depth" in axis_names(spec.grid):

@@ -30,7 +30,8 @@ class DatasetSpec(_Strict):
 
     name: str = "mnist1d"
     pool: int | None = Field(None, gt=0, description="MNIST-1D: training pool size (default 8000)")
-    test: int | None = Field(None, gt=0, description="MNIST-1D: test set size (default 4000)")
+    test: int | None = Field(None, gt=0, description="MNIST-1D: test set size (default 4000); cifar5m: samples "
+                             "held out of the shards as the test set (default 10000)")
     seed: int | None = Field(None, ge=0, description="MNIST-1D: seed of the data generator (default 42)")
     root: str | None = Field(None, min_length=1, description="images: torchvision root (default $DDSWEEP_DATA)")
     download: StrictBool = Field(False, description="images: let torchvision download a missing dataset")
@@ -40,6 +41,8 @@ class DatasetSpec(_Strict):
     tgt: str | None = Field(None, pattern=r"^[A-Za-z0-9_\-]+$", description="translation: target language suffix")
     # held out of the pool once per dataset (not per seed): never trained on, clean labels
     val: int = Field(0, ge=0, le=100_000_000, description="validation samples held out of the training pool; 0: none")
+    test_from: dict[str, Any] | None = Field(None, description="cifar5m: the test set of another dataset "
+                                             "instead of a held-out slice, e.g. {name: cifar10, root: DIR}")
 
     def config(self) -> dict:
         from ddsweep.data import dataset_config
@@ -129,7 +132,6 @@ KNOB_NEEDS = {"inv_sqrt_steps": ("schedule", "inverse_sqrt"), "step_milestones":
               "step_factor": ("schedule", "step"), "trust": ("optimizer", "lars")}
 KNOB_COLUMNS = vocabulary.KNOB_COLUMNS  # also columns of `jobs`
 HORIZON_SCHEDULES = ("step", "cosine")  # schedules that depend on the horizon: `epochs` joins the job id
-IDEAL_DATASETS = ("mnist1d",)  # datasets with a generator for the ideal world (fresh samples every step)
 
 
 def canonical_train(train: dict, n_train: int) -> dict:

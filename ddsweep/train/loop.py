@@ -83,9 +83,9 @@ def train_pack(jobs: list[dict], device: str = "cpu", emit: Emit = lambda e: Non
     if augment is not None:
         for m in members:
             m.aug_rng = seeded_generator("augment", m.config["seed"])
-    x_train = data.x_pool[torch.stack(subsets).to(device)]  # [K, n, d], resident on the device
+    x_train = data.pool_rows(torch.stack(subsets), device)  # [K, n, d], resident on the device
     val_idx = validation_split(dataset_identity(cfg["dataset"]), len(data.y_pool)).to(device)  # (one per pack)
-    held_out = (data.x_pool[val_idx], data.y_pool[val_idx]) if len(val_idx) else None  # clean labels
+    held_out = (data.pool_rows(val_idx, device), data.y_pool[val_idx]) if len(val_idx) else None  # clean labels
     y_train = torch.stack([m.labels for m in members])  # [K, n]
     widths = {train_width(m.config, str(device)) for m in members}
     if len(widths) != 1:
@@ -102,7 +102,7 @@ def train_pack(jobs: list[dict], device: str = "cpu", emit: Emit = lambda e: Non
     theta0 = model.flat.clone()  # the init, for dist_from_init (checkpoints keep it)
     schedule = None if all(map(is_constant, recipes)) else Schedule(recipes, lr, steps_per_epoch, epochs, device)
     knobs = StepKnobs(recipes, device)  # flooding, gradient penalty, clipping: knobs.active if any member uses one
-    ideal = _ideal_streams(members, recipes, data.num_classes)  # member -> stream of fresh samples
+    ideal = _ideal_streams(members, recipes, data)  # member -> stream of fresh samples
 
     start_epoch, step, seconds_before = 0, 0, 0.0
     history: dict[str, list[dict]] = {m.job_id: [] for m in members}  # rows so far; checkpoints keep them
@@ -344,14 +344,13 @@ def _freeze(model: PackedModel, opt, k: int, schedule=None) -> None:
         schedule.base[k] = 0.0
 
 
-def _ideal_streams(members, recipes, num_classes) -> dict:
+def _ideal_streams(members, recipes, data) -> dict:
     """member index -> its stream of fresh samples, for members in the ideal world."""
     if not any(r["world"] == "ideal" for r in recipes):
         return {}
-    from ddsweep.data.ideal import IdealStream
+    from ddsweep.data.ideal import ideal_stream
 
-    return {k: IdealStream(m.config["dataset"], m.config["seed"], m.config["label_noise"], num_classes)
-            for k, (m, r) in enumerate(zip(members, recipes)) if r["world"] == "ideal"}
+    return {k: ideal_stream(m.config, data) for k, (m, r) in enumerate(zip(members, recipes)) if r["world"] == "ideal"}
 
 
 def _noise_scale(recipe: dict, lr: float, n: int) -> float | None:

@@ -1,0 +1,275 @@
+"""The Deep Bootstrap on images: CIFAR-5m shards, the ideal world on any pool, soft error, the summary.
+
+The tests write small shards in CIFAR-5m's released format (cifar5m_part<i>.npz with X
+uint8 [N, 32, 32, 3] and Y [N]) whose every image carries its own global index in its
+first three bytes, so that which samples a run trained on can be read off the images.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+
+import ddsweep
+from ddsweep.data import load_dataset
+from ddsweep.data.cifar5m import write_cifar5m
+from ddsweep.data.noise import noisy_labels, training_subset
+from ddsweep.data.vision import write_cifar
+from ddsweep.errors import GridError
+from ddsweep.grid import expand, parse_grid
+from ddsweep.train.loop import train_pack
+from tests.conftest import write_grid
+
+TOTAL, HELD, PARTS = 1500, 120, 3  # samples in the shards, the held-out test slice, shards
+
+
+def indexed_images(first: int, n: int, rng) -> np.ndarray:
+    """Random uint8 images [n, 32, 32, 3] whose first three bytes spell first + i (base 256)."""
+    x = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
+    ids = np.arange(first, first + n)
+    x[:, 0, 0, 0], x[:, 0, 0, 1], x[:, 0, 0, 2] = ids % 256, ids // 256 % 256, ids // 65536
+    return x
+
+
+def ids_of(images: torch.Tensor) -> torch.Tensor:
+    """The index an image carries ([..., 3, 32, 32] uint8 -> [...])."""
+    px = images[..., :, 0, 0].long()
+    return px[..., 0] + 256 * px[..., 1] + 65536 * px[..., 2]
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cifar5m")
+    rng = np.random.default_rng(5)
+    return write_cifar5m(root, indexed_images(0, TOTAL, rng), rng.integers(0, 10, TOTAL), parts=PARTS)
+
+
+@pytest.fixture(scope="module")
+def cifar10(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cifar10")
+    rng = np.random.default_rng(6)
+    x = indexed_images(0, 700, rng).transpose(0, 3, 1, 2)
+    xt = indexed_images(100_000, 60, rng).transpose(0, 3, 1, 2)
+    return write_cifar(root, x, rng.integers(0, 10, 700), xt, rng.integers(0, 10, 60))
+
+
+def boot_grid(dataset: dict, model: str = "mcnn", **overrides) -> dict:
+    grid = {
+        "name": f"boot-{model}",
+        "dataset": dataset,
+        "model": {"name": model},
+        "train": {"optimizer": "sgd", "lr": 0.05, "momentum": 0.9, "batch_size": 25, "epochs": 3},
+        "eval": {"every": 1},
+        "grid": {"width": [2], "n_train": [100], "label_noise": [0.2], "world": ["real", "ideal"], "seed": [0]},
+    }
+    grid.update(overrides)
+    return grid
+
+
+def jobs_of(grid: dict) -> list[dict]:
+    return [{"job_id": j.job_id, "config": json.loads(json.dumps(j.config, sort_keys=True)),
+             "epochs": j.epochs, "horizons": list(j.horizons)} for j in expand(parse_grid(grid))]
+
+
+def rows_of(events) -> dict:
+    return {(r["job_id"], r["epoch"]): r for e in events if e["kind"] == "metrics" for r in e["rows"]}
+
+
+# ----------------------------------------------------------------------------- CIFAR-5m shards
+
+
+def test_shards_read_as_numpy_reads_them(shards, cifar10):
+    spec = {"name": "cifar5m", "root": str(shards), "test": HELD}
+    data = load_dataset(spec)
+    parts = [np.load(shards / f"cifar5m_part{i}.npz") for i in range(PARTS)]
+    x = np.concatenate([p["X"] for p in parts])
+    y = np.concatenate([p["Y"] for p in parts])
+    assert len(data.y_pool) == TOTAL - HELD and data.x_pool.shape == (TOTAL - HELD, 3, 32, 32)
+    idx = torch.tensor([0, 499, 500, 1001, TOTAL - HELD - 1, 7])  # across every shard boundary
+    assert torch.equal(data.pool_rows(idx, "cpu"), torch.from_numpy(x[idx.numpy()]).permute(0, 3, 1, 2))
+    assert torch.equal(data.y_pool, torch.from_numpy(y[:TOTAL - HELD]).long())
+    assert torch.equal(data.x_test, torch.from_numpy(x[TOTAL - HELD:]).permute(0, 3, 1, 2))  # the held-out tail
+    assert torch.equal(data.y_test, torch.from_numpy(y[TOTAL - HELD:]).long())
+    assert data.input_dim == 3072 and data.num_classes == 10
+    # the test set of real CIFAR-10 instead: the whole shards are the pool
+    other = load_dataset({"name": "cifar5m", "root": str(shards),
+                          "test_from": {"name": "cifar10", "root": str(cifar10), "verify": False}})
+    assert len(other.y_pool) == TOTAL and set(ids_of(other.x_test).tolist()) == set(range(100_000, 100_060))
+
+
+def _shard_cases(tmp_path):
+    rng = np.random.default_rng(0)
+    x, y = indexed_images(0, 40, rng), rng.integers(0, 10, 40)
+
+    def gap(root):
+        write_cifar5m(root, x, y, parts=3)
+        (root / "cifar5m_part1.npz").unlink()
+
+    def save(root, **arrays):
+        np.savez(root / "cifar5m_part0.npz", **arrays)
+
+    def truncated(root):
+        write_cifar5m(root, x, y, parts=1)
+        p = root / "cifar5m_part0.npz"
+        p.write_bytes(p.read_bytes()[:5000])
+
+    return {
+        "no shard": (lambda root: None, "no cifar5m_part0.npz"),
+        "gap": (gap, "cifar5m_part1.npz: missing"),
+        "compressed": (lambda root: write_cifar5m(root, x, y, parts=1, compressed=True),
+                       "cifar5m_part0.npz: X: stored compressed"),
+        "no Y": (lambda root: save(root, X=x), "cifar5m_part0.npz: Y: missing"),
+        "dtype": (lambda root: save(root, X=x.astype(np.float32), Y=y), "cifar5m_part0.npz: X: dtype float32"),
+        "shape": (lambda root: save(root, X=x[:, :, :, :1], Y=y), "cifar5m_part0.npz: X: shape [40, 32, 32, 1]"),
+        "length": (lambda root: save(root, X=x, Y=y[:39]), "cifar5m_part0.npz: Y: shape [39], expected [40]"),
+        "labels": (lambda root: save(root, X=x, Y=y + 5), "cifar5m_part0.npz: Y: labels from"),
+        "not a zip": (lambda root: (root / "cifar5m_part0.npz").write_bytes(b"not a zip" * 100),
+                      "cifar5m_part0.npz: not an .npz"),
+        "truncated": (truncated, "cifar5m_part0.npz"),
+    }
+
+
+def test_bad_shards_are_one_line_at_plan_time(tmp_path, cli, shards):
+    db = tmp_path / "r.duckdb"
+    good = write_grid(tmp_path / "good.yaml", boot_grid({"name": "cifar5m", "root": str(shards), "test": HELD}))
+    assert cli("plan", good, "--db", db).exit_code == 0
+    before = ddsweep.query("select job_id, status from jobs order by job_id", db)
+    for i, (case, (make, expected)) in enumerate(_shard_cases(tmp_path).items()):
+        root = tmp_path / f"bad{i}"
+        root.mkdir()
+        make(root)
+        g = write_grid(tmp_path / f"bad{i}.yaml", boot_grid({"name": "cifar5m", "root": str(root), "test": 10},
+                                                            name=f"bad{i}"))
+        r = cli("plan", g, "--db", db)
+        assert r.exit_code == 2, (case, r.output)
+        assert expected in r.output and len(r.output.strip().splitlines()) == 1, (case, r.output)
+    assert ddsweep.query("select job_id, status from jobs order by job_id", db).equals(before)  # unchanged
+
+
+@pytest.mark.parametrize("dataset, problem", [
+    ({"test": TOTAL}, "holds out every sample"),
+    ({"test": 10, "test_from": {"name": "cifar10"}}, "dataset.test = 10: give either test"),
+    ({"test_from": {"name": "svhn"}}, "dataset.test_from.name = 'svhn': CIFAR-5m's test set can come from cifar10"),
+    ({"test_from": {"name": "cifar10", "colour": 1}}, "unknown key colour"),
+    ({"seed": 3}, "dataset.seed = 3: MNIST-1D's generation knob"),
+    ({"download": True}, "download does not apply"),
+])
+def test_cifar5m_grid_errors(shards, dataset, problem):
+    g = boot_grid({"name": "cifar5m", "root": str(shards), **dataset})
+    with pytest.raises(GridError, match=problem):
+        expand(parse_grid(g, "g.yaml"), "g.yaml")
+
+
+def test_cifar5m_config_and_identity(shards, cifar10):
+    from ddsweep.data import dataset_config, dataset_identity
+
+    held = dataset_config({"name": "cifar5m", "root": str(shards)})
+    assert held == {"name": "cifar5m", "root": str(shards), "test": 10_000}
+    c = dataset_config({"name": "cifar5m", "root": str(shards),
+                        "test_from": {"name": "cifar10", "root": str(cifar10), "verify": True}})
+    assert c == {"name": "cifar5m", "root": str(shards), "test_from": {"name": "cifar10", "root": str(cifar10)}}
+    assert dataset_identity(c) == {"name": "cifar5m", "test_from": {"name": "cifar10"}}  # locations do not count
+
+
+# ----------------------------------------------------------------------------- the ideal world on a pool
+
+
+def _recorded(monkeypatch):
+    import ddsweep.data.ideal as ideal
+
+    seen = []
+    take = ideal.PoolStream.take
+
+    def recording(self, start, count):
+        x, y = take(self, start, count)
+        seen.append((self, start, x, y))
+        return x, y
+
+    monkeypatch.setattr(ideal.PoolStream, "take", recording)
+    return seen
+
+
+@pytest.mark.parametrize("source", ["cifar5m", "cifar10"])
+def test_ideal_world_draws_fresh_samples_only(source, shards, cifar10, monkeypatch):
+    """Every fresh sample once, none of the real training subset, none of the test set; noisy labels
+    by the real world's rule (the same draw per pool sample); on CIFAR-5m and on CIFAR-10's own pool."""
+    if source == "cifar5m":
+        dataset, pool, test_ids = {"name": "cifar5m", "root": str(shards), "test": HELD}, TOTAL - HELD, \
+            set(range(TOTAL - HELD, TOTAL))
+    else:
+        dataset, pool, test_ids = {"name": "cifar10", "root": str(cifar10), "verify": False}, 700, \
+            set(range(100_000, 100_060))
+    seen = _recorded(monkeypatch)
+    g = boot_grid(dataset, train={"optimizer": "sgd", "lr": 0.05, "batch_size": 50, "epochs": 4},
+                  grid={"width": [1], "n_train": [100], "label_noise": [0.3], "world": ["ideal"], "seed": [0, 1]})
+    jobs = jobs_of(g)
+    train_pack(jobs, emit=lambda e: None)
+    data = load_dataset(jobs[0]["config"]["dataset"])
+    assert len(data.y_pool) == pool
+    for job in jobs:
+        c = job["config"]
+        mine = [s for s in seen if _seed_of(s[0], c, data)]
+        assert [s[1] for s in mine] == [0, 100, 200, 300]  # one epoch of n_train fresh samples each
+        drawn = torch.cat([ids_of(s[2]) for s in mine])
+        assert len(drawn) == 400 and len(drawn.unique()) == 400  # no sample twice
+        real = set(training_subset({k: v for k, v in c["dataset"].items() if k not in ("root", "verify")},
+                                   pool, 100, c["seed"]).tolist())
+        assert not set(drawn.tolist()) & real and not set(drawn.tolist()) & test_ids
+        # the labels: the real world's noise rule on these pool samples, 30% flipped to a wrong class
+        ident = {k: v for k, v in c["dataset"].items() if k not in ("root", "verify")}
+        want, flipped = noisy_labels(ident, data.y_pool, drawn, 0.3, c["seed"], 10)
+        assert torch.equal(torch.cat([s[3] for s in mine]), want)
+        assert 0.15 < flipped.float().mean() < 0.45 and (want[flipped] != data.y_pool[drawn][flipped]).all()
+
+
+def _seed_of(stream, config, data) -> bool:
+    from ddsweep.data.noise import pool_order
+
+    ident = {k: v for k, v in config["dataset"].items() if k not in ("root", "verify")}
+    return torch.equal(stream.stream[:50], pool_order(ident, len(data.y_pool), config["seed"])[100:150])
+
+
+@pytest.mark.parametrize("dataset, n_train, horizon, allowed", [
+    ("cifar5m", 100, {"epochs": 13}, "allows 48 steps (12 epochs of 4)"),  # 1380 - 100 = 1280 fresh: 12.8 epochs
+    # planning counts CIFAR-10's pool as the real archive's 50000 (it does not read the files)
+    ("cifar10", 20000, {"steps": 1000}, "allows 800 steps (1 epoch of 800)"),  # 30000 fresh: 1.5 epochs
+])
+def test_too_few_fresh_samples_is_one_line(dataset, n_train, horizon, allowed, shards, cifar10, tmp_path, cli):
+    spec = {"name": "cifar5m", "root": str(shards), "test": HELD} if dataset == "cifar5m" else \
+        {"name": "cifar10", "root": str(cifar10), "verify": False}
+    train = {"optimizer": "sgd", "lr": 0.05, "batch_size": 25, **horizon}
+    g = write_grid(tmp_path / "g.yaml", boot_grid(spec, train=train,
+                                                  grid={"width": [2], "n_train": [n_train], "world": ["real", "ideal"]}))
+    db = tmp_path / "r.duckdb"
+    r = cli("plan", g, "--db", db)
+    assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1, r.output
+    assert allowed in r.output and "fresh samples" in r.output
+    assert not db.exists() or ddsweep.query("select count(*) as n from jobs", db).n[0] == 0
+    # the same grid one epoch shorter plans
+    fits = {"epochs": 12} if dataset == "cifar5m" else {"steps": 800}
+    g = write_grid(tmp_path / "g2.yaml", boot_grid(spec, train={**train, **fits} if "steps" in train else
+                                                   {**{k: v for k, v in train.items() if k != "epochs"}, **fits},
+                                                   grid={"width": [2], "n_train": [n_train],
+                                                         "world": ["real", "ideal"]}))
+    assert cli("plan", g, "--db", db).exit_code == 0
+
+
+def test_pool_ideal_pack_equals_alone(shards):
+    g = boot_grid({"name": "cifar5m", "root": str(shards), "test": HELD, "augment": True}, "mcnn",
+                  train={"optimizer": "sgd", "lr": 0.05, "batch_size": 25, "epochs": 2},
+                  grid={"width": [2], "n_train": [50], "label_noise": [0.2], "world": ["real", "ideal"],
+                        "seed": [0, 1]})
+    jobs = jobs_of(g)
+    packed = []
+    train_pack(jobs, emit=packed.append)
+    packed = rows_of(packed)
+    for job in jobs:
+        alone = []
+        train_pack([job], emit=alone.append)
+        for key, r in rows_of(alone).items():
+            for m in ("train_loss", "test_loss", "train_error", "test_error"):
+                assert packed[key][m] == pytest.approx(r[m], rel=1e-4, abs=1e-6), (key, m)
