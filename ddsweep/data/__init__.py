@@ -62,6 +62,12 @@ def is_text(name: str) -> bool:
     return DATASETS.get(name, "").startswith("ddsweep.data.translation:")
 
 
+def image_info(spec: dict):
+    """The fixed facts (channels, classes, sizes, normalisation: a vision.VisionSet) of an image dataset."""
+    module = _images(spec["name"])
+    return module.info(spec) if module.__name__.endswith("cifar5m") else module.vision_info(spec)
+
+
 def dataset_config(spec: dict) -> dict:
     """The dataset dict a job config holds (its id hashes it): the knobs that apply, defaults filled in.
 

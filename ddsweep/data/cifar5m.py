@@ -254,6 +254,14 @@ def pool_size(spec: dict) -> int:
     return total_size(spec) - test_size(spec)
 
 
+def info(spec: dict):
+    """The VisionSet facts of CIFAR-5m: CIFAR-10's classes and normalisation, its sizes from the shards."""
+    from ddsweep.data.vision import VISION, VisionSet
+
+    c10 = VISION["cifar10"]
+    return VisionSet("CIFAR5m", 3, CLASSES, pool_size(spec), test_size(spec), c10.mean, c10.std, (), ())
+
+
 # ----------------------------------------------------------------------------- loading (torch)
 
 

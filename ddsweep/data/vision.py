@@ -85,12 +85,6 @@ FOLDER_TEST_SPLITS = ("test", "val")
 
 def vision_info(spec: dict) -> VisionSet:
     """The fixed facts of a vision dataset; for an ImageFolder tree, read from the tree (no torch)."""
-    if spec["name"] == "cifar5m":  # CIFAR-10's classes and normalisation; its sizes from the shards
-        from ddsweep.data import cifar5m
-
-        c10 = VISION["cifar10"]
-        return VisionSet("CIFAR5m", 3, 10, cifar5m.pool_size(spec), cifar5m.test_size(spec), c10.mean, c10.std,
-                         (), ())
     if spec["name"] != IMAGEFOLDER:
         return VISION[spec["name"]]
     return _folder_info(str(data_root(spec)))

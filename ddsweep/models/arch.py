@@ -116,7 +116,7 @@ ARCHS = {"mcnn": mcnn, "preact_resnet18": preact_resnet18}
 
 def arch_for(config: dict, width: int | None = None) -> Arch:
     """The architecture of a job config (at `width`, default the job's own), for its dataset's images."""
-    from ddsweep.data.vision import vision_info
+    from ddsweep.data import image_info
 
-    info = vision_info(config["dataset"])
+    info = image_info(config["dataset"])
     return ARCHS[config["model"]["name"]](width or config["width"], info.channels, info.classes)

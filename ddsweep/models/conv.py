@@ -104,9 +104,10 @@ class PackedConvNet:
     @classmethod
     def from_config(cls, config: dict, members: int, width: int, input_dim: int, num_classes: int, device="cpu",
                     speed: SpeedSettings | None = None):
-        from ddsweep.data.vision import IMAGE_SIZE, vision_info
+        from ddsweep.data import image_info
+        from ddsweep.data.vision import IMAGE_SIZE
 
-        info = vision_info(config["dataset"])
+        info = image_info(config["dataset"])
         if input_dim != info.channels * IMAGE_SIZE * IMAGE_SIZE:
             raise ValueError(f"{cls.arch_name} expects {info.channels}x{IMAGE_SIZE}x{IMAGE_SIZE} images, "
                              f"got {input_dim} values per sample")

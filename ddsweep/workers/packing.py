@@ -63,14 +63,15 @@ def member_bytes(config: dict, device: str) -> int:
     """Estimated memory of one conv member in training: parameters with gradient, copies and Adam's
     state (~28 bytes each), one batch's activations (x1.5 for autograd's extras), its images twice
     (its training set and the epoch's shuffled copy)."""
-    from ddsweep.data.vision import IMAGE_SIZE, vision_info
+    from ddsweep.data import image_info
+    from ddsweep.data.vision import IMAGE_SIZE
     from ddsweep.models import train_width
     from ddsweep.models.arch import arch_for
 
     arch = arch_for(config, train_width(config, device))
     bf16 = config["train"].get("precision", "auto") == "bf16" or (
         device.startswith("cuda") and config["train"].get("precision", "auto") == "auto")
-    image = vision_info(config["dataset"]).channels * IMAGE_SIZE * IMAGE_SIZE
+    image = image_info(config["dataset"]).channels * IMAGE_SIZE * IMAGE_SIZE
     return int(28 * arch.size + 1.5 * (2 if bf16 else 4) * arch.activations * config["train"]["batch_size"]
                + 2 * image * config["n_train"])
 
