@@ -11,14 +11,14 @@ import json
 import zipfile
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 import ddsweep
 from ddsweep.data import load_dataset
-from ddsweep.data.cifar5m import write_cifar5m
+from ddsweep.data.writers import write_cifar, write_cifar5m
 from ddsweep.data.noise import noisy_labels, training_subset
-from ddsweep.data.vision import write_cifar
 from ddsweep.errors import GridError
 from ddsweep.grid import expand, parse_grid
 from ddsweep.train.loop import train_pack
@@ -273,3 +273,60 @@ def test_pool_ideal_pack_equals_alone(shards):
         for key, r in rows_of(alone).items():
             for m in ("train_loss", "test_loss", "train_error", "test_error"):
                 assert packed[key][m] == pytest.approx(r[m], rel=1e-4, abs=1e-6), (key, m)
+
+
+# ----------------------------------------------------------------------------- the bootstrap summary
+
+
+def _synthetic(real_test, ideal_test, real_train, steps, seeds=(0,), width=8, jitter=0.0) -> pd.DataFrame:
+    """Metric rows of one real/ideal pair: the given seed-mean curves (seed s adds +-jitter, mean unchanged)."""
+    rows = []
+    for world, test in (("real", real_test), ("ideal", ideal_test)):
+        for i, s in enumerate(seeds):
+            sign = (1 if i % 2 == 0 else -1) if len(seeds) > 1 else 0
+            for step, t, tr in zip(steps, test, real_train):
+                rows.append({"job_id": f"{world}-{width}-{s}", "world": world, "seed": s, "width": width,
+                             "label_noise": 0.0, "n_train": 100, "epoch": step // 10, "step": step,
+                             "test_error": t + sign * jitter, "test_soft_error": t + 0.1,
+                             "train_error": tr if world == "real" else 0.5})
+    return pd.DataFrame(rows)
+
+
+def test_bootstrap_summary_known_answers():
+    from ddsweep.analysis.bootstrap import bootstrap_summary, describe_all
+
+    steps = [0, 10, 20, 40, 80, 160]
+    real_train = [0.9, 0.5, 0.2, 0.02, 0.009, 0.0]  # below 1% first at step 80
+    real = [0.90, 0.60, 0.40, 0.35, 0.34, 0.33]
+    ideal = [0.90, 0.62, 0.37, 0.30, 0.25, 0.20]  # gaps 0, -0.02, +0.03, +0.05 | +0.09, +0.13
+    a = _synthetic(real, ideal, real_train, steps, seeds=(0, 1), width=8, jitter=0.01)
+    never = [0.9, 0.6, 0.4, 0.3, 0.2, 0.1]  # never below 1%
+    b = _synthetic([0.9, 0.7, 0.5, 0.5, 0.5, 0.5], [0.9, 0.6, 0.5, 0.45, 0.42, 0.4], never, steps, width=32)
+    table = bootstrap_summary(pd.concat([a, b]))
+    t = {(r.width, r.metric): r for r in table.itertuples()}
+    assert set(t) == {(8, "test_error"), (8, "test_soft_error"), (32, "test_error"), (32, "test_soft_error")}
+    r = t[(8, "test_error")]
+    assert r.fit_step == 80 and r.max_gap_step == 40 and r.max_gap == pytest.approx(0.05)
+    assert r.end_step == 160 and r.end_gap == pytest.approx(0.13) and r.seeds == 2
+    assert (r.real_end, r.ideal_end) == (pytest.approx(0.33), pytest.approx(0.20))
+    s = t[(8, "test_soft_error")]  # soft error is test error + 0.1 in both worlds here: the same gaps
+    assert s.max_gap == pytest.approx(0.05) and s.end_gap == pytest.approx(0.13) and s.real_end == pytest.approx(0.43)
+    r = t[(32, "test_error")]  # never fitted: the largest gap over every step, +0.10 at step 10
+    assert pd.isna(r.fit_step) and r.max_gap_step == 10 and r.max_gap == pytest.approx(0.10)
+    assert r.end_gap == pytest.approx(0.10) and r.real_train_end == pytest.approx(0.1)
+    lines = describe_all(table)
+    assert any("width=8: test_error real - ideal: the real world's train error first < 1% at step 80; "
+               "largest gap before it +0.050 (step 40); at the end (step 160) +0.130" in line for line in lines)
+    assert any("width=32" in line and "never fell below 1%" in line for line in lines)
+    # a negative gap larger in size than any positive one is the largest gap
+    c = _synthetic(real, [0.90, 0.70, 0.37, 0.33, 0.25, 0.20], real_train, steps)
+    assert bootstrap_summary(c).set_index("metric").loc["test_error", "max_gap"] == pytest.approx(-0.10)
+
+
+def test_bootstrap_summary_needs_both_worlds():
+    from ddsweep.analysis.bootstrap import bootstrap_summary
+    from ddsweep.errors import UserError
+
+    df = _synthetic([0.5, 0.4], [0.5, 0.4], [0.5, 0.1], [0, 10])
+    with pytest.raises(UserError, match="needs runs in both worlds"):
+        bootstrap_summary(df[df.world == "real"])

@@ -322,20 +322,3 @@ def load_cifar5m(spec: dict):
         x_test = ShardPool(parts, total).rows(np.arange(total - held, total))
         y_test = torch.from_numpy(labels[total - held:].copy())
     return Tensors(pool, torch.from_numpy(labels[:total - held].copy()), x_test, y_test, CLASSES)
-
-
-# ----------------------------------------------------------------------------- writing the format (tests)
-
-
-def write_cifar5m(root, x, y, parts: int = 2, compressed: bool = False) -> Path:
-    """Write uint8 images [N, 32, 32, 3] and labels [N] as `parts` shards cifar5m_part<i>.npz under root,
-    as the released files are (np.savez: members stored uncompressed). Returns root."""
-    import numpy as np
-
-    root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    x, y = np.asarray(x, dtype=np.uint8), np.asarray(y)
-    save = np.savez_compressed if compressed else np.savez
-    for i, idx in enumerate(np.array_split(np.arange(len(x)), parts)):
-        save(root / f"cifar5m_part{i}.npz", X=x[idx], Y=y[idx])
-    return root

@@ -1,8 +1,9 @@
 """Small datasets written in torchvision's on-disk formats, for tests and benchmarks.
 
 The real loading code (ddsweep.data.vision) then runs on them: CIFAR-10/100's python
-batches, MNIST's and Fashion-MNIST's idx files, SVHN's .mat files. And sentence pairs in
-the layout ddsweep.data.translation reads (also how the synthetic translation set is written).
+batches, MNIST's and Fashion-MNIST's idx files, SVHN's .mat files; CIFAR-5m's .npz shards
+(ddsweep.data.cifar5m). And sentence pairs in the layout ddsweep.data.translation reads (also how
+the synthetic translation set is written).
 """
 
 from __future__ import annotations
@@ -78,4 +79,18 @@ def write_translation(root, pairs: dict[str, list[tuple[str, str]]], src: str = 
     for split, items in pairs.items():
         for lang, side in ((src, 0), (tgt, 1)):
             (root / f"{split}.{lang}").write_text("".join(p[side] + "\n" for p in items), encoding="utf-8")
+    return root
+
+
+def write_cifar5m(root, x, y, parts: int = 2, compressed: bool = False) -> Path:
+    """Write uint8 images [N, 32, 32, 3] and labels [N] as `parts` shards cifar5m_part<i>.npz under root,
+    as the released files are (np.savez: members stored uncompressed). Returns root."""
+    import numpy as np
+
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    x, y = np.asarray(x, dtype=np.uint8), np.asarray(y)
+    save = np.savez_compressed if compressed else np.savez
+    for i, idx in enumerate(np.array_split(np.arange(len(x)), parts)):
+        save(root / f"cifar5m_part{i}.npz", X=x[idx], Y=y[idx])
     return root
