@@ -17,7 +17,7 @@ from ddsweep.workers import WorkResult, work
 from ddsweep.workers.events import RETRYABLE, JobStatus
 
 __all__ = ["plan", "work", "status", "query", "load_metrics", "retry", "extend", "PlanResult", "WorkResult",
-           "emc", "summary", "export", "import_results", "report", "refine"]
+           "emc", "summary", "bootstrap_summary", "export", "import_results", "report", "refine"]
 
 
 @dataclass
@@ -185,6 +185,16 @@ def summary(db: str | Path = "results.duckdb", sweep: str | None = None, epsilon
                          best_until=epoch, best_select=select)
     return summarize(Reduced(red["rows"], best=red["best"], best_metric=metric, best_until=epoch, best_select=select),
                      epsilon=epsilon, epoch=epoch, select_on=select_on, metric=metric)
+
+
+def bootstrap_summary(db: str | Path = "results.duckdb", sweep: str | None = None, where: dict | None = None,
+                      fit: float = 0.01) -> pd.DataFrame:
+    """Per real/ideal pair and test metric: the step the real world fits its train set (train error < fit),
+    the largest real - ideal gap before it, the gap at the end (ddsweep.analysis.bootstrap)."""
+    from ddsweep.analysis.bootstrap import bootstrap_summary as _bootstrap_summary
+
+    _, df = load_sweep(db, sweep, where)
+    return _bootstrap_summary(df, fit=fit)
 
 
 def export(db: str | Path = "results.duckdb", fmt: str = "parquet", out: str | Path | None = None,

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-Kind = Literal["int", "float", "text", "floats"]  # floats: a list of numbers (step_milestones)
+Kind = Literal["int", "float", "text", "floats", "bool"]  # floats: a list of numbers (step_milestones)
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ class Axis:
 
     @property
     def sql_type(self) -> str:
-        return {"int": "INTEGER", "float": "DOUBLE", "text": "VARCHAR"}[self.kind]
+        return {"int": "INTEGER", "float": "DOUBLE", "text": "VARCHAR", "bool": "BOOLEAN"}[self.kind]
 
 
 @dataclass(frozen=True)
@@ -96,6 +96,9 @@ AXES: tuple[Axis, ...] = (
     Axis("grad_penalty", "float", (_TRAIN, "grad_penalty"), 0.0, knob=True),
     Axis("flood", "float", (_TRAIN, "flood"), 0.0, knob=True),
     Axis("world", "text", (_TRAIN, "world"), "real", knob=True),
+    # random crop + flip on images (migration 0006): a train key whose default is dataset.augment; the
+    # job keeps it in its dataset config (ids planned before it was a train key stay), train_recipe reads it
+    Axis("augment", "bool", (_TRAIN, "augment"), None, label="augmentation"),
     # train keys a grid may vary that are not jobs columns (they live in the job's config)
     Axis("epochs", "int", (_TRAIN, "epochs"), 100, job=False, cell=False),
     Axis("steps", "int", (_TRAIN, "steps"), None, job=False, cell=False),
@@ -130,6 +133,10 @@ METRICS: tuple[Metric, ...] = (
     # the validation split (dataset: {val: N}): held-out pool samples, clean labels; null without one
     Metric("val_loss", label="validation loss"),
     Metric("val_error", fraction=True, label="validation error"),
+    # migration 0006: the Deep Bootstrap's soft error, 1 - mean softmax probability of the label
+    # (ddsweep.train.loop.true_class_probability); null for text models and rows written before
+    Metric("train_soft_error", fraction=True, label="train soft error"),  # the noisy labels trained on
+    Metric("test_soft_error", fraction=True, label="test soft error"),  # the clean test set
 )
 
 AXIS = {a.name: a for a in AXES}

@@ -245,12 +245,13 @@ def plot_curve(db: Path = DB, sweep: Optional[str] = SWEEP,
 def plot_bootstrap(db: Path = DB, sweep: Optional[str] = SWEEP,
                    facet: Optional[str] = typer.Option(None, "--facet", help="One panel per value of this axis (default: the one other axis that varies, e.g. width)."),
                    where: Optional[List[str]] = WHERE,
+                   metric: str = typer.Option("test_error", "--metric", help="Test metric drawn (any metric column, e.g. test_soft_error, the paper's)."),
                    out_path: Path = typer.Option(Path("bootstrap.png"), "--out", help="Output file (.png, .svg, .pdf).")):
     """Deep Bootstrap: real- vs ideal-world test error (and real train error) against steps, with the gap."""
     from ddsweep.analysis.frames import parse_where
     from ddsweep.plot import bootstrap
 
-    path = bootstrap(db, sweep=sweep, facet=facet, where=parse_where(where), out=out_path)
+    path = bootstrap(db, sweep=sweep, facet=facet, where=parse_where(where), out=out_path, metric=metric)
     out.print(f"wrote {path}")
 
 
@@ -289,16 +290,33 @@ def summary(db: Path = DB, sweep: Optional[str] = SWEEP,
             epoch: Optional[int] = typer.Option(None, "--epoch", help="Epoch to read (default: each job's last)."),
             select_on: str = SELECT_ON,
             where: Optional[List[str]] = WHERE,
-            metric: str = typer.Option("test_error", "--metric", help="The curve's metric: any stored metric, e.g. test_loss.")):
-    """First minimum, peak and second descent of each model-/sample-wise curve, vs the interpolation threshold."""
+            metric: str = typer.Option("test_error", "--metric", help="The curve's metric: any stored metric, e.g. test_loss."),
+            fit: float = typer.Option(0.01, "--fit", help="Deep Bootstrap: the real world has fitted its samples once its train error is below this.")):
+    """First minimum, peak and second descent of each model-/sample-wise curve, vs the interpolation threshold;
+    on a sweep with both worlds, the Deep Bootstrap numbers of each real/ideal pair."""
     from ddsweep import api
+    from ddsweep.analysis.bootstrap import NoWorldPairs, describe_all
     from ddsweep.analysis.frames import parse_where
     from ddsweep.analysis.peaks import describe_lines
 
-    s = api.summary(db, sweep, epsilon=epsilon, epoch=epoch, where=parse_where(where), select_on=select_on,
-                    metric=metric)
-    for _, r in s.iterrows():
+    chosen = parse_where(where)
+    try:
+        boot = api.bootstrap_summary(db, sweep, where=chosen, fit=fit)
+    except NoWorldPairs:
+        boot = None
+    try:
+        peaks = api.summary(db, sweep, epsilon=epsilon, epoch=epoch, where=chosen, select_on=select_on,
+                            metric=metric)
+    except UserError:
+        if boot is None:
+            raise
+        peaks = None  # (no model-/sample-wise curve: a bootstrap sweep over a few widths)
+    for _, r in peaks.iterrows() if peaks is not None else ():
         for line in describe_lines(r):
+            out.print(line, highlight=False, markup=False, soft_wrap=True)
+    if boot is not None:
+        out.print("Deep Bootstrap (real world - ideal world, seed means):", highlight=False, markup=False)
+        for line in describe_all(boot):
             out.print(line, highlight=False, markup=False, soft_wrap=True)
 
 

@@ -181,6 +181,14 @@ def prepare(df: pd.DataFrame, mapping: dict | None = None, constants: dict | Non
         if col in TEXT_AXES:
             df[col] = df[col].astype("string")
             continue
+        if col == "augment":  # true/false (a CSV's True, true, 1)
+            words = df[col].map(lambda v: None if pd.isna(v) else str(v).strip().lower())
+            flags = words.map({"true": True, "1": True, "1.0": True, "false": False, "0": False, "0.0": False})
+            bad = flags.isna() & words.notna()
+            if bad.any():
+                raise UserError(f"{source}: augment = {df[col][bad].iloc[0]!r}: must be true or false")
+            df[col] = flags.astype("boolean")
+            continue
         values = pd.to_numeric(df[col], errors="coerce")
         bad = values.isna() & df[col].notna()
         if bad.any():

@@ -29,6 +29,10 @@ FIT = 0.01  # the real world has fitted its samples once its train error is belo
 METRICS = ("test_soft_error", "test_error")
 
 
+class NoWorldPairs(UserError):
+    """The sweep has no runs in both worlds: there is no bootstrap to summarise."""
+
+
 def has_both_worlds(df: pd.DataFrame) -> bool:
     return "world" in df.columns and {"real", "ideal"} <= set(df["world"].dropna().unique())
 
@@ -37,7 +41,7 @@ def bootstrap_summary(df: pd.DataFrame, fit: float = FIT, metrics: tuple[str, ..
     """One row per real/ideal pair and test metric (see the module docstring)."""
     if not has_both_worlds(df):
         have = ", ".join(sorted(df["world"].dropna().unique())) if "world" in df.columns else "none"
-        raise UserError(f"the bootstrap summary needs runs in both worlds (this sweep has: {have}); "
+        raise NoWorldPairs(f"the bootstrap summary needs runs in both worlds (this sweep has: {have}); "
                         "add the axis `world: [real, ideal]` to its grid")
     if metrics is None:
         metrics = tuple(m for m in METRICS if m in df.columns and df[m].notna().any())

@@ -162,6 +162,7 @@ def train_recipe(config: dict) -> dict:
     t.update(SPARSE_TRAIN)
     t.update(config["train"])
     t.setdefault("epochs", None)
+    t["augment"] = bool(config.get("dataset", {}).get("augment", False))  # kept in the dataset config
     return t
 
 

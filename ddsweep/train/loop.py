@@ -269,24 +269,27 @@ def _evaluate(model: PackedModel, members, x_train, y_train, data, loss_name, he
 
     chunk = model.eval_chunk  # conv models size it to their activations
 
-    def run(x, y):  # x [K, N, d], y [K, N] -> summed loss [K], predictions [K, N]
+    def run(x, y):  # x [K, N, d], y [K, N] -> mean loss [K], predictions [K, N], soft error [K]
         loss_sum = torch.zeros(K, device=x.device)
+        prob_sum = torch.zeros(K, device=x.device)
         preds = []
         for i in range(0, x.shape[1], chunk):
             logits = model(x[:, i:i + chunk])
-            loss_sum += _loss(logits, y[:, i:i + chunk], loss_name) * logits.shape[1]
+            yc = y[:, i:i + chunk]
+            loss_sum += _loss(logits, yc, loss_name) * logits.shape[1]
+            prob_sum += true_class_probability(logits, yc).sum(1)
             preds.append(logits.argmax(-1))
-        return loss_sum / x.shape[1], torch.cat(preds, 1)
+        return loss_sum / x.shape[1], torch.cat(preds, 1), 1 - prob_sum / x.shape[1]
 
-    train_loss, train_pred = run(x_train, y_train)
+    train_loss, train_pred, train_soft = run(x_train, y_train)
     x_test = data.x_test.expand(K, *data.x_test.shape)
     y_test = data.y_test.expand(K, -1)
-    test_loss, test_pred = run(x_test, y_test)
+    test_loss, test_pred, test_soft = run(x_test, y_test)
     n_flipped = flipped.sum(1)
     val = []
     if held_out is not None:
         x_val, y_val = held_out[0].expand(K, *held_out[0].shape), held_out[1].expand(K, -1)
-        val_loss, val_pred = run(x_val, y_val)
+        val_loss, val_pred, _ = run(x_val, y_val)
         val = [val_loss, (val_pred != y_val).float().mean(1)]
     stats = torch.stack([
         train_loss,
@@ -295,9 +298,12 @@ def _evaluate(model: PackedModel, members, x_train, y_train, data, loss_name, he
         ((train_pred == y_train) & flipped).sum(1) / n_flipped.clamp(min=1),
         test_loss,
         (test_pred != y_test).float().mean(1),
+        train_soft.clamp(0, 1),  # (rounding could put a sum of probabilities a hair past 1)
+        test_soft.clamp(0, 1),
         *val,
     ], 1).tolist()  # one device sync per evaluation
-    keys = ("train_loss", "train_error", "train_error_clean", "noisy_fit", "test_loss", "test_error")
+    keys = ("train_loss", "train_error", "train_error_clean", "noisy_fit", "test_loss", "test_error",
+            "train_soft_error", "test_soft_error")
     keys += ("val_loss", "val_error") if val else ()
     rows = [dict(zip(keys, s)) for s in stats]
     for r, nf in zip(rows, n_flipped.tolist()):
@@ -319,6 +325,14 @@ def _token_rows(train: torch.Tensor, test: torch.Tensor) -> list[dict]:
                      "train_error_clean": train_error, "noisy_fit": None,
                      "test_loss": te_loss / max(te_n, 1), "test_error": te_wrong / max(te_n, 1)})
     return rows
+
+
+def true_class_probability(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """softmax(logits)[y] per sample: logits [K, b, C], y [K, b] -> [K, b] (float32 whatever the logits'
+    precision). 1 - its mean is the soft error of the Deep Bootstrap (Nakkiran, Neyshabur, Sedghi 2021):
+    on the noisy training labels for train_soft_error, on the clean test labels for test_soft_error;
+    the softmax of the outputs also for a model trained with the MSE loss."""
+    return torch.softmax(logits.float(), dim=-1).gather(-1, y.unsqueeze(-1)).squeeze(-1)
 
 
 def _newly_diverged(members, model: PackedModel) -> list[int]:
