@@ -1,6 +1,7 @@
 """CIFAR-5m (Nakkiran, Neyshabur, Sedghi 2021): about 6M CIFAR-10-like images, read from the released shards.
 
-A grid names it with `dataset: {name: cifar5m, root: DIR}`; DIR holds
+A grid names it with `dataset: {name: cifar5m, root: DIR}` (without root: the folder
+cifar5m/ under $DDSWEEP_DATA, else ~/.cache/ddsweep/data); DIR holds
 `cifar5m_part0.npz`, `cifar5m_part1.npz`, ... (numbered from 0 without gaps), each a
 numpy .npz with `X` uint8 [N, 32, 32, 3] and `Y` integer [N] (classes 0..9, CIFAR-10's).
 
@@ -69,9 +70,10 @@ class ShardError(UserError):
 
 
 def data_root(spec: dict) -> Path:
+    """The folder of the shards: the spec's root, else cifar5m/ under $DDSWEEP_DATA (or ~/.cache/ddsweep/data)."""
     from ddsweep.data.vision import data_root as vision_root
 
-    return vision_root(spec)
+    return vision_root(spec) if spec.get("root") else vision_root(spec) / "cifar5m"
 
 
 def shard_paths(root: Path) -> list[Path]:

@@ -94,3 +94,27 @@ def write_cifar5m(root, x, y, parts: int = 2, compressed: bool = False) -> Path:
     for i, idx in enumerate(np.array_split(np.arange(len(x)), parts)):
         save(root / f"cifar5m_part{i}.npz", X=x[idx], Y=y[idx])
     return root
+
+
+def template_images(n: int, classes: int = 10, seed: int = 0, signal: float = 4.0, noise: float = 64.0):
+    """n learnable CIFAR-shaped images (uint8 [n, 32, 32, 3]) and labels: each class is a smooth random
+    template (a 4 x 4 colour pattern, upsampled), each image its class's template (amplitude `signal`
+    grey levels), shifted by up to 4 pixels and scaled in contrast, plus pixel noise (`noise` grey levels). Hard enough that a small network fitting a
+    thousand of them memorises (the Deep Bootstrap's real world parts from its ideal world); for the
+    README's CPU demo and benchmarks, not a stand-in for CIFAR-5m's statistics."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    coarse = rng.normal(0, 1, (classes, 4, 4, 3))
+    templates = np.kron(coarse, np.ones((1, 10, 10, 1)))  # [C, 40, 40, 3]: each image a 32 x 32 window
+    y = rng.integers(0, classes, n)
+    dy, dx = rng.integers(0, 9, n), rng.integers(0, 9, n)
+    contrast = rng.uniform(0.5, 1.5, n)
+    x = np.empty((n, 32, 32, 3), dtype=np.uint8)
+    for oy in range(9):
+        for ox in range(9):
+            sel = np.flatnonzero((dy == oy) & (dx == ox))
+            t = templates[y[sel], oy:oy + 32, ox:ox + 32]
+            img = 128 + signal * contrast[sel, None, None, None] * t + noise * rng.standard_normal(t.shape, np.float32)
+            x[sel] = np.clip(img, 0, 255).astype(np.uint8)
+    return x, y

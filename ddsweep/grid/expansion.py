@@ -21,7 +21,7 @@ from ddsweep.grid.linked import axis_key, factors
 from ddsweep.grid.load import pydantic_error
 from ddsweep.grid.spec import (
     CELL_AXES, HORIZON_SCHEDULES, INT_AXES, MAX_JOBS, MODEL_AXES, SPARSE_TRAIN,
-    TEXT_AXES, TRAIN_AXES, WORD_VALUES, CellSpec, GridSpec, ModelSpec, TrainSpec, canonical_train,
+    BOOL_AXES, TEXT_AXES, TRAIN_AXES, WORD_VALUES, CellSpec, GridSpec, ModelSpec, TrainSpec, canonical_train,
 )
 
 
@@ -106,6 +106,8 @@ def expand(spec: GridSpec, path: str | Path = "<grid>", pool_size: int | None = 
             elif k in MODEL_AXES:
                 model[k] = v
         epochs = _horizon(spec, cell, train, path)
+        augment = train.pop("augment")
+        cell_dataset = _with_augment(spec, dict(dataset), augment, "augment" in cell, path)
         for k, default in SPARSE_TRAIN.items():
             if train.get(k) == default:
                 del train[k]
@@ -117,7 +119,7 @@ def expand(spec: GridSpec, path: str | Path = "<grid>", pool_size: int | None = 
         _check_text_cell(spec, cell, model, train, path)
         config = {
             "sweep": spec.name,
-            "dataset": dict(dataset),
+            "dataset": cell_dataset,
             "model": model,
             "width": int(cell["width"]),
             "n_train": int(cell["n_train"]),
@@ -150,6 +152,21 @@ def _check_text_cell(spec: GridSpec, cell: dict, model: dict, train: dict, path)
     if is_text(spec.dataset.name) and cell.get("label_noise", 0.0) > 0:
         raise GridError(path, axis_key(spec.grid, "label_noise"), cell["label_noise"],
                         "label noise is not defined for text (a sentence pair has no label to flip); use 0")
+
+
+def _with_augment(spec: GridSpec, dataset: dict, augment: bool | None, on_axis: bool, path) -> dict:
+    """The job's dataset config with `augment` (train key or axis; dataset.augment its default)."""
+    if augment is None:
+        return dataset
+    from ddsweep.data import is_vision
+
+    if augment and not is_vision(spec.dataset.name):
+        raise GridError(path, "grid.augment" if on_axis else "train.augment", True,
+                        f"augmentation (random crop + flip) is for image datasets, not {spec.dataset.name}")
+    dataset.pop("augment", None)
+    if augment:
+        dataset["augment"] = True
+    return dataset
 
 
 def _check_fresh_samples(spec: GridSpec, cell: dict, train: dict, epochs: int, pool: int, path) -> None:
@@ -204,7 +221,9 @@ def _validate_axis_values(spec: GridSpec, axes: dict[str, list], keys: dict[str,
             key = keys[name] if len(values) == 1 else f"{keys[name]}[{i}]"
             if isinstance(v, (dict, list)):
                 raise GridError(path, key, v, "axis values must be scalars")
-            if name not in TEXT_AXES and isinstance(v, bool):
+            if name in BOOL_AXES and not isinstance(v, bool):
+                raise GridError(path, key, v, "must be true or false")
+            if name not in TEXT_AXES and name not in BOOL_AXES and isinstance(v, bool):
                 raise GridError(path, key, v, "must be a number, not true/false")
             if name not in TEXT_AXES and isinstance(v, str) and v not in WORD_VALUES.get(name, ()):
                 raise GridError(path, key, v, "must be a number, not text" + (TEXT_NUMBER_HINT if looks_numeric(v) else ""))

@@ -102,6 +102,10 @@ class TrainSpec(_Strict):
     world: Literal["real", "ideal"] = "real"
     # the transformer's loss: (1 - eps) x NLL + eps x mean over the vocabulary of -log p (torch's definition)
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="transformer: label smoothing eps; 0: off")
+    # images: random crop 32 (4-pixel padding) + horizontal flip, per sample, in both worlds. A train key
+    # (so a grid axis); `dataset.augment` is its default. A job keeps it in its dataset config, as before
+    # it was a train key, so the ids of jobs planned with `dataset.augment` do not change.
+    augment: StrictBool | None = Field(None, description="images: random crop + flip (default: dataset.augment)")
 
     @field_validator("batch_size", mode="before")
     @classmethod
@@ -201,6 +205,7 @@ TRAIN_AXES = tuple(a.name for a in vocabulary.AXES if a.grid and a.section == "t
 MODEL_AXES = tuple(a.name for a in vocabulary.AXES if a.grid and a.section == "model")
 INT_AXES = vocabulary.INT_AXES
 TEXT_AXES = vocabulary.TEXT_AXES  # every other axis takes numbers only
+BOOL_AXES = frozenset(a.name for a in vocabulary.AXES if a.kind == "bool")  # ... except these: true / false
 WORD_VALUES = {"batch_size": ("full",)}  # numeric axes that also take these words
 ALL_AXES = CELL_AXES + tuple(TrainSpec.model_fields) + MODEL_AXES  # (the order error messages list them in)
 

@@ -43,4 +43,12 @@ def build_model(config: dict, input_dim: int, num_classes: int, members: int, de
         return cls.from_config(config, members, width, text, device)
     if config["model"]["name"] in CONV_MODELS:  # image shape, normalization and precision from the config
         return cls.from_config(config, members, width, input_dim, num_classes, device, speed=speed)
+    from ddsweep.data import image_info, is_vision
+
+    if is_vision(config["dataset"]["name"]):  # the MLP on images: flattened, normalised per channel
+        from ddsweep.models.mlp import PackedImageMLP
+
+        info = image_info(config["dataset"])
+        return PackedImageMLP(members, input_dim, width, num_classes, depth=config["model"]["depth"], device=device,
+                              mean=info.mean, std=info.std)
     return cls(members, input_dim, width, num_classes, depth=config["model"]["depth"], device=device)

@@ -186,3 +186,33 @@ def _minus_ones(K: int, B: int, like: torch.Tensor) -> torch.Tensor:
     if key not in _MINUS_ONES:
         _MINUS_ONES[key] = torch.full((K, B, 1), -1.0, device=like.device, dtype=like.dtype)
     return _MINUS_ONES[key]
+
+
+class PackedImageMLP(PackedMLP):
+    """The MLP on images (uint8 [K, B, C, H, W], as ddsweep.data.vision holds them): each image is
+    flattened (C x H x W values, channel-major) and normalised per channel with the dataset's mean
+    and standard deviation, then it is a PackedMLP on C*H*W inputs. Augmentation runs on the uint8
+    images before this, as for the conv models; float [K, B, d] input passes through unchanged."""
+
+    def __init__(self, members: int, input_dim: int, width: int, num_classes: int, depth: int = 2, device="cpu",
+                 mean: tuple[float, ...] = (0.5,), std: tuple[float, ...] = (0.25,)):
+        super().__init__(members, input_dim, width, num_classes, depth=depth, device=device)
+        channels = len(mean)
+        per_channel = input_dim // channels
+        std_t = torch.tensor(std, dtype=torch.float32, device=device).repeat_interleave(per_channel)
+        mean_t = torch.tensor(mean, dtype=torch.float32, device=device).repeat_interleave(per_channel)
+        self._scale = 1.0 / (255.0 * std_t)  # x_normalised = x * scale + shift, per input value
+        self._shift = -mean_t / std_t
+
+    def _inputs(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype != torch.uint8:
+            return x
+        return torch.addcmul(self._shift, x.reshape(*x.shape[:2], -1).float(), self._scale)
+
+    def forward(self, x: torch.Tensor, keep: list | None = None) -> torch.Tensor:
+        return super().forward(self._inputs(x), keep)
+
+    __call__ = forward
+
+    def loss_and_grad(self, x: torch.Tensor, y: torch.Tensor, loss: str, with_loss: bool = True):
+        return super().loss_and_grad(self._inputs(x), y, loss, with_loss)

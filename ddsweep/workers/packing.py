@@ -20,8 +20,10 @@ DEVICE_MEMORY_USABLE = 0.75
 MAX_CONV_MEMBERS = {"cpu": 1, "cuda": 512}
 
 
-def model_params(config: dict, input_dim: int = 40, classes: int = 10, device: str = "cpu") -> int:
-    """Parameter count of one member at the width it trains at on `device`."""
+def model_params(config: dict, input_dim: int | None = None, classes: int | None = None, device: str = "cpu") -> int:
+    """Parameter count of one member at the width it trains at on `device` (an MLP's input and output
+    sizes: MNIST-1D's 40 and 10, or an image dataset's C x 32 x 32 and classes, unless given)."""
+    from ddsweep.data import image_info, is_vision
     from ddsweep.models import CONV_MODELS, TEXT_MODELS, train_width
 
     if config["model"]["name"] in TEXT_MODELS:
@@ -31,8 +33,13 @@ def model_params(config: dict, input_dim: int = 40, classes: int = 10, device: s
 
         return arch_for(config, train_width(config, device)).size
 
+    if is_vision(config["dataset"]["name"]) and (input_dim is None or classes is None):
+        from ddsweep.data.vision import IMAGE_SIZE
+
+        info = image_info(config["dataset"])
+        input_dim, classes = input_dim or info.channels * IMAGE_SIZE * IMAGE_SIZE, classes or info.classes
     h, depth = train_width(config, device), config["model"]["depth"]
-    dims = [input_dim] + [h] * depth + [classes]
+    dims = [input_dim or 40] + [h] * depth + [classes or 10]
     return sum(i * o + o for i, o in zip(dims[:-1], dims[1:]))
 
 
