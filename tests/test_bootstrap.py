@@ -57,12 +57,15 @@ def cifar10(tmp_path_factory):
     return write_cifar(root, x, rng.integers(0, 10, 700), xt, rng.integers(0, 10, 60))
 
 
+TRAIN = {"optimizer": "sgd", "lr": 0.05, "momentum": 0.9, "batch_size": 25, "epochs": 3}
+
+
 def boot_grid(dataset: dict, model: str = "mcnn", **overrides) -> dict:
     grid = {
         "name": f"boot-{model}",
         "dataset": dataset,
         "model": {"name": model},
-        "train": {"optimizer": "sgd", "lr": 0.05, "momentum": 0.9, "batch_size": 25, "epochs": 3},
+        "train": dict(TRAIN),
         "eval": {"every": 1},
         "grid": {"width": [2], "n_train": [100], "label_noise": [0.2], "world": ["real", "ideal"], "seed": [0]},
     }
@@ -330,3 +333,147 @@ def test_bootstrap_summary_needs_both_worlds():
     df = _synthetic([0.5, 0.4], [0.5, 0.4], [0.5, 0.1], [0, 10])
     with pytest.raises(UserError, match="needs runs in both worlds"):
         bootstrap_summary(df[df.world == "real"])
+
+
+# ----------------------------------------------------------------------------- soft error, MLP on images, CLI
+
+
+def test_soft_error_equals_a_hand_computation():
+    """1 - mean softmax probability of the label: noisy labels for train, clean for test, on fixed weights."""
+    from types import SimpleNamespace
+
+    from ddsweep.models.mlp import PackedMLP
+    from ddsweep.train.loop import _evaluate
+
+    model = PackedMLP(2, 3, 4, 3, depth=1)
+    for k in range(2):
+        model.init_member(k, torch.Generator().manual_seed(k))
+    g = torch.Generator().manual_seed(9)
+    x_train, y_train = torch.randn(2, 5, 3, generator=g), torch.randint(0, 3, (2, 5), generator=g)
+    x_test, y_test = torch.randn(7, 3, generator=g), torch.randint(0, 3, (7,), generator=g)
+    members = [SimpleNamespace(clean=y_train[k], flipped=torch.zeros(5, dtype=torch.bool)) for k in range(2)]
+    rows = _evaluate(model, members, x_train, y_train, SimpleNamespace(x_test=x_test, y_test=y_test), "cross_entropy")
+    w, b = model.matrices(model.flat)
+    for k, row in enumerate(rows):
+        for x, y, key in ((x_train[k], y_train[k], "train_soft_error"), (x_test, y_test, "test_soft_error")):
+            z = (torch.relu(x.double() @ w[0][k].double() + b[0][k].double()) @ w[1][k].double() + b[1][k].double())
+            z = z.numpy()
+            p = np.exp(z - z.max(1, keepdims=True))
+            p /= p.sum(1, keepdims=True)
+            want = 1 - np.mean([p[i, y[i]] for i in range(len(y))])
+            assert row[key] == pytest.approx(want, abs=1e-6) and 0 <= row[key] <= 1
+
+
+def test_image_mlp_flattens_and_normalises_per_channel():
+    from ddsweep.models.mlp import PackedImageMLP, PackedMLP
+
+    mean, std = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+    img = PackedImageMLP(2, 3 * 32 * 32, 5, 10, depth=2, mean=mean, std=std)
+    plain = PackedMLP(2, 3 * 32 * 32, 5, 10, depth=2)
+    for k in range(2):
+        img.init_member(k, torch.Generator().manual_seed(k))
+    plain.flat.copy_(img.flat)
+    x = torch.randint(0, 256, (2, 6, 3, 32, 32), dtype=torch.uint8)
+    by_hand = ((x.float() / 255 - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)).reshape(2, 6, -1)
+    torch.testing.assert_close(img(x), plain(by_hand), rtol=1e-5, atol=1e-5)
+    y = torch.randint(0, 10, (2, 6))
+    torch.testing.assert_close(img.loss_and_grad(x, y, "cross_entropy"), plain.loss_and_grad(by_hand, y, "cross_entropy"),
+                               rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(img.grad, plain.grad, rtol=1e-4, atol=1e-6)
+
+
+def test_mlp_on_images_pack_equals_alone(shards):
+    g = boot_grid({"name": "cifar5m", "root": str(shards), "test": HELD}, "mlp",
+                  train={"optimizer": "sgd", "lr": 0.05, "batch_size": 25, "epochs": 2, "augment": True},
+                  grid={"width": [8, 16], "n_train": [50], "label_noise": [0.2], "world": ["real", "ideal"],
+                        "seed": [0]})
+    jobs = jobs_of(g)
+    assert {j["config"]["dataset"].get("augment") for j in jobs} == {True}
+    packed = []
+    train_pack(jobs, emit=packed.append)
+    packed = rows_of(packed)
+    assert len(packed) == 4 * 3
+    for job in jobs:
+        alone = []
+        train_pack([job], emit=alone.append)
+        for key, r in rows_of(alone).items():
+            for m in ("train_loss", "test_loss", "test_soft_error", "train_soft_error"):
+                assert packed[key][m] == pytest.approx(r[m], rel=1e-4, abs=1e-6), (key, m)
+
+
+def test_augment_is_a_train_axis(shards):
+    base = {"name": "cifar5m", "root": str(shards), "test": HELD}
+    jobs = expand(parse_grid(boot_grid(base, grid={"width": [2], "n_train": [50], "augment": [False, True]})))
+    assert sorted(bool(j.config["dataset"].get("augment")) for j in jobs) == [False, True]
+    # dataset.augment is the default of train.augment, and a job planned either way has the same id
+    old = expand(parse_grid(boot_grid({**base, "augment": True}, grid={"width": [2], "n_train": [50]})))
+    new = expand(parse_grid(boot_grid(base, train={**TRAIN, "augment": True}, grid={"width": [2], "n_train": [50]})))
+    assert [j.job_id for j in old] == [j.job_id for j in new]
+    off = expand(parse_grid(boot_grid({**base, "augment": True}, train={**TRAIN, "augment": False},
+                                      grid={"width": [2], "n_train": [50]})))
+    assert "augment" not in off[0].config["dataset"]
+    with pytest.raises(GridError, match="grid.augment = 1: must be true or false"):
+        expand(parse_grid(boot_grid(base, grid={"width": [2], "n_train": [50], "augment": [1]}), "g.yaml"), "g.yaml")
+    mnist1d = {"name": "t", "dataset": {"name": "mnist1d", "pool": 1200, "test": 600}, "model": {"name": "mlp"},
+               "grid": {"width": [2], "n_train": [50], "augment": [True]}}
+    with pytest.raises(GridError, match="grid.augment = True: augmentation .* is for image datasets"):
+        expand(parse_grid(mnist1d, "g.yaml"), "g.yaml")
+
+
+def test_bootstrap_sweep_through_the_cli(shards, tmp_path, cli):
+    """mcnn, preact_resnet18 and the MLP in both worlds on CIFAR-5m shards: plan, work, summary, plot,
+    export and import; every evaluation has a soft error in [0, 1]."""
+    db = tmp_path / "boot.duckdb"
+    dataset = {"name": "cifar5m", "root": str(shards), "test": HELD}
+    train = {"optimizer": "sgd", "lr": 0.05, "momentum": 0.9, "batch_size": 25, "epochs": 3, "augment": True}
+    for model in ("mcnn", "preact_resnet18", "mlp"):
+        g = boot_grid(dataset, model, train=train,
+                      grid={"width": [1] if model != "mlp" else [8], "n_train": [50], "label_noise": [0.2],
+                            "world": ["real", "ideal"], "seed": [0]})
+        r = cli("plan", write_grid(tmp_path / f"{model}.yaml", g), "--db", db)
+        assert r.exit_code == 0, r.output
+    r = cli("work", "--db", db, "--cpus", "1", "--no-progress")
+    assert r.exit_code == 0, r.output
+    df = ddsweep.query("select j.sweep, j.world, j.augment, m.* from metrics m join jobs j using (job_id)", db)
+    assert len(df) == 6 * 4 and set(df.world) == {"real", "ideal"} and df.augment.all()
+    for col in ("train_soft_error", "test_soft_error"):
+        assert df[col].notna().all() and df[col].between(0, 1).all()
+    assert (df.test_soft_error >= 0.0).all() and (df.test_soft_error > 0.3).any()  # 10 classes, 50 samples: far from 0
+    r = cli("summary", "--db", db, "--sweep", "boot-mcnn")
+    assert r.exit_code == 0, r.output
+    assert "Deep Bootstrap" in r.output and "test_soft_error real - ideal" in r.output and "at the end (step 6)" in r.output
+    r = cli("plot", "bootstrap", "--db", db, "--sweep", "boot-mlp", "--metric", "test_soft_error",
+            "--out", tmp_path / "boot.png")
+    assert r.exit_code == 0 and (tmp_path / "boot.png").stat().st_size > 10_000, r.output
+    r = cli("plot", "bootstrap", "--db", db, "--sweep", "boot-mlp", "--metric", "test_nonsense", "--out", tmp_path / "x.png")
+    assert r.exit_code == 2 and "--metric test_nonsense: no such column" in r.output
+    # export and import carry the soft errors
+    out = tmp_path / "boot.csv"
+    assert cli("export", "--db", db, "--sweep", "boot-mlp", "--format", "csv", "--out", out).exit_code == 0
+    exported = pd.read_csv(out)
+    assert {"train_soft_error", "test_soft_error"} <= set(exported.columns)
+    db2 = tmp_path / "again.duckdb"
+    r = cli("import", out, "--db", db2, "--sweep", "again")
+    assert r.exit_code == 0, r.output
+    back = ddsweep.query("select m.epoch, m.test_soft_error, m.train_soft_error from metrics m order by all", db2)
+    mine = df[df.sweep == "boot-mlp"][["epoch", "test_soft_error", "train_soft_error"]]
+    assert sorted(back.test_soft_error.round(9)) == sorted(mine.test_soft_error.round(9))
+
+
+@pytest.mark.parametrize("preset, jobs", [("resnet18", 18), ("mcnn", 30), ("mlp", 12)])
+def test_bootstrap_presets(preset, jobs, monkeypatch):
+    """The CIFAR-5m presets plan (the shards' size faked: 6,002,688 samples as released), draw 5M fresh
+    samples per ideal run within the pool, and label their GPU cost an estimate."""
+    import ddsweep.data.cifar5m as cifar5m
+    from ddsweep.grid import load_grid
+    from tests.conftest import ROOT
+
+    monkeypatch.setattr(cifar5m, "total_size", lambda spec: 6_002_688)
+    monkeypatch.setattr(cifar5m, "availability_problem", lambda spec: None)
+    path = ROOT / "sweeps" / f"cifar5m-bootstrap-{preset}.yaml"
+    text = path.read_text()
+    assert "Deep Bootstrap" in text.split("\n", 1)[0] and "ESTIMATE" in text and "no gpu ran" in text.lower()
+    planned = expand(load_grid(path), path)
+    assert len(planned) == jobs and {j.epochs for j in planned} == {100}
+    assert {j.config["train"].get("world", "real") for j in planned} == {"real", "ideal"}
+    assert all(j.config["dataset"]["augment"] and j.config["n_train"] == 50_000 for j in planned)
