@@ -191,9 +191,9 @@ def bootstrap_summary(db: str | Path = "results.duckdb", sweep: str | None = Non
                       fit: float = 0.01) -> pd.DataFrame:
     """Per real/ideal pair and test metric: the step the real world fits its train set (train error < fit),
     the largest real - ideal gap before it, the gap at the end (ddsweep.analysis.bootstrap)."""
-    from ddsweep.analysis.bootstrap import bootstrap_summary as _bootstrap_summary
+    from ddsweep.analysis.bootstrap import METRICS, bootstrap_summary as _bootstrap_summary
 
-    _, df = load_sweep(db, sweep, where)
+    _, df = results.sweep_frame(db, sweep, where, metrics=("step", "train_error", *METRICS))
     return _bootstrap_summary(df, fit=fit)
 
 
