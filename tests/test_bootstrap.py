@@ -477,3 +477,21 @@ def test_bootstrap_presets(preset, jobs, monkeypatch):
     assert len(planned) == jobs and {j.epochs for j in planned} == {100}
     assert {j.config["train"].get("world", "real") for j in planned} == {"real", "ideal"}
     assert all(j.config["dataset"]["augment"] and j.config["n_train"] == 50_000 for j in planned)
+
+
+def test_ideal_world_never_draws_the_validation_split(shards, monkeypatch):
+    """With `val: N` the ideal world's fresh samples come from the pool less the split, as the real world's."""
+    from ddsweep.data.noise import validation_split
+
+    seen = _recorded(monkeypatch)
+    dataset = {"name": "cifar5m", "root": str(shards), "test": HELD, "val": 300}
+    g = boot_grid(dataset, "mlp", train={**TRAIN, "epochs": 9},
+                  grid={"width": [4], "n_train": [100], "world": ["ideal"], "seed": [0]})
+    jobs = jobs_of(g)
+    train_pack(jobs, emit=lambda e: None)
+    drawn = torch.cat([ids_of(s[2]) for s in seen])
+    held = validation_split({k: v for k, v in jobs[0]["config"]["dataset"].items() if k != "root"}, TOTAL - HELD)
+    assert len(drawn) == 900 and len(drawn.unique()) == 900 and not set(drawn.tolist()) & set(held.tolist())
+    with pytest.raises(GridError, match="allows 36 steps"):  # 1380 - 300 - 100 = 980 fresh: 9 epochs of 4
+        expand(parse_grid(boot_grid(dataset, "mlp", train={**TRAIN, "epochs": 10},
+                                    grid={"width": [4], "n_train": [100], "world": ["ideal"]}), "g.yaml"), "g.yaml")
