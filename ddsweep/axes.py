@@ -96,7 +96,7 @@ AXES: tuple[Axis, ...] = (
     Axis("grad_penalty", "float", (_TRAIN, "grad_penalty"), 0.0, knob=True),
     Axis("flood", "float", (_TRAIN, "flood"), 0.0, knob=True),
     Axis("world", "text", (_TRAIN, "world"), "real", knob=True),
-    # random crop + flip on images (migration 0006): a train key whose default is dataset.augment; the
+    # random crop + flip on images (migration 0007): a train key whose default is dataset.augment; the
     # job keeps it in its dataset config (ids planned before it was a train key stay), train_recipe reads it
     Axis("augment", "bool", (_TRAIN, "augment"), None, label="augmentation"),
     # train keys a grid may vary that are not jobs columns (they live in the job's config)
@@ -133,7 +133,7 @@ METRICS: tuple[Metric, ...] = (
     # the validation split (dataset: {val: N}): held-out pool samples, clean labels; null without one
     Metric("val_loss", label="validation loss"),
     Metric("val_error", fraction=True, label="validation error"),
-    # migration 0006: the Deep Bootstrap's soft error, 1 - mean softmax probability of the label
+    # migration 0007: the Deep Bootstrap's soft error, 1 - mean softmax probability of the label
     # (ddsweep.train.loop.true_class_probability); null for text models and rows written before
     Metric("train_soft_error", fraction=True, label="train soft error"),  # the noisy labels trained on
     Metric("test_soft_error", fraction=True, label="test soft error"),  # the clean test set

@@ -9,15 +9,15 @@
 - `curves` (and the views built on it) are rebuilt: augment splits cells, and the soft
   errors are averaged over seeds like the other metrics.
 
-Revision ID: 0006
-Revises: 0005
+Revision ID: 0007
+Revises: 0006
 Create Date: 2026-12-04
 """
 
 from alembic import op
 
-revision = "0006"
-down_revision = "0005"
+revision = "0007"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 
