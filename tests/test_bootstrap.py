@@ -22,6 +22,7 @@ from ddsweep.data.noise import noisy_labels, training_subset
 from ddsweep.errors import GridError
 from ddsweep.grid import expand, parse_grid
 from ddsweep.train.loop import train_pack
+from ddsweep.workers.events import Metrics
 from tests.conftest import write_grid
 
 TOTAL, HELD, PARTS = 1500, 120, 3  # samples in the shards, the held-out test slice, shards
@@ -79,7 +80,7 @@ def jobs_of(grid: dict) -> list[dict]:
 
 
 def rows_of(events) -> dict:
-    return {(r["job_id"], r["epoch"]): r for e in events if e["kind"] == "metrics" for r in e["rows"]}
+    return {(r["job_id"], r["epoch"]): r for e in events if isinstance(e, Metrics) for r in e.rows}
 
 
 # ----------------------------------------------------------------------------- CIFAR-5m shards
