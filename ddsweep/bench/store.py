@@ -257,7 +257,8 @@ def measure(name: str, arm: str, db: Path, workdir: Path, timeout: float) -> dic
     if out.returncode != 0:
         tail = (out.stderr.strip().splitlines() or ["?"])[-1]
         return {"seconds": None, "peak_mb": None, "error": f"exit {out.returncode}: {tail[:200]}"}
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]  # (anything else a library printed)
+    return json.loads(lines[-1]) if lines else {"seconds": None, "peak_mb": None, "error": "no result printed"}
 
 
 def _fmt(r: dict) -> str:
