@@ -21,6 +21,7 @@ import argparse
 import json
 import math
 import os
+import re
 import resource
 import shutil
 import subprocess
@@ -257,8 +258,8 @@ def measure(name: str, arm: str, db: Path, workdir: Path, timeout: float) -> dic
     if out.returncode != 0:
         tail = (out.stderr.strip().splitlines() or ["?"])[-1]
         return {"seconds": None, "peak_mb": None, "error": f"exit {out.returncode}: {tail[:200]}"}
-    lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]  # (anything else a library printed)
-    return json.loads(lines[-1]) if lines else {"seconds": None, "peak_mb": None, "error": "no result printed"}
+    found = re.findall(r'\{"seconds": [^{}]*\}', out.stdout)  # (DuckDB's progress bar may share the line)
+    return json.loads(found[-1]) if found else {"seconds": None, "peak_mb": None, "error": "no result printed"}
 
 
 def _fmt(r: dict) -> str:
