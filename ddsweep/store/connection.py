@@ -93,6 +93,8 @@ class Store:
             fault = None if isinstance(e, UserError) else storage_fault(e)
             if fault is None:
                 raise
+            if str(self.path) not in fault:  # (a write's ENOSPC may carry no file name: name the database)
+                fault = f"{self.path}: {fault}"
             raise StorageError(f"cannot write {fault}") from None
 
     @contextmanager

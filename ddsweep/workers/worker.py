@@ -184,6 +184,8 @@ def _train_group(group: list[dict], slot: int, device: str, put, should_stop, op
         if isinstance(e, torch.OutOfMemoryError) and len(rest) > 1:
             return rest
         fault = storage_fault(e)
+        if fault is not None and options.checkpoint_dir and str(options.checkpoint_dir) not in fault:
+            fault = f"{options.checkpoint_dir}: {fault}"  # (a write's ENOSPC carries no file name)
         if fault is not None:  # the storage's fault, not the jobs': they go back, and the run stops
             put(Fault(slot=slot, message=f"cannot write {fault} (checkpointing)"))
             for job in rest:
