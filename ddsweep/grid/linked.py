@@ -22,6 +22,7 @@ from typing import Any
 from ddsweep.errors import MISSING, GridError
 from ddsweep.grid.generators import axis_list, canonical_values
 from ddsweep.grid.spec import ALL_AXES
+from ddsweep.suggest import unknown
 
 ZIP = "zip"  # the key of grid.zip
 
@@ -114,7 +115,7 @@ def factors(grid: dict, path) -> list[Factor]:
 
 def _known(name, key: str, raw, path) -> None:
     if not isinstance(name, str) or name not in ALL_AXES:
-        raise GridError(path, key, raw, f"unknown axis (axes: {', '.join(ALL_AXES)})")
+        raise GridError(path, key, raw, unknown("axis", name, ALL_AXES))
 
 
 def _distinct(rows: list[tuple]) -> tuple[tuple, ...]:

@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from ddsweep.errors import MISSING, GridError
 from ddsweep.grid.linked import axis_key, axis_names
 from ddsweep.grid.spec import SECTIONS, GridSpec
+from ddsweep.suggest import unknown
 
 
 MAX_GRID_BYTES = 4 << 20  # a grid file is a page of YAML; more is the wrong file (or /dev/zero)
@@ -147,7 +148,7 @@ def pydantic_error(e: ValidationError, path) -> GridError:
         problem = "keys must be names, not numbers or other values"
     elif kind == "extra_forbidden":
         model = SECTIONS.get(".".join(str(p) for p in loc[:-1]), GridSpec)
-        problem = f"unknown key (keys: {', '.join(model.model_fields)})"
+        problem = unknown("key", loc[-1] if loc else "", model.model_fields)
     elif kind == "missing":
         problem = "missing"
     elif kind == "string_pattern_mismatch" and loc == ["name"]:
@@ -168,10 +169,10 @@ def _check_registry(spec: GridSpec, path) -> None:
 
     if spec.dataset.name not in DATASETS:
         raise GridError(path, "dataset.name", spec.dataset.name,
-                        f"unknown dataset (known: {', '.join(sorted(DATASETS))})")
+                        unknown("dataset", spec.dataset.name, sorted(DATASETS)))
     if spec.model.name not in MODELS:
         raise GridError(path, "model.name", spec.model.name,
-                        f"unknown model (known: {', '.join(sorted(MODELS))})")
+                        unknown("model", spec.model.name, sorted(MODELS)))
     raw = spec.dataset.model_dump()
     problem = spec_problem(raw)
     if problem:

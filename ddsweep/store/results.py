@@ -23,6 +23,7 @@ import pandas as pd
 from ddsweep.axes import BOOKKEEPING, JOB_AXES, METRICS, RESULT_COLUMNS, normalize
 from ddsweep.errors import UserError
 from ddsweep.store.connection import DEFAULT_WAIT, Store
+from ddsweep.suggest import hint
 
 OUTPUTS = ("pandas", "arrow", "polars")
 
@@ -228,9 +229,9 @@ def _fmt_value(v) -> str:
 
 def _metric_sql(sweep, where, epochs, final, columns, status, conn) -> tuple[str, list]:
     cols = list(columns) if columns else list(RESULT_COLUMNS)
-    unknown = [c for c in cols if c not in COLUMN_SQL]
-    if unknown:
-        raise UserError(f"no such column {unknown[0]!r} (columns: {', '.join(RESULT_COLUMNS)})")
+    unknown_cols = [c for c in cols if c not in COLUMN_SQL]
+    if unknown_cols:
+        raise UserError(f"no such column {unknown_cols[0]!r}{hint(unknown_cols[0], RESULT_COLUMNS)}")
     filters, args = _filters(conn, sweep, where)
     if status:
         filters.append(f"j.status IN ({', '.join('?' * len(status))})")
