@@ -121,12 +121,13 @@ def work(db: Path = DB,
     out.print(f"done {r.done}, failed {r.failed}, diverged {r.diverged}, handed back {r.released} "
               f"in {r.seconds:.1f}s" + (f" ({r.retried} failed attempt(s) retried)" if r.retried else ""))
     scope = r.scope or {}
-    if scope.get("failed", r.failed):
-        out.print(f"{scope.get('failed', r.failed)} job(s) failed; see errors: ddsweep query \"select job_id, error "
+    failed = scope.get(JobStatus.FAILED, r.failed)
+    if failed:
+        out.print(f"{failed} job(s) failed; see errors: ddsweep query \"select job_id, error "
                   f"from jobs where status = {JobStatus.FAILED.sql}\" --db {db}; requeue them: ddsweep retry --db {db}")
-    elif r.signal is None and (scope.get("pending") or scope.get("running")):
-        out.print(f"{scope.get('pending', 0)} job(s) pending and {scope.get('running', 0)} running elsewhere "
-                  "are not finished yet")
+    elif r.signal is None and (scope.get(JobStatus.PENDING) or scope.get(JobStatus.RUNNING)):
+        out.print(f"{scope.get(JobStatus.PENDING, 0)} job(s) pending and {scope.get(JobStatus.RUNNING, 0)} running "
+                  "elsewhere are not finished yet")
     raise typer.Exit(r.exit_code)
 
 

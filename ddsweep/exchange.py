@@ -31,6 +31,7 @@ from ddsweep.axes import (BOOKKEEPING, INT_AXES, JOB_AXES, KNOB_DEFAULTS, METRIC
 from ddsweep.errors import UserError
 from ddsweep.store import Store, results
 from ddsweep.store.jobs import _insert_rows, insert_metrics
+from ddsweep.workers.events import JobStatus
 
 # The exchange format is the vocabulary's long format (ddsweep.axes.RESULT_COLUMNS), so an export
 # holds every axis and metric `load_metrics` returns and imports again unchanged.
@@ -254,7 +255,8 @@ def import_frame(df: pd.DataFrame, db, sweep: str | None = None, mapping: dict |
         last = int(g["epoch"].max())
         config = {"imported_from": source, "source_sha256": digest, "imported_at": now.isoformat() + "Z",
                   "columns": mapping or {}, "constants": constants or {}, "sweep": sweep, **values}
-        jobs.append({"job_id": job_id, "sweep": sweep, "status": "done", **{a: values.get(a) for a in axes},
+        jobs.append({"job_id": job_id, "sweep": sweep, "status": JobStatus.DONE.value,
+                     **{a: values.get(a) for a in axes},
                      "epochs": last, "horizons": json.dumps([last]), "config": json.dumps(config, sort_keys=True),
                      "attempts": 0, "epochs_done": last, "finished_at": now})
         part = {"job_id": [job_id] * len(g), "epoch": g["epoch"].astype(int).tolist()}

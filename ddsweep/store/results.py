@@ -24,6 +24,7 @@ from ddsweep.axes import BOOKKEEPING, JOB_AXES, METRICS, RESULT_COLUMNS, normali
 from ddsweep.errors import UserError
 from ddsweep.store.connection import DEFAULT_WAIT, Store
 from ddsweep.suggest import hint
+from ddsweep.workers.events import UNFINISHED, JobStatus, sql_list
 
 OUTPUTS = ("pandas", "arrow", "polars")
 
@@ -105,17 +106,13 @@ def jobs(db, sweep: str | None = None, columns=None, where: dict | None = None, 
         return _out(conn.sql(sql + " ORDER BY j.sweep, j.job_id", params=args or None), output)
 
 
-STATUS_SQL = (
+STATUS_SQL = (  # (a .format template: {where})
     "SELECT sweep, count(*) AS jobs, "
-    "count(*) FILTER (WHERE status = 'pending') AS pending, "
-    "count(*) FILTER (WHERE status = 'running') AS running, "
-    "count(*) FILTER (WHERE status = 'done') AS done, "
-    "count(*) FILTER (WHERE status = 'failed') AS failed, "
-    "count(*) FILTER (WHERE status = 'diverged') AS diverged, "
+    + "".join(f"count(*) FILTER (WHERE status = {s.sql}) AS {s.value}, " for s in JobStatus) +
     "sum(epochs_done) AS epochs_done, sum(epochs) AS epochs, "
     "coalesce(sum(epochs_done) FILTER (WHERE started_at IS NOT NULL), 0) AS _trained, "
     "epoch(max(coalesce(finished_at, heartbeat_at)) - min(started_at)) AS _span, "
-    "coalesce(sum(epochs - epochs_done) FILTER (WHERE status IN ('pending', 'running')), 0) AS _left "
+    f"coalesce(sum(epochs - epochs_done) FILTER (WHERE status IN ({sql_list(UNFINISHED)})), 0) AS _left "
     "FROM jobs {where} GROUP BY sweep ORDER BY sweep")
 
 

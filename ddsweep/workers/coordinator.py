@@ -62,10 +62,10 @@ class WorkResult:
         ended done or diverged; 128 + the signal when stopped by one, jobs handed back."""
         if self.signal is not None:
             return signal_exit_code(self.signal)
-        scope = self.scope if self.scope is not None else {"failed": self.failed}
-        if scope.get("failed"):
+        scope = self.scope if self.scope is not None else {JobStatus.FAILED: self.failed}
+        if scope.get(JobStatus.FAILED):
             return EXIT_JOBS_FAILED
-        if scope.get("pending") or scope.get("running"):
+        if scope.get(JobStatus.PENDING) or scope.get(JobStatus.RUNNING):
             return EXIT_UNFINISHED
         return EXIT_OK
 

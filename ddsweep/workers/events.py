@@ -44,6 +44,7 @@ class JobStatus(str, Enum):
 
 TERMINAL = (JobStatus.DONE, JobStatus.FAILED, JobStatus.DIVERGED)  # finished: a job's end says which
 RETRYABLE = (JobStatus.FAILED, JobStatus.DIVERGED)  # `ddsweep retry` requeues these
+UNFINISHED = (JobStatus.PENDING, JobStatus.RUNNING)
 
 
 def sql_list(statuses) -> str:
