@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,11 +95,7 @@ def retry(db: str | Path = "results.duckdb", sweep: str | None = None,
     """
     if not statuses or set(statuses) - set(RETRYABLE):
         raise UserError(f"retry: statuses must be failed and/or diverged, not {list(statuses)}")
-    store = Store(db)
-    if not store.exists():
-        raise UserError(f"{db}: no such database; plan a grid first: ddsweep plan GRID.yaml --db {db}")
-    with store.write() as conn:
-        store_jobs.require_sweep(conn, sweep, db)
+    with _write_sweep(db, sweep) as conn:
         return store_jobs.requeue(conn, tuple(statuses), sweep)
 
 
@@ -109,12 +106,19 @@ def extend(db: str | Path = "results.duckdb", epochs: int = 0, sweep: str | None
     those of a run planned to `epochs` from the start.
     """
     _check_epochs(epochs)
+    with _write_sweep(db, sweep) as conn:
+        return store_jobs.extend(conn, int(epochs), sweep)
+
+
+@contextmanager
+def _write_sweep(db: str | Path, sweep: str | None):
+    """The write connection of an existing database whose `sweep` (None: its only one) exists."""
     store = Store(db)
     if not store.exists():
         raise UserError(f"{db}: no such database; plan a grid first: ddsweep plan GRID.yaml --db {db}")
     with store.write() as conn:
         store_jobs.require_sweep(conn, sweep, db)
-        return store_jobs.extend(conn, int(epochs), sweep)
+        yield conn
 
 
 def _check_epochs(epochs) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import json
 import os
 import shutil
 import tempfile
@@ -27,6 +28,21 @@ TINY = {
     "eval": {"every": 2},
     "grid": {"width": [4, 16], "n_train": [400], "label_noise": [0.0, 0.2], "seed": [0]},
 }
+
+
+def jobs_of(grid: dict) -> list[dict]:
+    """The grid's jobs as plain data (id, JSON-normalised config, epochs, horizons), for comparisons."""
+    from ddsweep.grid import expand, parse_grid
+
+    return [{"job_id": j.job_id, "config": json.loads(json.dumps(j.config, sort_keys=True)),
+             "epochs": j.epochs, "horizons": list(j.horizons)} for j in expand(parse_grid(grid))]
+
+
+def rows_of(events) -> dict:
+    """Metric rows of a training run's events, by (job_id, epoch)."""
+    from ddsweep.workers.events import Metrics
+
+    return {(r["job_id"], r["epoch"]): r for e in events if isinstance(e, Metrics) for r in e.rows}
 
 
 def write_grid(path: Path, grid: dict) -> Path:

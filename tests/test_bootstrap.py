@@ -7,7 +7,6 @@ first three bytes, so that which samples a run trained on can be read off the im
 
 from __future__ import annotations
 
-import json
 import zipfile
 
 import numpy as np
@@ -22,8 +21,7 @@ from ddsweep.data.noise import noisy_labels, training_subset
 from ddsweep.errors import GridError
 from ddsweep.grid import expand, parse_grid
 from ddsweep.train.loop import train_pack
-from ddsweep.workers.events import Metrics
-from tests.conftest import write_grid
+from tests.conftest import jobs_of, rows_of, write_grid
 
 TOTAL, HELD, PARTS = 1500, 120, 3  # samples in the shards, the held-out test slice, shards
 
@@ -72,15 +70,6 @@ def boot_grid(dataset: dict, model: str = "mcnn", **overrides) -> dict:
     }
     grid.update(overrides)
     return grid
-
-
-def jobs_of(grid: dict) -> list[dict]:
-    return [{"job_id": j.job_id, "config": json.loads(json.dumps(j.config, sort_keys=True)),
-             "epochs": j.epochs, "horizons": list(j.horizons)} for j in expand(parse_grid(grid))]
-
-
-def rows_of(events) -> dict:
-    return {(r["job_id"], r["epoch"]): r for e in events if isinstance(e, Metrics) for r in e.rows}
 
 
 # ----------------------------------------------------------------------------- CIFAR-5m shards

@@ -6,7 +6,6 @@ and -100 python batches, MNIST idx files); nothing is downloaded.
 
 from __future__ import annotations
 
-import json
 import math
 import subprocess
 import sys
@@ -26,8 +25,7 @@ from ddsweep.models.mcnn import PackedMCNN
 from ddsweep.models.reference import REFERENCE
 from ddsweep.models.resnet import PackedPreActResNet18
 from ddsweep.train.loop import train_pack
-from ddsweep.workers.events import Metrics
-from tests.conftest import write_grid
+from tests.conftest import jobs_of, rows_of, write_grid
 
 PACKED = {"mcnn": PackedMCNN, "preact_resnet18": PackedPreActResNet18}
 N_TRAIN, N_TEST = 160, 48
@@ -64,15 +62,6 @@ def vision_grid(root, model_name="mcnn", **overrides) -> dict:
     for key, value in overrides.items():
         grid[key] = {**grid[key], **value} if isinstance(value, dict) and key != "grid" else value
     return grid
-
-
-def jobs_of(grid: dict) -> list[dict]:
-    return [{"job_id": j.job_id, "config": json.loads(json.dumps(j.config, sort_keys=True)),
-             "epochs": j.epochs, "horizons": list(j.horizons)} for j in expand(parse_grid(grid))]
-
-
-def rows_of(events) -> dict:
-    return {(r["job_id"], r["epoch"]): r for e in events if isinstance(e, Metrics) for r in e.rows}
 
 
 # ----------------------------------------------------------------------------- architectures
