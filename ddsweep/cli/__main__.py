@@ -1,0 +1,3 @@
+from ddsweep.cli import main
+
+main()

@@ -1,0 +1,63 @@
+"""What every command shares: the app and its groups, the common options, one-line errors, tables."""
+
+from __future__ import annotations
+
+import functools
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ddsweep.errors import EXIT_USAGE, UserError, storage_fault
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Map deep double descent: plan a grid, train it, keep every epoch in DuckDB, draw the maps.")
+plot_app = typer.Typer(no_args_is_help=True, help="Draw maps and curves from the database.")
+app.add_typer(plot_app, name="plot")
+out = Console()
+
+DB = typer.Option("results.duckdb", "--db", help="Results database (DuckDB file).")
+SWEEP = typer.Option(None, "--sweep", help="Only this sweep (default: the only one, or all).")
+WHERE = typer.Option(None, "--where", help="Only rows with AXIS=VALUE[,VALUE...] (repeatable), e.g. --where n_train=4000.")
+SELECT_ON = typer.Option("test", "--select-on", help="Set whose error chooses the early-stopping epoch: test, or val "
+                         "(the validation split of a dataset with val: N).")
+
+
+def user_errors(fn):
+    """Print a UserError as one line on stderr and exit 2 (also under a test runner)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except UserError as e:
+            error_line(str(e))
+            raise typer.Exit(e.exit_code) from None
+        except Exception as e:  # a full disk or an unwritable folder anywhere is one line too
+            fault = storage_fault(e)
+            if fault is None:
+                raise
+            error_line(f"cannot write {fault}")
+            raise typer.Exit(EXIT_USAGE) from None
+
+    return wrapper
+
+
+def error_line(message: str) -> None:
+    Console(stderr=True, soft_wrap=True).print(f"ddsweep: error: {' '.join(message.split())}", highlight=False,
+                                               markup=False)
+
+
+def frame_table(df, title: str | None = None) -> Table:
+    table = Table(title=title)
+    for col in df.columns:
+        table.add_column(str(col), justify="right" if df[col].dtype.kind in "iuf" else "left")
+    for row in df.itertuples(index=False):
+        table.add_row(*[_fmt(v) for v in row])
+    return table
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return "" if v != v else f"{v:.4g}"
+    return "" if v is None else str(v)

@@ -1,0 +1,41 @@
+"""Commands that move results in and out of the database: export, import."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from ddsweep.cli.common import DB, SWEEP, app, out, user_errors
+
+
+@app.command()
+@user_errors
+def export(db: Path = DB, sweep: Optional[str] = SWEEP,
+           fmt: str = typer.Option("parquet", "--format", help="parquet or csv."),
+           table: str = typer.Option("metrics", "--table", help="metrics (long: one row per run and epoch, re-importable), curves, final_metrics or jobs."),
+           out_path: Optional[Path] = typer.Option(None, "--out", help="Output file (default: <db>-<table>.<format>).")):
+    """Write results to Parquet or CSV."""
+    from ddsweep import api
+
+    path, rows = api.export(db, fmt=fmt, out=out_path, sweep=sweep, table=table)
+    out.print(f"wrote {rows:,} rows to {path}")
+
+
+@app.command("import")
+@user_errors
+def import_(file: Path = typer.Argument(..., help="CSV or Parquet, long format: one row per run and epoch."),
+            db: Path = DB,
+            sweep: Optional[str] = typer.Option(None, "--sweep", help="Sweep to create (default: the file's sweep column or name)."),
+            mapping: Optional[List[str]] = typer.Option(None, "--map", help="Rename a column: OLD=NEW (repeatable); OLD= drops it."),
+            constants: Optional[List[str]] = typer.Option(None, "--set", help="An axis missing from the file: AXIS=VALUE, e.g. --set seed=0."),
+            replace: bool = typer.Option(False, "--replace", help="Replace an imported sweep of the same name.")):
+    """Import per-epoch results produced elsewhere as a sweep of finished jobs."""
+    from ddsweep import api
+    from ddsweep.exchange import parse_pairs
+
+    r = api.import_results(file, db, sweep=sweep, mapping=parse_pairs(mapping, "--map"),
+                           constants=parse_pairs(constants, "--set"), replace=replace)
+    out.print(f"imported {r.jobs} runs, {r.rows:,} rows into sweep {r.sweep} of {r.db} "
+              f"(axes: {', '.join(r.axes)}; metrics: {', '.join(r.metrics)})", highlight=False)

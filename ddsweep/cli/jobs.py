@@ -1,0 +1,134 @@
+"""Commands that plan, train and inspect jobs: plan, work, status, query, retry, extend."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ddsweep import env
+from ddsweep.cli.common import DB, SWEEP, app, frame_table, out, user_errors
+from ddsweep.workers.events import JobStatus
+
+
+@app.command()
+@user_errors
+def plan(grid: Path = typer.Argument(..., help="Grid file (YAML); - reads standard input."), db: Path = DB,
+         dry_run: bool = typer.Option(False, "--dry-run", help="Show what would be planned; write nothing.")):
+    """Expand a grid file into jobs in the database (idempotent)."""
+    from ddsweep import api
+
+    r = api.plan(grid, db, dry_run=dry_run)
+    table = Table(title=f"{'dry run: ' if dry_run else ''}sweep {r.sweep} in {db}")
+    for col in ("new", "already planned", "extended", "total jobs", "total epochs"):
+        table.add_column(col, justify="right")
+    table.add_row(str(r.new), str(r.existing), str(r.extended), str(r.total), str(r.total_epochs))
+    out.print(table)
+
+
+@app.command(epilog="Environment variables (read once at the start; an option given wins):\n\n" + env.help_text())
+@user_errors
+def work(db: Path = DB,
+         cpus: Optional[int] = typer.Option(None, "--cpus", help="CPU worker processes (default: one per core)."),
+         gpus: Optional[str] = typer.Option(None, "--gpus", help="GPU ids, e.g. 0,1: one worker per GPU (x --jobs-per-device)."),
+         jobs_per_device: int = typer.Option(1, "--jobs-per-device", help="Worker processes per CPU slot or GPU."),
+         sweep: Optional[str] = SWEEP,
+         threads: int = typer.Option(1, "--threads", help="torch threads per worker."),
+         pack_size: Optional[int] = typer.Option(None, "--pack-size", help="Jobs trained together per step (default: automatic)."),
+         checkpoint_every: float = typer.Option(30.0, "--checkpoint-every", help="Seconds between checkpoints (0: every epoch)."),
+         flush_every: float = typer.Option(5.0, "--flush-every", help="Seconds between writes of results to the database (and at each job's end); readers get in between."),
+         lease: float = typer.Option(120.0, "--lease", help="Seconds a job stays leased without a heartbeat; then another `work` may reclaim it."),
+         retries: int = typer.Option(2, "--retries", help="Times a job is tried again after a failed attempt (exception, or its worker died)."),
+         no_progress: bool = typer.Option(False, "--no-progress", help="No live progress display."),
+         ray: Optional[str] = typer.Option(None, "--ray", metavar="ADDRESS", help="Train on a Ray cluster: its address (e.g. 10.0.0.1:6379, or auto), or 'local' to start one here. --cpus then caps the number of Ray workers."),
+         gpus_per_job: float = typer.Option(0.0, "--gpus-per-job", help="With --ray: GPUs per Ray worker (fractions share a GPU)."),
+         cpus_per_job: float = typer.Option(1.0, "--cpus-per-job", help="With --ray: CPUs per Ray worker."),
+         checkpoint_dir: Optional[Path] = typer.Option(None, "--checkpoint-dir", help="Where checkpoints go (default <db>.ckpt); with --ray, a path every node can reach."),
+         compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="Conv packs on a GPU run through torch.compile (about 30 s per shape; pays in long runs) (default: $DDSWEEP_COMPILE, else no)."),
+         cuda_graphs: Optional[bool] = typer.Option(None, "--cuda-graphs/--no-cuda-graphs", help="Conv packs on a GPU replay a CUDA graph per step (default: $DDSWEEP_CUDA_GRAPHS, else yes)."),
+         dense_members: Optional[bool] = typer.Option(None, "--dense-members/--grouped-members", help="Wide conv members run one after another as dense networks / together as one grouped network (default: $DDSWEEP_DENSE_MEMBERS, else automatic)."),
+         pack_memory_gb: Optional[float] = typer.Option(None, "--pack-memory-gb", help="GiB one pack of conv models may use (default: $DDSWEEP_PACK_MEMORY_GB, else estimated from the device).")):
+    """Train pending jobs with local worker processes (or Ray actors: --ray) until none is left.
+
+    Each finished job records how it was trained (device, threads, the speed settings) in
+    its `run_options` column."""
+    from ddsweep import api
+
+    r = api.work(db, cpus=cpus, gpus=gpus, jobs_per_device=jobs_per_device, sweep=sweep, threads=threads,
+                 pack_size=pack_size, checkpoint_every=checkpoint_every, flush_every=flush_every,
+                 lease_seconds=lease, retries=retries,
+                 show_progress=not no_progress and sys.stderr.isatty(), ray=ray, gpus_per_job=gpus_per_job,
+                 cpus_per_job=cpus_per_job, checkpoint_dir=checkpoint_dir, compile=compile,
+                 cuda_graphs=cuda_graphs, dense_members=dense_members, pack_memory_gb=pack_memory_gb)
+    out.print(f"done {r.done}, failed {r.failed}, diverged {r.diverged}, handed back {r.released} "
+              f"in {r.seconds:.1f}s" + (f" ({r.retried} failed attempt(s) retried)" if r.retried else ""))
+    scope = r.scope or {}
+    failed = scope.get(JobStatus.FAILED, r.failed)
+    if failed:
+        out.print(f"{failed} job(s) failed; see errors: ddsweep query \"select job_id, error "
+                  f"from jobs where status = {JobStatus.FAILED.sql}\" --db {db}; requeue them: ddsweep retry --db {db}")
+    elif r.signal is None and (scope.get(JobStatus.PENDING) or scope.get(JobStatus.RUNNING)):
+        out.print(f"{scope.get(JobStatus.PENDING, 0)} job(s) pending and {scope.get(JobStatus.RUNNING, 0)} running "
+                  "elsewhere are not finished yet")
+    raise typer.Exit(r.exit_code)
+
+
+@app.command()
+@user_errors
+def status(db: Path = DB, sweep: Optional[str] = SWEEP):
+    """Jobs per sweep and status; safe while `ddsweep work` runs."""
+    from ddsweep import api
+
+    out.print(frame_table(api.status(db, sweep), title=str(db)))
+
+
+@app.command()
+@user_errors
+def query(sql: str = typer.Argument(..., help="SQL to run (read-only)."), db: Path = DB,
+          csv: bool = typer.Option(False, "--csv", help="Print CSV instead of a table."),
+          allow_external: bool = typer.Option(False, "--allow-external", help="Let the SQL read and write other files "
+                                              "(COPY ... TO, read_csv, ATTACH) and install extensions.")):
+    """Run read-only SQL on the database; safe while `ddsweep work` runs."""
+    from ddsweep import api
+
+    df = api.query(sql, db, allow_external=allow_external)
+    if csv:
+        sys.stdout.write(df.to_csv(index=False))
+        return
+    if len(df) > TABLE_ROWS:
+        Console(stderr=True, soft_wrap=True).print(
+            f"ddsweep: warning: {len(df):,} rows; showing the first {TABLE_ROWS:,} as a table (all of them: --csv)",
+            highlight=False, markup=False)
+        df = df.head(TABLE_ROWS)
+    out.print(frame_table(df))
+
+
+TABLE_ROWS = 1000  # more rows than this are not drawn as a table (slow and unreadable): --csv prints them
+
+
+@app.command()
+@user_errors
+def retry(db: Path = DB, sweep: Optional[str] = SWEEP,
+          failed: bool = typer.Option(False, "--failed", help="Requeue failed jobs (the default)."),
+          diverged: bool = typer.Option(False, "--diverged", help="Requeue diverged jobs.")):
+    """Requeue failed (and/or diverged) jobs; the next `ddsweep work` resumes them from their checkpoints."""
+    from ddsweep import api
+
+    statuses = tuple(s for s, on in ((JobStatus.FAILED, failed or not diverged), (JobStatus.DIVERGED, diverged)) if on)
+    n = api.retry(db, sweep=sweep, statuses=statuses)
+    out.print(f"requeued {n} {' or '.join(statuses)} job(s); run `ddsweep work --db {db}` to train them")
+
+
+@app.command()
+@user_errors
+def extend(db: Path = DB, sweep: Optional[str] = SWEEP,
+           epochs: int = typer.Option(..., "--epochs", help="The longer horizon to train to.")):
+    """Train jobs to a longer horizon: finished ones continue from their final checkpoints."""
+    from ddsweep import api
+
+    n = api.extend(db, epochs, sweep=sweep)
+    out.print(f"extended {n} job(s) to {epochs} epochs; run `ddsweep work --db {db}` to train them")
