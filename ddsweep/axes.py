@@ -108,6 +108,13 @@ AXES: tuple[Axis, ...] = (
     Axis("step_factor", "float", (_TRAIN, "step_factor"), 0.1, job=False, cell=False, knob=True),
     Axis("trust", "float", (_TRAIN, "trust"), 0.001, job=False, cell=False, knob=True),
     Axis("label_smoothing", "float", (_TRAIN, "label_smoothing"), 0.0, job=False, cell=False, knob=True),
+    # SGD's Nesterov momentum (torch's rule); left out of a job's config while false
+    Axis("nesterov", "bool", (_TRAIN, "nesterov"), False, job=False, cell=False, knob=True),
+    # gradient accumulation (ddsweep.train.passes): samples per forward/backward of a step; None: no split
+    # unless the memory estimate needs one (resolved when planning, kept in the job's config)
+    Axis("micro_batch", "int", (_TRAIN, "micro_batch"), None, job=False, cell=False),
+    # the gradient penalty averaged over blocks of this many samples (Geiping et al.); 0: the whole batch
+    Axis("penalty_block", "int", (_TRAIN, "penalty_block"), 0, job=False, cell=False, knob=True),
     # the transformer's encoder and decoder layers: stored in the jobs' depth column
     Axis("layers", "int", ("model", "layers"), None, job=False, cell=False),
 )

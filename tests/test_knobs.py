@@ -24,6 +24,7 @@ from ddsweep.models.mlp import PackedMLP
 from ddsweep.train import checkpoint
 from ddsweep.train.loop import _noise_scale, train_pack
 from ddsweep.train.optim import PackedLARS
+from ddsweep.train.passes import StepPasses
 from ddsweep.train.schedule import factor
 from ddsweep.workers.events import Metrics
 from tests.conftest import ROOT, TINY
@@ -64,9 +65,9 @@ def step_direction(model, x, y, recipes, lr=0.125):
     """(losses, mini-batch gradient, the knobs' step direction, the StepKnobs)."""
     kn = knobs.StepKnobs(recipes, "cpu")
     kn.start_epoch()
-    loss = model.loss_and_grad(x, y, "cross_entropy")
+    loss, hg = StepPasses(model, "cross_entropy").gradient(x, y, with_loss=True, penalty=kn.penalty)
     g = model.grad.clone()
-    kn.apply(model, loss, x, y, "cross_entropy", torch.full((len(recipes), 1), lr))
+    kn.apply(model, loss, hg, torch.full((len(recipes), 1), lr))
     return loss, g, model.grad.clone(), kn
 
 
@@ -135,9 +136,9 @@ def test_penalty_flood_and_clip_compose_and_keep_padding_zero():
     rs = [recipe(grad_penalty=0.5, flood=float(loss[k]) + 1, grad_clip=0.05) for k in range(K)]
     lr = torch.full((K, 1), 0.125)
     kn = knobs.StepKnobs(rs, "cpu")
-    loss = model.loss_and_grad(x, y, "cross_entropy")
+    loss, hg = StepPasses(model, "cross_entropy").gradient(x, y, with_loss=True, penalty=kn.penalty)
     g = model.grad.clone()
-    kn.apply(model, loss, x, y, "cross_entropy", lr)
+    kn.apply(model, loss, hg, lr)
     for k in range(K):  # -g + penalty, then clipped
         theta, _, gr = autograd_member(model, k, x, y, create_graph=True)
         (hg,) = torch.autograd.grad(0.5 * gr.pow(2).sum(), theta)

@@ -34,13 +34,13 @@ from ddsweep.grid.load import load_grid, parse_grid, read_grid_text
 from ddsweep.grid.spec import (
     ALL_AXES, CELL_AXES, HORIZON_SCHEDULES, INT_AXES, KNOB_COLUMNS, KNOB_DEFAULTS, KNOB_NEEDS,
     MAX_JOBS, MODEL_AXES, SPARSE_TRAIN, TEXT_AXES, TRAIN_AXES, WORD_VALUES, DatasetSpec, EvalSpec, GridSpec,
-    ModelSpec, TrainSpec, canonical_train, train_recipe,
+    ModelSpec, TrainSpec, canonical_train, pass_samples, train_recipe,
 )
 
 __all__ = [
     "ALL_AXES", "CELL_AXES", "HORIZON_SCHEDULES", "INT_AXES", "KNOB_COLUMNS", "KNOB_DEFAULTS",
     "KNOB_NEEDS", "MAX_JOBS", "MODEL_AXES", "SPARSE_TRAIN", "TEXT_AXES", "TRAIN_AXES", "WORD_VALUES",
     "DatasetSpec", "EvalSpec", "GridSpec", "Job", "ModelSpec", "TrainSpec", "axis_key", "axis_names", "axis_values",
-    "canonical_json", "canonical_train", "epoch_steps", "expand", "load_grid", "parse_grid", "read_grid_text",
-    "train_recipe",
+    "canonical_json", "canonical_train", "epoch_steps", "expand", "load_grid", "parse_grid", "pass_samples",
+    "read_grid_text", "train_recipe",
 ]

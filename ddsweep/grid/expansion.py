@@ -51,6 +51,9 @@ class Job:
         }
         if c["train"].get("precision", "auto") != "auto":  # one autocast setting per pack
             key["precision"] = c["train"]["precision"]
+        for name in ("micro_batch", "penalty_block"):  # one way of taking a step's batch per pack
+            if c["train"].get(name):
+                key[name] = c["train"][name]
         return _hash(key)
 
 
@@ -111,12 +114,14 @@ def expand(spec: GridSpec, path: str | Path = "<grid>", pool_size: int | None = 
         for k, default in SPARSE_TRAIN.items():
             if train.get(k) == default:
                 del train[k]
+        _check_nesterov(spec, cell, train, path)
         train = canonical_train(train, cell["n_train"])
         if train.get("schedule") in HORIZON_SCHEDULES:
             train["epochs"] = epochs  # the schedule depends on the horizon: each horizon is its own job
         if train.get("world") == "ideal":
             _check_fresh_samples(spec, cell, train, epochs, pool, path)
         _check_text_cell(spec, cell, model, train, path)
+        _resolve_passes(spec, cell, dataset, model, train, path)
         config = {
             "sweep": spec.name,
             "dataset": cell_dataset,
@@ -152,6 +157,65 @@ def _check_text_cell(spec: GridSpec, cell: dict, model: dict, train: dict, path)
     if is_text(spec.dataset.name) and cell.get("label_noise", 0.0) > 0:
         raise GridError(path, axis_key(spec.grid, "label_noise"), cell["label_noise"],
                         "label noise is not defined for text (a sentence pair has no label to flip); use 0")
+
+
+def _check_nesterov(spec: GridSpec, cell: dict, train: dict, path) -> None:
+    """Nesterov momentum is SGD's, and needs a momentum (torch refuses it without)."""
+    if not train.get("nesterov"):
+        return
+    where = axis_key(spec.grid, "nesterov") if "nesterov" in cell else "train.nesterov"
+    if train["optimizer"] != "sgd":
+        raise GridError(path, where, True, f"applies to optimizer: sgd only, not {train['optimizer']}")
+    if not train["momentum"]:
+        raise GridError(path, where, True, "needs momentum > 0 (Nesterov's look-ahead is along the momentum)")
+
+
+# The memory one member's pass may take when `micro_batch` is left to the plan: the default budget
+# of a GPU pack (ddsweep.workers.packing.PACK_MEMORY_BUDGET), so that the choice, which changes
+# BatchNorm's statistics, depends on the job alone and not on the device that trains it.
+AUTO_MICRO_BUDGET = 32 << 30
+
+
+def _resolve_passes(spec: GridSpec, cell: dict, dataset: dict, model: dict, train: dict, path) -> None:
+    """Check micro_batch and penalty_block against the cell's batch and fill in an automatic micro_batch.
+
+    An explicit micro_batch stays in the config (it changes BatchNorm's statistics, so the job); equal
+    to the batch it is no split and left out. With a block penalty each block is one pass, so a
+    micro_batch must hold whole blocks and is then left out. Left to the plan (None), a conv model
+    whose pass over the whole batch would not fit AUTO_MICRO_BUDGET by the packing code's estimate
+    gets the largest power of two that fits, written into the config like an explicit one."""
+    from ddsweep.models import CONV_MODELS, TEXT_MODELS
+
+    micro, block = train.get("micro_batch"), train.get("penalty_block", 0)
+    batch = min(int(cell["n_train"]), int(train["batch_size"]))
+    if (micro or block) and model["name"] in TEXT_MODELS:
+        key = "micro_batch" if micro else "penalty_block"
+        where = axis_key(spec.grid, key) if key in cell else f"train.{key}"
+        raise GridError(path, where, micro or block, "applies to the image and MNIST-1D models only (a "
+                        "text batch's loss is a mean over tokens, not samples)")
+    if micro is not None:
+        where = axis_key(spec.grid, "micro_batch") if "micro_batch" in cell else "train.micro_batch"
+        if micro > batch:
+            raise GridError(path, where, micro, f"larger than the batch ({batch} samples per step at "
+                            f"n_train={cell['n_train']})")
+        if block and micro % block:
+            raise GridError(path, where, micro, f"not a multiple of penalty_block {block} (a block penalty "
+                            "takes each block in one pass, so a micro-batch must hold whole blocks)")
+        if micro == batch or block:
+            del train["micro_batch"]
+        return
+    if block or model["name"] not in CONV_MODELS:
+        return
+    from ddsweep.models.memory import member_bytes
+
+    config = {"model": model, "dataset": dataset, "width": int(cell["width"]), "n_train": int(cell["n_train"]),
+              "train": train}
+    if member_bytes(config, "cuda", samples=batch) <= AUTO_MICRO_BUDGET:
+        return
+    micro = 1
+    while micro * 2 < batch and member_bytes(config, "cuda", samples=micro * 2) <= AUTO_MICRO_BUDGET:
+        micro *= 2
+    train["micro_batch"] = micro
 
 
 def _with_augment(spec: GridSpec, dataset: dict, augment: bool | None, on_axis: bool, path) -> dict:

@@ -99,6 +99,13 @@ class TrainSpec(_Strict):
     grad_penalty: float = Field(0.0, ge=0, description="strength of the gradient-norm penalty; 0: off")
     flood: float = Field(0.0, ge=0, description="flood level b: train on |L - b| + b; 0: off")
     trust: float = Field(0.001, gt=0, le=1, description="lars: trust coefficient")
+    nesterov: StrictBool = Field(False, description="sgd: Nesterov momentum (needs momentum > 0)")
+    # gradient accumulation (ddsweep.train.passes): each step's batch in passes of this many samples whose
+    # gradients sum to the batch's; BatchNorm normalises each pass with its own statistics
+    micro_batch: int | None = Field(None, gt=0, le=100_000_000, description="samples per forward/backward "
+                                    "of a step; default: no split unless a conv model's memory estimate needs one")
+    penalty_block: int = Field(0, ge=0, le=100_000_000, description="grad_penalty averaged over blocks of this "
+                               "many samples (Geiping et al.); 0: over the whole batch")
     world: Literal["real", "ideal"] = "real"
     # the transformer's loss: (1 - eps) x NLL + eps x mean over the vocabulary of -log p (torch's definition)
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="transformer: label smoothing eps; 0: off")
@@ -133,7 +140,7 @@ SPARSE_TRAIN = {"precision": "auto"}
 # as well, so equal runs get equal ids. Read a job's full recipe with `train_recipe`.
 KNOB_DEFAULTS = {name: TrainSpec.model_fields[name].default for name in vocabulary.KNOB_AXES}
 KNOB_NEEDS = {"inv_sqrt_steps": ("schedule", "inverse_sqrt"), "step_milestones": ("schedule", "step"),
-              "step_factor": ("schedule", "step"), "trust": ("optimizer", "lars")}
+              "step_factor": ("schedule", "step"), "trust": ("optimizer", "lars"), "nesterov": ("optimizer", "sgd")}
 KNOB_COLUMNS = vocabulary.KNOB_COLUMNS  # also columns of `jobs`
 HORIZON_SCHEDULES = ("step", "cosine")  # schedules that depend on the horizon: `epochs` joins the job id
 
@@ -154,7 +161,21 @@ def canonical_train(train: dict, n_train: int) -> dict:
         idle = need is not None and out.get(need[0], KNOB_DEFAULTS.get(need[0])) != need[1]
         if name in out and (idle or out[name] == (list(default) if isinstance(default, tuple) else default)):
             del out[name]
+    # a block penalty acts only with a penalty, and only with blocks smaller than the batch
+    if out.get("penalty_block") and (not out.get("grad_penalty") or
+                                     out["penalty_block"] >= min(int(out["batch_size"]), int(n_train))):
+        del out["penalty_block"]
+    if out.get("micro_batch", 0) is None:
+        del out["micro_batch"]
     return out
+
+
+def pass_samples(train: dict, n_train: int) -> int:
+    """Samples per member in one forward/backward of a training step (a job's resolved train section):
+    a penalty block where the penalty is taken over blocks, else a micro-batch where the batch is
+    split, else the whole batch (ddsweep.train.passes)."""
+    batch = min(int(n_train), int(train["batch_size"]))
+    return min(batch, train.get("penalty_block") or train.get("micro_batch") or batch)
 
 
 def train_recipe(config: dict) -> dict:

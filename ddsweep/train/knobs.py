@@ -1,13 +1,14 @@
 """Per-step knobs on a pack's gradient: flooding, the gradient-norm penalty, clipping.
 
-After `model.loss_and_grad` has written the mini-batch gradient g of each member into
-`model.grad` [K, P], `StepKnobs.apply` turns it into the direction the optimizer
-steps along, member by member (each member's own flood level, penalty strength and
-clipping norm as [K, 1] tensors; a member with a knob at 0 is left exactly as it was):
+After ddsweep.train.passes has written the batch gradient g of each member into `model.grad`
+[K, P] (and, where a member has a penalty, the Hessian-vector product H g), `StepKnobs.apply`
+turns it into the direction the optimizer steps along, member by member (each member's own flood
+level, penalty strength and clipping norm as [K, 1] tensors; a member with a knob at 0 is left
+exactly as it was):
 
 1. Gradient penalty (Geiping et al. 2021, their forward-difference form). With
    strength a and the step's lr eta, the direction gets a * eta / 4 * H g added, H the
-   Hessian of the mini-batch loss L. H g is the gradient of ||g||^2 / 2, taken by one
+   Hessian of the batch loss L. H g is the gradient of ||g||^2 / 2, taken by one
    extra forward/backward at a point a fixed distance r = FD_RADIUS along g:
        H g ~ (g(theta + e g) - g(theta)) / e,    e = r / ||g||.
    So the step descends L + (a * eta / 8) * ||grad L||^2, exactly Geiping et al.'s
@@ -16,9 +17,10 @@ clipping norm as [K, 1] tensors; a member with a knob at 0 is left exactly as it
    ResNets): on these small MLPs a step of 1e-2 often crosses a ReLU kink, where the
    difference quotient is no Hessian-vector product; at 1e-3 it matches autograd's
    double backward to about 0.05% in float32 (tests/test_knobs.py asserts < 1%).
-   The penalty is that of the step's batch (the whole training set with batch_size
-   full); Geiping et al. average it over 128-sample blocks of the full batch. A model's
-   BatchNorm running statistics are put back after the extra forward.
+   With `penalty_block: B` the penalty is Geiping et al.'s: the mean over blocks of B
+   samples of each block's ||grad L_j||^2, H g the mean of the blocks' H_j g_j, each by its
+   own difference (ddsweep.train.passes); 0 takes it over the step's whole batch. A
+   model's BatchNorm running statistics are put back after the extra forwards.
 2. Flooding (Ishida et al. 2020): the objective |L - b| + b has gradient sign(L - b) g,
    so a member whose mini-batch loss is below its flood level b steps uphill (gradient
    ascent) on that step. The penalty term is not flipped (||grad |L - b| || = ||g||).
@@ -39,7 +41,6 @@ import torch
 
 from ddsweep.models.protocol import PackedModel
 
-FD_RADIUS = 1e-3  # length of the finite-difference step along g, in parameter space
 CLIP_EPS = 1e-6
 
 
@@ -56,6 +57,8 @@ class StepKnobs:
         self.has = {"flood": [r["flood"] > 0 for r in recipes], "clip": [r["grad_clip"] > 0 for r in recipes]}
         self.flood = _column([r["flood"] for r in recipes], device)[:, 0]  # [K]
         self.strength = _column([r["grad_penalty"] for r in recipes], device)
+        # the members whose penalty term ddsweep.train.passes computes (None: no member has one)
+        self.penalty = self.strength > 0 if self.penalty_on else None
         # no clipping is clipping at infinity: the factor is exactly 1
         self.clip = _column([r["grad_clip"] if r["grad_clip"] > 0 else float("inf") for r in recipes], device)
         K = len(recipes)
@@ -72,25 +75,16 @@ class StepKnobs:
         self.steps = 0
 
     @torch.no_grad()
-    def apply(self, model: PackedModel, loss: torch.Tensor, xb, yb, loss_name: str, lr: torch.Tensor) -> None:
-        """Turn model.grad (the mini-batch gradients, losses `loss` [K]) into the step directions."""
+    def apply(self, model: PackedModel, loss: torch.Tensor, hg: torch.Tensor | None, lr: torch.Tensor) -> None:
+        """Turn model.grad (the batch gradients g, losses `loss` [K], the penalty's H g where members
+        have one) into the step directions."""
         g = model.grad
         self.steps += 1
         if self.penalty_on:
-            g0 = g.clone()
-            theta = model.flat.clone()
-            norm = g0.norm(dim=1, keepdim=True).clamp_min(1e-30)
-            on = self.strength > 0
-            e = torch.where(on, FD_RADIUS / norm, torch.zeros_like(norm))  # members without a penalty stay put
-            stats = model.buffers  # BatchNorm running statistics: the probe must not move them
-            model.flat.add_(g0 * e)
-            model.loss_and_grad(xb, yb, loss_name)  # g(theta + e g) into model.grad
-            model.flat.copy_(theta)
-            if stats is not None:
-                model.buffers = stats
-            # d = g0 + a * eta / 4 * (g1 - g0) / e; the coefficient is exactly 0 without a penalty
-            coef = torch.where(on, self.strength * lr * 0.25 * norm / FD_RADIUS, torch.zeros_like(norm))
-            g.sub_(g0).mul_(coef).add_(g0)
+            g0 = g.clone() if self.flood_on else None
+            # d = g + a * eta / 4 * H g; the coefficient is exactly 0 without a penalty
+            coef = torch.where(self.penalty, self.strength * lr * 0.25, torch.zeros_like(self.strength))
+            g.addcmul_(hg, coef)
             if self.flood_on:  # flip only the loss gradient: d = s g0 + (penalty term)
                 below = loss < self.flood
                 g.sub_(g0 * (2.0 * below.to(g.dtype)).unsqueeze(1))

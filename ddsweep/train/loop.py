@@ -6,6 +6,8 @@ take its batches by index from data resident on the device; evaluate on the
 chosen epochs; checkpoint now and then. Every member has its own RNG streams, so
 its numbers do not depend on which other jobs share its pack.
 
+A step's batch may be taken in passes (micro-batches, or the blocks of a block penalty) whose
+gradients sum to the batch's before one optimizer update (ddsweep.train.passes).
 The knobs of ddsweep.train.knobs (flooding, gradient penalty, clipping), the lr
 schedules of ddsweep.train.schedule and the ideal world (ddsweep.data.ideal: fresh
 samples every step instead of the shuffled training set) each cost nothing when no
@@ -24,12 +26,13 @@ import torch.nn.functional as F
 from ddsweep.data import dataset_identity, load_dataset
 from ddsweep.data.augment import augmentation
 from ddsweep.data.noise import noisy_labels, seeded_generator, training_subset, validation_split
-from ddsweep.grid import EvalSpec, epoch_steps, train_recipe
+from ddsweep.grid import EvalSpec, epoch_steps, pass_samples, train_recipe
 from ddsweep.models import PackedModel, build_model, train_width
 from ddsweep.models.speed import SpeedSettings
 from ddsweep.train import checkpoint
 from ddsweep.train.knobs import StepKnobs
 from ddsweep.train.optim import build_optimizer
+from ddsweep.train.passes import StepPasses
 from ddsweep.train.schedule import Schedule, is_constant
 from ddsweep.workers.events import Checkpointed, Event, Finished, JobStatus, Metrics, Progress, Timing, \
     WorkerWarning
@@ -102,6 +105,7 @@ def train_pack(jobs: list[dict], device: str = "cpu", emit: Emit = lambda e: Non
     theta0 = model.flat.clone()  # the init, for dist_from_init (checkpoints keep it)
     schedule = None if all(map(is_constant, recipes)) else Schedule(recipes, lr, steps_per_epoch, epochs, device)
     knobs = StepKnobs(recipes, device)  # flooding, gradient penalty, clipping: knobs.active if any member uses one
+    passes = _step_passes(model, recipes, n, augment)  # a step's batch in micro-batches or penalty blocks
     ideal = _ideal_streams(members, recipes, data)  # member -> stream of fresh samples
 
     start_epoch, step, seconds_before = 0, 0, 0.0
@@ -164,14 +168,15 @@ def train_pack(jobs: list[dict], device: str = "cpu", emit: Emit = lambda e: Non
         for s in range(steps_per_epoch):
             xb = x_epoch[:, s * batch:(s + 1) * batch]  # [K, b, d]: each member's own batch
             yb = y_epoch[:, s * batch:(s + 1) * batch]
-            if augment is not None:
-                xb = augment(xb, codes[:, s * batch:(s + 1) * batch])
+            cb = codes[:, s * batch:(s + 1) * batch] if augment is not None else None  # augmented per pass
             if lrs is not None:
                 opt.lr = lrs[s]
-            # fills model.grad; the [K] mean losses only where a knob needs them (else None)
-            loss = model.loss_and_grad(xb, yb, loss_name, with_loss=knobs.active)
+            # model.grad <- each member's gradient of its mean loss over the whole batch (micro-batches
+            # summed: one optimizer step per batch); the [K] losses and the penalty's Hessian-vector
+            # term only where a knob needs them (else None)
+            loss, hg = passes.gradient(xb, yb, cb, with_loss=knobs.active, penalty=knobs.penalty)
             if knobs.active:  # flood, penalise, clip: model.grad becomes each member's step direction
-                knobs.apply(model, loss, xb, yb, loss_name, opt.lr)
+                knobs.apply(model, loss, hg, opt.lr)
             opt.step()
             step += 1
         if str(device).startswith("cuda"):
@@ -356,6 +361,16 @@ def _freeze(model: PackedModel, opt, k: int, schedule=None) -> None:
     opt.lr[k] = 0.0
     if schedule is not None:
         schedule.base[k] = 0.0
+
+
+def _step_passes(model: PackedModel, recipes: list[dict], n: int, augment) -> StepPasses:
+    """How the pack takes a step's batch: in passes of pass_samples (its micro-batch or penalty block),
+    one setting for the whole pack (the pack key holds both)."""
+    sizes = {(pass_samples(r, n), bool(r.get("penalty_block"))) for r in recipes}
+    if len(sizes) != 1:
+        raise ValueError(f"a pack takes its batches in one way; these jobs want passes of {sorted(sizes)}")
+    samples, blocks = sizes.pop()
+    return StepPasses(model, recipes[0]["loss"], samples, blocks, augment)
 
 
 def _ideal_streams(members, recipes, data) -> dict:

@@ -19,13 +19,19 @@ def _per_member(values, device) -> torch.Tensor:
 
 
 class PackedSGD:
-    def __init__(self, params: torch.Tensor, grad: torch.Tensor, lr, momentum, weight_decay):
+    """torch.optim.SGD (dampening 0), per member; `nesterov` (per member, default none): the step
+    along g + momentum * buf instead of buf, torch's Nesterov rule."""
+
+    def __init__(self, params: torch.Tensor, grad: torch.Tensor, lr, momentum, weight_decay, nesterov=None):
         self.params, self.grad = params, grad
         self.lr = _per_member(lr, params.device)
         self.momentum = _per_member(momentum, params.device)
         self.weight_decay = _per_member(weight_decay, params.device)
         self.use_momentum = any(m > 0 for m in momentum)
         self.use_wd = any(w > 0 for w in weight_decay)
+        nesterov = list(nesterov or [False] * len(lr))
+        self.use_nesterov = any(nesterov)
+        self.nesterov = torch.tensor(nesterov, device=params.device).view(-1, 1)
         self.state = {"buf": torch.zeros_like(params)} if self.use_momentum else {}
 
     @torch.no_grad()
@@ -36,7 +42,10 @@ class PackedSGD:
         if self.use_momentum:
             buf = self.state["buf"]
             # buf = g + momentum * buf in one pass (buf starts at 0, so step 1 gives buf = g as in torch)
-            g = torch.addcmul(g, buf, self.momentum, out=buf)
+            d = torch.addcmul(g, buf, self.momentum, out=buf)
+            if self.use_nesterov:  # Nesterov: g + momentum * buf (the new buf)
+                d = torch.where(self.nesterov, g.addcmul(buf, self.momentum), buf)
+            g = d
         self.params.addcmul_(g, self.lr, value=-1.0)
 
 
@@ -107,7 +116,8 @@ def build_optimizer(name: str, model: PackedModel, members: list[dict]):
         return PackedLARS(model.flat, model.grad, model.layer_slices(), lr, [m["momentum"] for m in members], wd,
                           [m.get("trust", 0.001) for m in members])
     if name == "sgd":
-        return PackedSGD(model.flat, model.grad, lr, [m["momentum"] for m in members], wd)
+        return PackedSGD(model.flat, model.grad, lr, [m["momentum"] for m in members], wd,
+                         [bool(m.get("nesterov", False)) for m in members])
     if name == "adam":
         return PackedAdam(model.flat, model.grad, lr, wd)
     raise ValueError(f"unknown optimizer {name!r}")

@@ -67,20 +67,12 @@ def text_member_bytes(config: dict, device: str) -> int:
 
 
 def member_bytes(config: dict, device: str) -> int:
-    """Estimated memory of one conv member in training: parameters with gradient, copies and Adam's
-    state (~28 bytes each), one batch's activations (x1.5 for autograd's extras), its images twice
-    (its training set and the epoch's shuffled copy)."""
-    from ddsweep.data import image_info
-    from ddsweep.data.vision import IMAGE_SIZE
-    from ddsweep.models import train_width
-    from ddsweep.models.arch import arch_for
+    """Estimated memory of one conv member in training (ddsweep.models.memory), with one pass of
+    the job's step: its micro-batch or penalty block where the step is split."""
+    from ddsweep.grid import pass_samples
+    from ddsweep.models.memory import member_bytes as estimate
 
-    arch = arch_for(config, train_width(config, device))
-    bf16 = config["train"].get("precision", "auto") == "bf16" or (
-        device.startswith("cuda") and config["train"].get("precision", "auto") == "auto")
-    image = image_info(config["dataset"]).channels * IMAGE_SIZE * IMAGE_SIZE
-    return int(28 * arch.size + 1.5 * (2 if bf16 else 4) * arch.activations * config["train"]["batch_size"]
-               + 2 * image * config["n_train"])
+    return estimate(config, device, samples=pass_samples(config["train"], config["n_train"]))
 
 
 def pack_memory_budget(device: str, share: float = 1.0, device_bytes: int | None = None,
