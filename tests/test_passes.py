@@ -299,6 +299,44 @@ def test_full_batch_mcnn_with_micro_batches_through_plan_and_work(tmp_path, cli)
     assert df.train_loss.notna().all() and np.isfinite(df.train_loss).all()
 
 
+# ----------------------------------------------------------------------------- the preset
+
+
+def test_fullbatch_resnet18_preset_plans_geipings_recipe(tmp_path):
+    """sweeps/cifar10-fullbatch-resnet18.yaml, planned against a CIFAR-10-format root (a small one, the
+    pool size given as CIFAR-10's 50,000), resolves to the paper's three runs."""
+    import yaml
+
+    from ddsweep.workers.packing import member_bytes
+    from tests.conftest import ROOT
+
+    rng = np.random.default_rng(0)
+    img = lambda n: rng.integers(0, 256, (n, 3, 32, 32), dtype=np.uint8)  # noqa: E731
+    write_cifar(tmp_path, img(20), rng.integers(0, 10, 20), img(10), rng.integers(0, 10, 10))
+    path = ROOT / "sweeps" / "cifar10-fullbatch-resnet18.yaml"
+    raw = yaml.safe_load(path.read_text())
+    assert "recipe" in path.read_text().split("\n", 1)[0]
+    raw["dataset"]["root"] = str(tmp_path)
+    jobs = sorted(expand(parse_grid(raw, str(path)), str(path), pool_size=50_000),
+                  key=lambda j: j.config["train"]["lr"])
+    assert len(jobs) == 3 and len({j.pack_key for j in jobs}) == 3
+    sgd, clip, penalty = (j.config["train"] for j in jobs)
+    common = {"optimizer": "sgd", "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4, "schedule": "cosine",
+              "loss": "cross_entropy"}
+    assert jobs[0].config["model"] == {"name": "preact_resnet18", "depth": 2} and jobs[0].config["width"] == 64
+    assert sgd == {**common, "lr": 0.1, "batch_size": 128, "warmup": 5, "epochs": 300}
+    assert jobs[0].epochs == 300  # 300 x 391 steps = 117,300
+    assert clip == {**common, "lr": 0.4, "batch_size": 50_000, "micro_batch": 128, "warmup": 400, "grad_clip": 0.25,
+                    "epochs": 3000}
+    assert penalty == {**common, "lr": 0.8, "batch_size": 50_000, "penalty_block": 128, "warmup": 400,
+                       "grad_clip": 0.25, "grad_penalty": 0.5, "epochs": 3000}
+    assert jobs[1].epochs == jobs[2].epochs == 3000  # one step per epoch
+    assert all(j.config["dataset"]["augment"] for j in jobs)
+    # a pass of 128 images: a full-batch member fits a GPU by the packing estimate; the whole batch at once would not
+    assert member_bytes(jobs[1].config, "cuda") < 4 << 30 < (32 << 30) < \
+        member_bytes({**jobs[1].config, "train": {**clip, "micro_batch": None}}, "cuda")
+
+
 # ----------------------------------------------------------------------------- Nesterov
 
 
