@@ -15,7 +15,7 @@ __version__ = "0.1.0"
 # never import duckdb_engine: with both loaded, DuckDB's bindings print a screenful
 # of "nanobind: leaked instances" at exit (duckdb 2.0, duckdb-engine 0.17, torch 2.14).
 
-__all__ = ["plan", "work", "status", "query", "load_metrics", "emc", "summary", "export", "import_results",
+__all__ = ["plan", "work", "status", "query", "queries", "load_metrics", "emc", "summary", "export", "import_results",
            "report", "retry", "extend", "refine", "__version__"]
 
 

@@ -17,7 +17,7 @@ from ddsweep.store import results
 from ddsweep.workers import WorkResult, work
 from ddsweep.workers.events import RETRYABLE, JobStatus
 
-__all__ = ["plan", "work", "status", "query", "load_metrics", "retry", "extend", "PlanResult", "WorkResult",
+__all__ = ["plan", "work", "status", "query", "queries", "load_metrics", "retry", "extend", "PlanResult", "WorkResult",
            "emc", "summary", "bootstrap_summary", "export", "import_results", "report", "refine"]
 
 
@@ -71,6 +71,13 @@ def query(sql: str, db: str | Path = "results.duckdb", wait: float = 30.0,
     EXPORT DATABASE, read_csv of other files, ATTACH, INSTALL), and cannot be turned back on
     from the SQL, unless `allow_external`."""
     return results.query(db, sql, wait, allow_external=allow_external)
+
+
+def queries(sql: str, db: str | Path = "results.duckdb", wait: float = 30.0,
+            allow_external: bool = False) -> list[tuple[str, pd.DataFrame]]:
+    """Each statement of `sql` (`select 1; select 2`), run in order as `query` runs one:
+    (statement, DataFrame) for each that returns rows (`query` returns only the last)."""
+    return results.queries(db, sql, wait, allow_external=allow_external)
 
 
 def load_metrics(db: str | Path = "results.duckdb", sweep: str | None = None, wait: float = 30.0,

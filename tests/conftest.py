@@ -71,3 +71,43 @@ def cli(runner):
         return runner.invoke(app, [str(a) for a in args])
 
     return invoke
+
+
+def demo_frame():
+    """Metric rows shaped like `make demo`'s database: the embedded default grid's widths, n, noise, seed and
+    evaluated epochs, with a smooth double-descent-like test error (peak near the interpolation threshold)
+    and float32 values, as training records them. Fast: no training."""
+    import numpy as np
+    import pandas as pd
+
+    from ddsweep.grid import expand, load_grid
+
+    grid = ROOT / "sweeps" / "mnist1d-mlp.yaml"
+    spec = load_grid(grid)
+    jobs = expand(spec, grid)
+    epochs = np.array(spec.eval.epochs([jobs[0].epochs]))
+    rows = []
+    for job in jobs:
+        c = job.config
+        h, n, p = c["width"], c["n_train"], c["label_noise"]
+        cap = h / 50.0  # fits its noisy training set from h ~ 50 on, later for small h
+        t = np.log1p(epochs) / np.log1p(epochs[-1])
+        train = np.clip(p * (1 - np.tanh(cap * t * 3)) + 0.5 * np.exp(-epochs / 4), 0, 1)
+        test = np.clip(0.35 + 0.2 * np.exp(-np.log(cap * (t + 0.05)) ** 2) + 0.4 * np.exp(-epochs / 20), 0, 1)
+        rows.append(pd.DataFrame({"width": h, "n_train": n, "label_noise": p, "seed": c["seed"], "epoch": epochs,
+                                  "test_error": test.astype(np.float32).astype(float),
+                                  "train_error": train.astype(np.float32).astype(float),
+                                  "test_loss": (2 * test).astype(np.float32).astype(float),
+                                  "train_loss": (2 * train).astype(np.float32).astype(float)}))
+    return spec.name, pd.concat(rows, ignore_index=True).assign(dataset="mnist1d")
+
+
+@pytest.fixture(scope="session")
+def demo_db(tmp_path_factory) -> Path:
+    """A database shaped like the one `make demo` writes (sweep mnist1d-mlp), built by import in a blink."""
+    from ddsweep.exchange import import_frame
+
+    name, df = demo_frame()
+    db = tmp_path_factory.mktemp("demo") / "results.duckdb"
+    import_frame(df, db, sweep=name)
+    return db

@@ -93,9 +93,11 @@ def test_query_sees_only_the_database_unless_allowed(tmp_path, cli):
 def test_a_huge_result_is_not_drawn_as_a_table(tmp_path, cli):
     db = tmp_path / "r.duckdb"
     ddsweep.plan(write_grid(tmp_path / "g.yaml", TINY), db)
-    r = cli("query", "select range as i from range(5000)", "--db", db)
+    r = cli("query", "select range as i from range(5000)", "--db", db, "--format", "table")
     assert r.exit_code == 0
-    assert "warning: 5,000 rows; showing the first 1,000 as a table (all of them: --csv)" in r.output, r.output[:300]
+    assert "warning: 5,000 rows; showing the first 1,000 as a table (all of them: --format tsv, csv or json)" \
+        in r.output, r.output[:300]
     assert " 999 " in r.output and " 1000 " not in r.output
-    r = cli("query", "select range as i from range(5000)", "--db", db, "--csv")
-    assert r.exit_code == 0 and r.output.splitlines() == ["i", *map(str, range(5000))]
+    for args in (["--csv"], ["--format", "csv"], []):  # (piped, the default is tsv: every row)
+        r = cli("query", "select range as i from range(5000)", "--db", db, *args)
+        assert r.exit_code == 0 and r.output.splitlines() == ["i", *map(str, range(5000))]

@@ -7,8 +7,10 @@ from typing import List, Optional
 
 import typer
 
-from ddsweep.cli.common import DB, SELECT_ON, SWEEP, WHERE, app, frame_table, out, user_errors
+from ddsweep import tables
+from ddsweep.cli.common import DB, FORMAT, SELECT_ON, SWEEP, WHERE, app, note, out, show, user_errors
 from ddsweep.errors import UserError
+from ddsweep.tables import Format
 
 
 @app.command()
@@ -19,24 +21,30 @@ def emc(db: Path = DB, sweep: Optional[str] = SWEEP,
         epoch: Optional[List[int]] = typer.Option(None, "--epoch", help="Epochs to show (repeatable; default: see below)."),
         all_epochs: bool = typer.Option(False, "--all-epochs", help="Every evaluated epoch."),
         where: Optional[List[str]] = WHERE,
-        metric: str = typer.Option("train_error", "--metric", help="What counts as fitted: this metric <= epsilon (any stored metric, e.g. train_loss).")):
+        metric: str = typer.Option("train_error", "--metric", help="What counts as fitted: this metric <= epsilon (any stored metric, e.g. train_loss)."),
+        fmt: Optional[Format] = FORMAT):
     """Effective model complexity per width and epoch (with several n_train), else the interpolation threshold.
 
     Default epochs: the last one with a sample axis; without one, every epoch at
-    which the threshold width changes.
+    which the threshold width changes. csv, tsv and json add the numbers behind the
+    shown text (emc, bound, threshold); notes go to stderr there.
     """
     from ddsweep import api
     from ddsweep.analysis.frames import parse_where
 
     r = api.emc(db, sweep, epsilon=epsilon, factor=factor, epochs=epoch, all_epochs=all_epochs,
                 where=parse_where(where), metric=metric)
-    shown = r.table.drop(columns=[c for c in ("emc", "bound", "threshold") if c in r.table.columns])
-    out.print(frame_table(shown, title=r.title))
-    for note in r.notes:
-        out.print(f"note: {note}", highlight=False)
+    fmt = tables.chosen(fmt)
+    shown = r.table
+    if fmt in (Format.table, Format.markdown):  # (for reading: the numbers as the shown text has them)
+        shown = shown.drop(columns=[c for c in ("emc", "bound", "threshold") if c in shown.columns])
+    else:
+        note(r.title, fmt)  # (on stderr: the table stays parseable)
+    show([(r.title, shown)], fmt)
+    for line in r.notes:
+        note(f"note: {line}", fmt)
     if r.folded:
-        out.print(f"{r.folded} epochs with an unchanged threshold folded into the row before (--all-epochs lists each)",
-                  highlight=False)
+        note(f"{r.folded} epochs with an unchanged threshold folded into the row before (--all-epochs lists each)", fmt)
 
 
 @app.command()
@@ -47,7 +55,10 @@ def summary(db: Path = DB, sweep: Optional[str] = SWEEP,
             select_on: str = SELECT_ON,
             where: Optional[List[str]] = WHERE,
             metric: str = typer.Option("test_error", "--metric", help="The curve's metric: any stored metric, e.g. test_loss."),
-            fit: float = typer.Option(0.01, "--fit", help="Deep Bootstrap: the real world has fitted its samples once its train error is below this.")):
+            fit: float = typer.Option(0.01, "--fit", help="Deep Bootstrap: the real world has fitted its samples once its train error is below this."),
+            fmt: Optional[Format] = typer.Option(None, "--format", case_sensitive=False, show_default=False,
+                                                 help="The numbers as a table: table, csv, tsv, json or markdown "
+                                                 "(default: the summary in words).")):
     """First minimum, peak and second descent of each model-/sample-wise curve, vs the interpolation threshold;
     on a sweep with both worlds, the Deep Bootstrap numbers of each real/ideal pair."""
     from ddsweep import api
@@ -67,6 +78,9 @@ def summary(db: Path = DB, sweep: Optional[str] = SWEEP,
         if boot is None:
             raise
         peaks = None  # (no model-/sample-wise curve: a bootstrap sweep over a few widths)
+    if fmt is not None:  # the frames ddsweep.summary() and ddsweep.api.bootstrap_summary() return
+        show([(title, df) for title, df in (("peaks", peaks), ("Deep Bootstrap", boot)) if df is not None], fmt)
+        return
     for _, r in peaks.iterrows() if peaks is not None else ():
         for line in describe_lines(r):
             out.print(line, highlight=False, markup=False, soft_wrap=True)

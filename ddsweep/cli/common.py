@@ -6,9 +6,10 @@ import functools
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
+from ddsweep import tables
 from ddsweep.errors import EXIT_USAGE, UserError, storage_fault
+from ddsweep.tables import Format
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Map deep double descent: plan a grid, train it, keep every epoch in DuckDB, draw the maps.")
@@ -19,6 +20,7 @@ out = Console()
 DB = typer.Option("results.duckdb", "--db", help="Results database (DuckDB file).")
 SWEEP = typer.Option(None, "--sweep", help="Only this sweep (default: the only one, or all).")
 WHERE = typer.Option(None, "--where", help="Only rows with AXIS=VALUE[,VALUE...] (repeatable), e.g. --where n_train=4000.")
+FORMAT = typer.Option(None, "--format", case_sensitive=False, help=tables.FORMAT_HELP, show_default=False)
 SELECT_ON = typer.Option("test", "--select-on", help="Set whose error chooses the early-stopping epoch: test, or val "
                          "(the validation split of a dataset with val: N).")
 
@@ -48,16 +50,19 @@ def error_line(message: str) -> None:
                                                markup=False)
 
 
-def frame_table(df, title: str | None = None) -> Table:
-    table = Table(title=title)
-    for col in df.columns:
-        table.add_column(str(col), justify="right" if df[col].dtype.kind in "iuf" else "left")
-    for row in df.itertuples(index=False):
-        table.add_row(*[_fmt(v) for v in row])
-    return table
+def warning_line(message: str) -> None:
+    Console(stderr=True, soft_wrap=True).print(f"ddsweep: warning: {' '.join(message.split())}", highlight=False,
+                                               markup=False)
 
 
-def _fmt(v) -> str:
-    if isinstance(v, float):
-        return "" if v != v else f"{v:.4g}"
-    return "" if v is None else str(v)
+def show(results, fmt: Format | None) -> Format:
+    """Print (title, frame) results in `fmt` (None: a table on a terminal, else tsv); see ddsweep.tables."""
+    return tables.render(results, fmt, warn=warning_line)
+
+
+def note(text: str, fmt: Format) -> None:
+    """A line about a table: under it on a terminal, on stderr beside a machine format (which stays parseable)."""
+    if fmt is Format.table:
+        out.print(text, highlight=False, markup=False, soft_wrap=True)
+    else:
+        Console(stderr=True, soft_wrap=True).print(text, highlight=False, markup=False)

@@ -7,11 +7,12 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from ddsweep import env
-from ddsweep.cli.common import DB, SWEEP, app, frame_table, out, user_errors
+from ddsweep.cli.common import DB, FORMAT, SWEEP, app, out, show, user_errors
+from ddsweep.errors import UserError
+from ddsweep.tables import Format
 from ddsweep.workers.events import JobStatus
 
 
@@ -79,35 +80,29 @@ def work(db: Path = DB,
 
 @app.command()
 @user_errors
-def status(db: Path = DB, sweep: Optional[str] = SWEEP):
+def status(db: Path = DB, sweep: Optional[str] = SWEEP, fmt: Optional[Format] = FORMAT):
     """Jobs per sweep and status; safe while `ddsweep work` runs."""
     from ddsweep import api
 
-    out.print(frame_table(api.status(db, sweep), title=str(db)))
+    show([(str(db), api.status(db, sweep))], fmt)
 
 
 @app.command()
 @user_errors
-def query(sql: str = typer.Argument(..., help="SQL to run (read-only)."), db: Path = DB,
-          csv: bool = typer.Option(False, "--csv", help="Print CSV instead of a table."),
+def query(sql: str = typer.Argument(..., help="SQL to run (read-only); several statements (select 1; select 2) "
+                                         "print each result."), db: Path = DB,
+          fmt: Optional[Format] = FORMAT,
+          csv: bool = typer.Option(False, "--csv", help="Same as --format csv."),
           allow_external: bool = typer.Option(False, "--allow-external", help="Let the SQL read and write other files "
                                               "(COPY ... TO, read_csv, ATTACH) and install extensions.")):
     """Run read-only SQL on the database; safe while `ddsweep work` runs."""
     from ddsweep import api
 
-    df = api.query(sql, db, allow_external=allow_external)
-    if csv:
-        sys.stdout.write(df.to_csv(index=False))
-        return
-    if len(df) > TABLE_ROWS:
-        Console(stderr=True, soft_wrap=True).print(
-            f"ddsweep: warning: {len(df):,} rows; showing the first {TABLE_ROWS:,} as a table (all of them: --csv)",
-            highlight=False, markup=False)
-        df = df.head(TABLE_ROWS)
-    out.print(frame_table(df))
-
-
-TABLE_ROWS = 1000  # more rows than this are not drawn as a table (slow and unreadable): --csv prints them
+    if csv and fmt not in (None, Format.csv):
+        raise UserError(f"--csv and --format {fmt.value}: choose one")
+    found = api.queries(sql, db, allow_external=allow_external)
+    several = len(found) > 1
+    show([(text if several else None, df) for text, df in found], Format.csv if csv else fmt)
 
 
 @app.command()

@@ -159,13 +159,11 @@ def query(db, sql: str, wait: float = DEFAULT_WAIT, output: str = "pandas", allo
 
     Unless `allow_external`, the SQL sees this database only: DuckDB's external access is
     off (no COPY ... TO, read_csv of other files, ATTACH, INSTALL) and the configuration is
-    locked, so the SQL cannot turn it back on."""
+    locked, so the SQL cannot turn it back on. Several statements run in order; the last
+    one's result is returned (`queries` returns each)."""
     import duckdb
 
-    with connect(db, wait) as conn:
-        if not allow_external:
-            conn.execute("SET enable_external_access = false")
-            conn.execute("SET lock_configuration = true")
+    with _sql_connection(db, wait, allow_external) as conn:
         try:
             rel = conn.sql(sql)
         except duckdb.Error as e:
@@ -173,6 +171,43 @@ def query(db, sql: str, wait: float = DEFAULT_WAIT, output: str = "pandas", allo
         if rel is None:  # not a query (e.g. SET): nothing to return
             return pd.DataFrame()
         return rel.df() if output == "pandas" else _out(rel, output)
+
+
+def queries(db, sql: str, wait: float = DEFAULT_WAIT, allow_external: bool = False) -> list[tuple[str, pd.DataFrame]]:
+    """Each statement of `sql` run in order (as `query`): (statement, its rows) for every one that returns rows.
+
+    A statement that fails stops the run with a UserError naming it (1-based) when there are several."""
+    import duckdb
+
+    with _sql_connection(db, wait, allow_external) as conn:
+        try:
+            statements = conn.extract_statements(sql)
+        except duckdb.Error as e:
+            raise UserError(f"query failed: {str(e).strip().splitlines()[0]}") from None
+        done = []
+        for i, stmt in enumerate(statements, 1):
+            text = " ".join(stmt.query.split()).rstrip(";").strip()
+            try:
+                rel = conn.sql(stmt.query)
+            except duckdb.Error as e:
+                where = f"statement {i} ({_clip(text)})" if len(statements) > 1 else "query"
+                raise UserError(f"{where} failed: {str(e).strip().splitlines()[0]}") from None
+            if rel is not None and duckdb.ExpectedResultType.QUERY_RESULT in stmt.expected_result_type:
+                done.append((text, rel.df()))
+        return done
+
+
+def _clip(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+@contextmanager
+def _sql_connection(db, wait: float, allow_external: bool):
+    with connect(db, wait) as conn:
+        if not allow_external:
+            conn.execute("SET enable_external_access = false")
+            conn.execute("SET lock_configuration = true")
+        yield conn
 
 
 # ----------------------------------------------------------------------------- metric rows
