@@ -10,7 +10,7 @@ import pytest
 from ddsweep.analysis.emc import emc_over_n
 from ddsweep.errors import UserError
 from ddsweep.exchange import import_frame
-from ddsweep.plot.curve import curve_figure
+from ddsweep.plot.curve import curve_data, curve_figure
 from ddsweep.plot.heatmap import heatmap_figure
 from tests.synthetic import grid_frame
 
@@ -28,6 +28,13 @@ def _close(fig):
     plt.close(fig)
 
 
+def _texts(fig) -> str:
+    """Every text of a figure (title, notes, legends), one per line."""
+    from matplotlib.text import Text
+
+    return "\n".join(t.get_text() for t in fig.findobj(Text))
+
+
 def test_large_map_is_binned_and_readable(tmp_path):
     df = grid_frame(np.arange(1, 65), 4000)  # widths 1..64 (the paper's ResNet grid) x 4001 epochs
     assert df["width"].nunique() == 64
@@ -36,10 +43,10 @@ def test_large_map_is_binned_and_readable(tmp_path):
     mesh = ax.collections[0]
     rows, cols = mesh.get_array().shape
     assert cols == 64 and rows <= 300  # 4000 epochs binned into at most 300 rows (a few pixels each)
-    assert "binned" in fig._suptitle.get_text()
-    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "binned" in _texts(fig)  # (in the notes under the plot, not the title)
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]  # (under the panels, not over the cells)
     assert labels == ["train error = 0.1", "train error = 0.05"]
-    assert ax.get_xscale() == "linear" and ax.get_yscale() == "log"  # widths 1..64 are evenly spaced
+    assert ax.get_xscale() == "linear" and ax.get_yscale() == "symlog"  # widths 1..64 are evenly spaced
     from matplotlib.colors import LogNorm
 
     assert isinstance(mesh.norm, LogNorm)
@@ -90,20 +97,26 @@ def test_map_axes_facets_and_errors(sample_frame):
 def test_curve_with_early_stopping_and_noisy_test(sample_frame):
     df = sample_frame.assign(dataset="mnist1d")
     fig = curve_figure(df, "s", x="width", where={"n_train": ["1000"]})
-    ax = fig.axes[0]
-    labels = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert "test, early-stopped (label noise 20%)" in labels and "train (label noise 0%)" in labels
-    assert "clean test labels" in fig._suptitle.get_text()
-    clean = {ln.get_label(): ln.get_ydata() for ln in ax.get_lines()}
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    # each kind of line and each noise level named once, not "test (label noise 20%)" per line
+    assert labels == ["test", "train", "test, early-stopped", "threshold: train error <= 0.1",
+                      "label noise 0%", "label noise 20%"]
+    assert "clean test labels" in _texts(fig) and "95% CI over seeds" in _texts(fig)
     _close(fig)
-    fig = curve_figure(df, "s", x="width", where={"n_train": ["1000"]}, noisy_test=True)
-    assert "NOISY test distribution" in fig._suptitle.get_text()
-    noisy = {ln.get_label(): ln.get_ydata() for ln in fig.axes[0].get_lines()}
-    _close(fig)
+    one_seed = curve_figure(df[df["seed"] == 0], x="width", where={"n_train": ["1000"]})
+    assert "95% CI" not in _texts(one_seed)  # one seed: no bands, no note about them
+    clean = curve_data(df, x="width", where={"n_train": ["1000"]})
+    noisy = curve_data(df, x="width", where={"n_train": ["1000"]}, noisy_test=True)
+    assert "NOISY test distribution" in " ".join(noisy.notes)
+    assert _texts(curve_figure(df, x="width", where={"n_train": ["1000"]}, noisy_test=True, style="paper")
+                  ).count("NOISY") == 0  # (the paper style leaves the notes to the paper's caption)
+
+    def line(d, kind, level):
+        return next(ln.y for ln in d.panels[None] if ln.kind == kind and ln.level == level)
+
     p, C = 0.2, 10
-    key = "test (label noise 20%)"
-    assert noisy[key] == pytest.approx(p + clean[key] * (1 - p * C / (C - 1)))
-    assert noisy["train (label noise 20%)"] == pytest.approx(clean["train (label noise 20%)"])
+    assert line(noisy, "test", p) == pytest.approx(p + line(clean, "test", p) * (1 - p * C / (C - 1)))
+    assert line(noisy, "train", p) == pytest.approx(line(clean, "train", p))
     # n_train varies: without --where the curves come in one panel per n
     fig = curve_figure(df, "s", x="width")
     assert len([a for a in fig.axes if a.get_title()]) == 5

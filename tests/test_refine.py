@@ -221,7 +221,8 @@ def test_refine_plans_the_jobs_plan_would_and_finds_the_peak(tmp_path):
     row = s[(s["curve"] == "model-wise") & (s["measure"] == "final")].iloc[0]
     assert row["points"] == len(widths) and row["peak_at"] == r.estimate.at
     from ddsweep.plot import curve
-    assert curve(db, x="width", where=where, out=tmp_path / "c.png").exists()
+    curve(db, x="width", where=where, out=tmp_path / "c.png")
+    assert (tmp_path / "c.png").exists()
 
     # the study can be deleted: rebuilt from the database, same answer, nothing new proposed
     for p in study_dir(db).iterdir():

@@ -7,7 +7,26 @@ from typing import List, Optional
 
 import typer
 
+from ddsweep.errors import UserError
+
 from ddsweep.cli.common import DB, SELECT_ON, SWEEP, WHERE, app, out, plot_app, user_errors
+
+
+# Figure options, shared by the plot commands (ddsweep.plot.style.FigureOptions says what each does).
+DPI = typer.Option(None, "--dpi", help="Resolution of PNG output in dots per inch (default 150).")
+SIZE = typer.Option(None, "--size", help="Figure size W,H in inches, e.g. --size 6,4 (default: from the panels).")
+TITLE = typer.Option(None, "--title", help="Title text instead of the figure's own.")
+NO_TITLE = typer.Option(False, "--no-title", help="No title.")
+STYLE = typer.Option("lab", "--style", help="lab (method notes below the plot), paper (smaller serif type, no notes) or talk (large type).")
+
+
+def _figure_options(dpi, size, title, no_title, style) -> dict:
+    from ddsweep.plot.style import options, parse_size
+
+    if no_title and title is not None:
+        raise UserError("--title and --no-title: give one of them")
+    o = options(dpi, parse_size(size) if size else None, False if no_title else title, style)
+    return {"dpi": o.dpi, "size": o.size, "title": o.title, "style": o.style}
 
 
 @plot_app.command("heatmap")
@@ -23,15 +42,18 @@ def plot_heatmap(db: Path = DB, sweep: Optional[str] = SWEEP,
                  log_color: bool = typer.Option(False, "--log-color", help="Logarithmic colour scale."),
                  no_emc: bool = typer.Option(False, "--no-emc", help="Leave out the EMC = n line (maps with an n_train axis)."),
                  where: Optional[List[str]] = WHERE,
-                 out_path: Path = typer.Option(Path("heatmap.png"), "--out", help="Output file (.png, .svg, .pdf).")):
+                 out_path: Path = typer.Option(Path("heatmap.png"), "--out", help="Output file (.png, .svg, .pdf)."),
+                 dpi: Optional[int] = DPI, size: Optional[str] = SIZE, title: Optional[str] = TITLE,
+                 no_title: bool = NO_TITLE, style: str = STYLE):
     """Heatmap of a metric over two axes, mean over seeds, one panel per label-noise level."""
     from ddsweep.analysis.frames import parse_where
     from ddsweep.plot import heatmap
 
     levels = [0.1] if not contour else [c for c in contour if c > 0]
-    path = heatmap(db, sweep=sweep, x=x, y=y, metric=metric, contour=levels, facet=facet, row=row, epoch=epoch,
-                   log_color=log_color, emc_line=not no_emc, where=parse_where(where), out=out_path)
-    out.print(f"wrote {path}")
+    heatmap(db, sweep=sweep, x=x, y=y, metric=metric, contour=levels, facet=facet, row=row, epoch=epoch,
+            log_color=log_color, emc_line=not no_emc, where=parse_where(where), out=out_path,
+            **_figure_options(dpi, size, title, no_title, style))
+    out.print(f"wrote {out_path}")
 
 
 @plot_app.command("curve")
@@ -47,15 +69,17 @@ def plot_curve(db: Path = DB, sweep: Optional[str] = SWEEP,
                select_on: str = SELECT_ON,
                where: Optional[List[str]] = WHERE,
                metric: str = typer.Option("test_error", "--metric", help="Drawn instead of the test error, with its train twin (test_loss: train_loss)."),
-               out_path: Path = typer.Option(Path("curve.png"), "--out", help="Output file (.png, .svg, .pdf).")):
+               out_path: Path = typer.Option(Path("curve.png"), "--out", help="Output file (.png, .svg, .pdf)."),
+               dpi: Optional[int] = DPI, size: Optional[str] = SIZE, title: Optional[str] = TITLE,
+               no_title: bool = NO_TITLE, style: str = STYLE):
     """Test and train error against an axis at the final (or a chosen) epoch, one line per noise level."""
     from ddsweep.analysis.frames import parse_where
     from ddsweep.plot import curve
 
-    path = curve(db, sweep=sweep, x=x, epoch=epoch, hue=hue, facet=facet, noisy_test=noisy_test, classes=classes,
-                 early_stopping=not no_early_stopping, where=parse_where(where), out=out_path, select_on=select_on,
-                 metric=metric)
-    out.print(f"wrote {path}" + (" (test error on the noisy test distribution)" if noisy_test else ""))
+    curve(db, sweep=sweep, x=x, epoch=epoch, hue=hue, facet=facet, noisy_test=noisy_test, classes=classes,
+          early_stopping=not no_early_stopping, where=parse_where(where), out=out_path, select_on=select_on,
+          metric=metric, **_figure_options(dpi, size, title, no_title, style))
+    out.print(f"wrote {out_path}" + (" (test error on the noisy test distribution)" if noisy_test else ""))
 
 
 @plot_app.command("bootstrap")
@@ -64,13 +88,16 @@ def plot_bootstrap(db: Path = DB, sweep: Optional[str] = SWEEP,
                    facet: Optional[str] = typer.Option(None, "--facet", help="One panel per value of this axis (default: the one other axis that varies, e.g. width)."),
                    where: Optional[List[str]] = WHERE,
                    metric: str = typer.Option("test_error", "--metric", help="Test metric drawn (any metric column, e.g. test_soft_error, the paper's)."),
-                   out_path: Path = typer.Option(Path("bootstrap.png"), "--out", help="Output file (.png, .svg, .pdf).")):
+                   out_path: Path = typer.Option(Path("bootstrap.png"), "--out", help="Output file (.png, .svg, .pdf)."),
+                   dpi: Optional[int] = DPI, size: Optional[str] = SIZE, title: Optional[str] = TITLE,
+                   no_title: bool = NO_TITLE, style: str = STYLE):
     """Deep Bootstrap: real- vs ideal-world test error (and real train error) against steps, with the gap."""
     from ddsweep.analysis.frames import parse_where
     from ddsweep.plot import bootstrap
 
-    path = bootstrap(db, sweep=sweep, facet=facet, where=parse_where(where), out=out_path, metric=metric)
-    out.print(f"wrote {path}")
+    bootstrap(db, sweep=sweep, facet=facet, where=parse_where(where), out=out_path, metric=metric,
+              **_figure_options(dpi, size, title, no_title, style))
+    out.print(f"wrote {out_path}")
 
 
 @app.command()

@@ -3,13 +3,18 @@ one colour per noise level.
 
 Against width or n_train the curves are read at the last (or a chosen) epoch, next
 to the "optimal early stopping" curve (per cell, the minimum over epochs of the
-seed-mean test error); against epoch they are whole runs. With `noisy_test`, test
-errors are shown on the noisy test distribution (p + e(1 - pC/(C-1))).
+seed-mean test error); against epoch they are whole runs (epoch 0 included, on a
+symlog axis). With `noisy_test`, test errors are shown on the noisy test distribution
+(p + e(1 - pC/(C-1))).
+
+`curve_data` computes the lines (a CurveData, testable without drawing);
+`curve_figure` draws them; `curve` reads a database (or takes a frame) and writes a
+file when `out` is given.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -17,30 +22,43 @@ import pandas as pd
 from ddsweep.analysis import at_epoch, early_stopped, free_axes, linked_axes, seed_mean
 from ddsweep.analysis.frames import Reduced, apply_where, check_columns, classes_of, rows_of, selector, t975
 from ddsweep.errors import UserError
-from ddsweep.plot.style import check_out, fmt_level, is_log_axis, label, plain_log_ticks, save, setup
+from ddsweep.plot.style import (axis_scale, caption_text, check_out, check_varies, finish, fmt_level, frame_or_db,
+                                label, new_figure, one_axes, options, plain_log_ticks, set_scale, styled,
+                                title_text, title_with, where_text)
 from ddsweep.store import results
 
-__all__ = ["curve", "curve_figure"]
+__all__ = ["curve", "curve_figure", "curve_data", "CurveData", "Line"]
 
 MAX_LEGEND_LEVELS = 5
 MAX_PANELS = 12
+STYLES = {"test": ("-", "o"), "train": ("--", None), "early": (":", "v"), "threshold": ("-.", None)}
 
 
-def curve(db="results.duckdb", sweep: str | None = None, x: str = "width", epoch: int | None = None,
-          hue: str = "label_noise", out="curve.png", where: dict | None = None, facet: str | None = None,
+def curve(data="results.duckdb", sweep: str | None = None, x: str = "width", epoch: int | None = None,
+          hue: str = "label_noise", out=None, where: dict | None = None, facet: str | None = None,
           noisy_test: bool = False, classes: int | None = None, early_stopping: bool = True,
-          select_on: str = "test", metric: str = "test_error") -> Path:
+          select_on: str = "test", metric: str = "test_error", ax=None, dpi: int | None = None, size=None,
+          title=None, style: str | None = None):
     """Final-epoch (or `epoch`) test and train error (or `metric`, e.g. test_loss, with its train twin)
     against x; against epoch it plots whole runs. select_on="val": the early-stopped curve stops where
-    the validation error is least."""
+    the validation error is least. `data`: a database path or a metric frame (as `load_metrics`
+    returns). Returns the matplotlib Figure; writes it to `out` only when given; `ax`: draw into this
+    Axes (one panel). dpi, size (inches), title (text, or False for none), style (lab, paper, talk)."""
     from ddsweep.analysis.frames import check_metric
 
-    out = check_out(out)
+    opts = options(dpi, size, title, style)
+    if out is not None:
+        check_out(out)
     check_metric(metric)
-    name, df = _read(db, sweep, where, x, epoch, hue, facet, early_stopping, selector(select_on), metric)
-    fig = curve_figure(df, name, x=x, epoch=epoch, hue=hue, facet=facet, noisy_test=noisy_test,
-                       classes=classes, early_stopping=early_stopping, select_on=select_on, metric=metric)
-    return save(fig, out)
+    if frame_or_db(data):
+        name, df, shown = "", data, None
+    else:
+        name, df = _read(data, sweep, where, x, epoch, hue, facet, early_stopping, selector(select_on), metric)
+        shown, where = where, None  # (applied in the database; still said in the title)
+    fig = curve_figure(df, name, x=x, epoch=epoch, hue=hue, facet=facet, noisy_test=noisy_test, classes=classes,
+                       early_stopping=early_stopping, select_on=select_on, metric=metric, where=where, ax=ax,
+                       opts=opts, where_shown=shown)
+    return finish(fig, out, opts)
 
 
 def _read(db, sweep, where, x, epoch, hue, facet, early_stopping, select=None, metric="test_error"):
@@ -57,24 +75,46 @@ def _read(db, sweep, where, x, epoch, hue, facet, early_stopping, select=None, m
     return results.sweep_frame(db, sweep, where, metrics=(*metrics, x, hue, facet, select))
 
 
-def curve_figure(df: pd.DataFrame | Reduced, name: str = "", x: str = "width", epoch: int | None = None,
-                 hue: str | None = "label_noise", where: dict | None = None, facet: str | None = None,
-                 noisy_test: bool = False, classes: int | None = None, early_stopping: bool = True,
-                 threshold_eps: float | None = 0.1, select_on: str = "test", metric: str = "test_error"):
-    """The figure behind `curve`, from a metric frame (as `load_metrics` returns), or a Reduced
-    (ddsweep.store.results.reduce: the rows at the epoch, the early-stopped test error per
-    cell and, against epoch, the seed-mean curves) that draws the same.
+@dataclass
+class Line:
+    """One drawn line: kind (test, train, early, threshold), its hue level, x and y, and the 95% band
+    (lo, hi; None where there is none). A threshold is a vertical line at x[0]."""
 
-    With threshold_eps, a vertical line marks the interpolation threshold (train error
-    <= eps: the smallest such width, or EMC = n over n_train). select_on="val": the
-    early-stopped curve stops at each cell's epoch of least validation error (the title says so).
-    `metric` replaces the test error (solid) and its train twin, where there is one (test_loss:
-    train_loss), the train error (dashed).
-    """
+    kind: str
+    level: object
+    x: np.ndarray
+    y: np.ndarray
+    lo: np.ndarray | None = None
+    hi: np.ndarray | None = None
+
+
+@dataclass
+class CurveData:
+    """What a curve figure draws: per panel (a value of `facet`, or None) its lines."""
+
+    x: str
+    metric: str
+    hue: str | None
+    facet: str | None
+    levels: list
+    panels: dict  # panel value -> list[Line]
+    xscale: str
+    labels: dict  # kind -> what the key calls it ("test", "train", "test, early-stopped", ...)
+    ylabel: str
+    ylim: tuple | None
+    linked: list = field(default_factory=list)
+    epoch: int | None = None
+    seeds: int = 1  # the most seeds in one cell
+    fixed: dict = field(default_factory=dict)  # axes with one value worth saying (label noise)
+    notes: list = field(default_factory=list)  # what the lines show (the lab style's caption)
+
+
+def curve_data(df: pd.DataFrame | Reduced, x: str = "width", epoch: int | None = None,
+               hue: str | None = "label_noise", where: dict | None = None, facet: str | None = None,
+               noisy_test: bool = False, classes: int | None = None, early_stopping: bool = True,
+               threshold_eps: float | None = 0.1, select_on: str = "test", metric: str = "test_error") -> CurveData:
+    """The lines of a curve figure, from a metric frame or a Reduced (see curve_figure)."""
     select = selector(select_on)
-    plt = setup()
-    import seaborn as sns
-
     red = df if isinstance(df, Reduced) else None  # reduced in the database: rows at the epoch, means per cell
     df = rows_of(df)
     check_columns(df, x=x, hue=hue, facet=facet, metric=metric)
@@ -91,6 +131,8 @@ def curve_figure(df: pd.DataFrame | Reduced, name: str = "", x: str = "width", e
     df = apply_where(df, where)
     if df[x].dtype.kind not in "iuf":
         raise UserError(f"--x {x}: not numeric")
+    if x != "epoch":
+        check_varies(df, "x", x)
     C = classes_of(df, classes) if noisy_test else None
     hue = None if hue == x else hue
     rest = free_axes(df, (x, hue, facet))  # (axes linked with x, e.g. lr with batch_size, move with it)
@@ -102,43 +144,33 @@ def curve_figure(df: pd.DataFrame | Reduced, name: str = "", x: str = "width", e
     if rest:
         raise UserError(f"{', '.join(rest)} also varies: choose panels with --facet AXIS or fix it with "
                         f"--where {rest[0]}=VALUE")
+    final = (df if red is None else red.curves) if x == "epoch" else (at_epoch(df, epoch) if red is None else red.rows)
     if x == "epoch":
-        final = (df if red is None else red.curves)
-        final = final[final["epoch"] > 0]
-    else:
-        final = at_epoch(df, epoch) if red is None else red.rows
-    panels = sorted(df[facet].dropna().unique()) if facet else [None]
-    if len(panels) > MAX_PANELS:
-        raise UserError(f"{len(panels)} panels ({facet}): too many; fix it with --where {facet}=VALUE")
+        check_varies(final, "x", "epoch")
+    panels_at = sorted(df[facet].dropna().unique()) if facet else [None]
+    if len(panels_at) > MAX_PANELS:
+        raise UserError(f"{len(panels_at)} panels ({facet}): too many; fix it with --where {facet}=VALUE")
+    fixed = {}
+    if facet is not None and len(panels_at) == 1:
+        fixed[facet], facet, panels_at = panels_at[0], None, [None]
     levels = sorted(final[hue].dropna().unique()) if hue else [None]
-    many = len(levels) > MAX_LEGEND_LEVELS
-    if many:
-        from matplotlib.colors import LogNorm, Normalize
-
-        lv = np.asarray(levels, dtype=float)
-        cnorm = LogNorm(lv.min(), lv.max()) if is_log_axis(hue, lv) else Normalize(lv.min(), lv.max())
-        cmap = plt.get_cmap("viridis")
-        colors = [cmap(cnorm(v)) for v in lv]
-    else:
-        colors = sns.color_palette("colorblind", max(len(levels), 1))
+    if hue is not None and len(levels) == 1:  # one line per kind: its level goes into the title
+        fixed[hue] = levels[0]
+    if "label_noise" not in (x, hue, facet) and "label_noise" in df.columns and df["label_noise"].nunique() == 1:
+        fixed.setdefault("label_noise", df["label_noise"].iloc[0])
     show_es = early_stopping and x != "epoch"
     solid = "test" if metric.startswith("test_") else label(metric)
-    es_label = f"{solid}, early-stopped" + ("" if select is None else f" on {select_on}")
-    linked = linked_axes(df, x)
+    labels = {"test": solid, "train": "train", "early": f"{solid}, early-stopped" + ("" if select is None
+                                                                                    else f" on {select_on}"),
+              "threshold": f"threshold: train error <= {threshold_eps:g}" if threshold_eps else ""}
 
-    drawn = []  # the lines' values: the y range follows them, not the (with few seeds, wide) bands
-    ncols = min(len(panels), 3)
-    nrows = -(-len(panels) // ncols)
-    size = (6.2, 4.1) if len(panels) == 1 else (4.6 * ncols + 1.6, 3.5 * nrows + 0.9)
-    fig, grid = plt.subplots(nrows, ncols, figsize=size, squeeze=False, sharey=True, constrained_layout=True)
-    axes = grid.ravel()
-    for ax in axes[len(panels):]:
-        ax.set_axis_off()
-    for ax, panel in zip(axes, panels):
+    panels, seeds = {}, 1
+    for panel in panels_at:
         sub_f = final if facet is None else final[final[facet] == panel]
         every = df if red is None or not show_es else red.best  # (per cell: the early-stopped epoch)
         sub_all = every if facet is None else every[every[facet] == panel]
-        for color, level in zip(colors, levels):
+        lines = []
+        for level in levels:
             f = sub_f if hue is None else sub_f[sub_f[hue] == level]
             if f.empty:
                 continue
@@ -146,91 +178,158 @@ def curve_figure(df: pd.DataFrame | Reduced, name: str = "", x: str = "width", e
                 m = f.sort_values(x)
             else:
                 m = seed_mean(f, [x], [c for c in _columns(metric) if c in f.columns]).sort_values(x)
+            seeds = max(seeds, int(m["seeds"].max()))
             p = _noise_of(f) if noisy_test else None
-            tag = "" if hue is None or many else f" ({fmt_level(hue, level)})"
-            lines = [(solid, m[metric], m[f"{metric}_sem"], m["seeds"], "-", "o", True)]
+            parts = [("test", m[x], m[metric], m[f"{metric}_sem"], m["seeds"])]
             if twin is not None:
-                lines.append(("train", m[twin], m[f"{twin}_sem"], m["seeds"], "--", None, False))
+                parts.append(("train", m[x], m[twin], m[f"{twin}_sem"], m["seeds"]))
             if show_es:
                 a = sub_all if hue is None else sub_all[sub_all[hue] == level]
                 es = (early_stopped(a, [x], metric, epoch, select) if red is None else a).sort_values(x)
-                lines.append((es_label, es[metric], es[f"{metric}_sem"], es["seeds"], ":", "v",
-                              True, es[x]))
+                parts.append(("early", es[x], es[metric], es[f"{metric}_sem"], es["seeds"]))
             if threshold_eps and x in ("width", "n_train") and "train_error" in m.columns:
                 thr = _threshold(m, x, threshold_eps)
                 if thr is not None:
-                    ax.axvline(thr, color=color, ls="-.", lw=1, alpha=0.7,
-                               label=None if many else f"threshold: train error <= {threshold_eps:g}{tag}")
-            for item in lines:
-                what, y, sem, seeds, ls, mk, is_test = item[:7]
-                xs = item[7] if len(item) > 7 else m[x]
+                    lines.append(Line("threshold", level, np.array([thr]), np.array([np.nan])))
+            for kind, xs, y, sem, k in parts:
                 y = y.to_numpy(dtype=float)
-                band = sem.to_numpy(dtype=float) * t975(seeds.to_numpy())
-                if noisy_test and is_test:
+                band = sem.to_numpy(dtype=float) * t975(k.to_numpy())
+                if noisy_test and kind != "train":
                     slope = 1 - p * C / (C - 1)
                     y, band = p + y * slope, band * abs(slope)
-                xs = xs.to_numpy(dtype=float)
-                ax.plot(xs, y, ls=ls, color=color, marker=mk if x != "epoch" else None, ms=3.5, lw=1.4,
-                        label=None if many else f"{what}{tag}")
-                drawn.append(y[np.isfinite(y)])
+                lo = hi = None
                 ok = np.isfinite(band)
-                if ok.any() and what != es_label:  # errors live in [0, 1]: so do their bands
+                if ok.any() and kind != "early":
                     lo, hi = np.where(ok, y - band, y), np.where(ok, y + band, y)
-                    if fraction:
+                    if fraction:  # errors live in [0, 1]: so do their bands
                         lo, hi = np.clip(lo, 0, 1), np.clip(hi, 0, 1)
-                    ax.fill_between(xs, lo, hi, color=color, alpha=0.15, lw=0)
-        if is_log_axis(x, final[x].unique()):
-            ax.set_xscale("log")
-            plain_log_ticks(ax.xaxis)
-        ax.set_xlabel(label(x) + (f" (with {', '.join(map(label, linked))})" if linked else ""))
-        if facet:
-            ax.set_title(fmt_level(facet, panel), fontsize=10)
-        ax.grid(alpha=0.3)
-    if many:
-        from matplotlib.lines import Line2D
-
-        styles = [(solid, "-")] + ([("train", "--")] if twin else []) + ([(es_label, ":")] if show_es else [])
-        if threshold_eps and x in ("width", "n_train"):
-            styles.append((f"threshold: train error <= {threshold_eps:g}", "-."))
-        handles, labels = [Line2D([], [], color="0.2", ls=s) for _, s in styles], [w for w, _ in styles]
+                lines.append(Line(kind, level, xs.to_numpy(dtype=float), y, lo, hi))
+        panels[panel] = lines
+    drawn = [ln.y[np.isfinite(ln.y)] for lines in panels.values() for ln in lines if ln.kind != "threshold"]
+    values = np.concatenate(drawn) if drawn else np.array([])
+    ylim = None
+    if values.size:  # the lines' range, not the (with few seeds, wide) bands'
+        lo, hi = float(values.min()), float(values.max())
+        pad = 0.08 * max(hi - lo, 0.02)
+        ylim = (max(lo - pad, -0.02), min(hi + pad, 1.02)) if fraction else (lo - pad, hi + pad)
+    ylabel = "error" if metric == "test_error" else label(metric).removeprefix("test ")
+    notes = []
+    if metric != "test_error":
+        notes.append(f"{label(metric)}" + (f" (solid) and {label(twin)} (dashed)" if twin else ""))
     else:
-        seen = {}
-        for ax in axes[:len(panels)]:
-            for h, lab in zip(*ax.get_legend_handles_labels()):
-                seen.setdefault(lab, h)
-        handles, labels = list(seen.values()), list(seen)
-    if handles and len(panels) == 1:
-        axes[0].legend(handles, labels, fontsize=7.5 if not many else 8)
-    elif handles:  # one legend for all panels, beside them
-        fig.legend(handles, labels, loc="outside right upper", fontsize=8)
+        notes.append(f"test error on the NOISY test distribution: p + e(1 - pC/(C-1)), C = {C}" if noisy_test
+                     else "test error on clean test labels; train error on the noisy labels trained on")
+    if show_es:
+        notes.append("early stopping chosen on the test set" if select is None
+                     else f"early stopping chosen on the validation split ({select})")
+    if seeds > 1:
+        notes.append("bands: 95% CI over seeds")
+    return CurveData(x, metric, hue, facet, levels, panels, axis_scale(x, final[x].unique()), labels, ylabel, ylim,
+                     linked_axes(df, x), epoch, seeds, fixed, notes)
+
+
+def curve_figure(df: pd.DataFrame | Reduced, name: str = "", x: str = "width", epoch: int | None = None,
+                 hue: str | None = "label_noise", where: dict | None = None, facet: str | None = None,
+                 noisy_test: bool = False, classes: int | None = None, early_stopping: bool = True,
+                 threshold_eps: float | None = 0.1, select_on: str = "test", metric: str = "test_error",
+                 ax=None, opts=None, where_shown: dict | None = None, **figure_options):
+    """The figure behind `curve`, from a metric frame (as `load_metrics` returns), or a Reduced
+    (ddsweep.store.results.reduce: the rows at the epoch, the early-stopped test error per
+    cell and, against epoch, the seed-mean curves) that draws the same: a Figure.
+
+    With threshold_eps, a vertical line marks the interpolation threshold (train error
+    <= eps: the smallest such width, or EMC = n over n_train). select_on="val": the
+    early-stopped curve stops at each cell's epoch of least validation error (the caption says so).
+    `metric` replaces the test error (solid) and its train twin, where there is one (test_loss:
+    train_loss), the train error (dashed). figure_options: dpi, size, title, style.
+    """
+    data = curve_data(df, x=x, epoch=epoch, hue=hue, where=where, facet=facet, noisy_test=noisy_test,
+                      classes=classes, early_stopping=early_stopping, threshold_eps=threshold_eps,
+                      select_on=select_on, metric=metric)
+    return draw_curve(data, name, ax=ax, opts=opts or options(**figure_options), where=where_shown or where)
+
+
+def draw_curve(d: CurveData, name: str = "", ax=None, opts=None, where=None):
+    """Draw a CurveData: a Figure (or into `ax`, for one panel)."""
+    opts = opts or options()
+    with styled(opts):
+        return _draw(d, name, ax, opts, where)
+
+
+def _draw(d: CurveData, name, ax, opts, where):
+    import seaborn as sns
+    from matplotlib.lines import Line2D
+
+    panels = list(d.panels)
+    many = len(d.levels) > MAX_LEGEND_LEVELS
+    if many:
+        from matplotlib import colormaps
+        from matplotlib.colors import LogNorm, Normalize
+
+        lv = np.asarray(d.levels, dtype=float)
+        cnorm = LogNorm(lv.min(), lv.max()) if axis_scale(d.hue, lv) == "log" else Normalize(lv.min(), lv.max())
+        cmap = colormaps["viridis"]
+        colors = {v: cmap(cnorm(v)) for v in d.levels}
+    else:
+        colors = dict(zip(d.levels, sns.color_palette("colorblind", max(len(d.levels), 1))))
+    if ax is not None:
+        fig, grid = one_axes(ax, len(panels), f"one per {d.facet}")
+    else:
+        ncols = min(len(panels), 3)
+        nrows = -(-len(panels) // ncols)
+        size = (6.2, 4.3) if len(panels) == 1 else (4.6 * ncols + 1.6, 3.5 * nrows + 1.1)
+        fig, grid = new_figure(opts, size, nrows, ncols, sharey=True)
+    axes = grid.ravel()
+    for a in axes[len(panels):]:
+        a.set_axis_off()
+    lw = None  # (the style's line width)
+    top = max((ln.x.max() for lines in d.panels.values() for ln in lines), default=None)
+    for pax, panel in zip(axes, panels):
+        for ln in d.panels[panel]:
+            color = colors[ln.level]
+            ls, mk = STYLES[ln.kind]
+            if ln.kind == "threshold":
+                pax.axvline(ln.x[0], color=color, ls=ls, lw=1, alpha=0.7)
+                continue
+            pax.plot(ln.x, ln.y, ls=ls, color=color, marker=mk if d.x != "epoch" else None, ms=3.5, lw=lw)
+            if ln.lo is not None:
+                pax.fill_between(ln.x, ln.lo, ln.hi, color=color, alpha=0.15, lw=0)
+        set_scale(pax, "x", d.xscale, top=top)
+        pax.set_xlabel(label(d.x) + (f" (with {', '.join(map(label, d.linked))})" if d.linked else ""))
+        if d.facet:
+            pax.set_title(fmt_level(d.facet, panel), fontsize="medium")
+        pax.grid(alpha=0.3)
+    for row in grid:
+        row[0].set_ylabel(d.ylabel)
+    if d.ylim:
+        axes[0].set_ylim(*d.ylim)
+    # The key: each kind of line once (grey when there are several colours), then each colour once.
+    kinds = [k for k in ("test", "train", "early", "threshold")
+             if any(ln.kind == k for lines in d.panels.values() for ln in lines)]
+    one_color = len(d.levels) == 1
+    handles = [Line2D([], [], color=colors[d.levels[0]] if one_color else "0.3", ls=STYLES[k][0],
+                      marker=STYLES[k][1] if d.x != "epoch" else None, ms=3.5) for k in kinds]
+    names = [d.labels[k] for k in kinds]
+    if not many and not one_color:
+        handles += [Line2D([], [], color=colors[v], lw=4) for v in d.levels]
+        names += [fmt_level(d.hue, v) for v in d.levels]
     if many:
         from matplotlib.cm import ScalarMappable
 
-        cb = fig.colorbar(ScalarMappable(norm=cnorm, cmap=cmap), ax=list(axes), label=label(hue))
+        cb = fig.colorbar(ScalarMappable(norm=cnorm, cmap=cmap), ax=list(axes), label=label(d.hue))
         if isinstance(cnorm, LogNorm):
             plain_log_ticks(cb.ax.yaxis)
-    for row in grid:
-        row[0].set_ylabel("error" if metric == "test_error" else label(metric).removeprefix("test "))
-    values = np.concatenate(drawn) if drawn else np.array([])
-    if values.size:
-        lo, hi = float(values.min()), float(values.max())
-        pad = 0.08 * max(hi - lo, 0.02)
-        axes[0].set_ylim(max(lo - pad, -0.02), min(hi + pad, 1.02)) if fraction else axes[0].set_ylim(lo - pad, hi + pad)
-    when = "" if x == "epoch" else (" at the last epoch" if epoch is None else f" at epoch {epoch}")
-    if metric != "test_error":
-        what = f"{label(metric)}" + (f" (solid) and {label(twin)} (dashed)" if twin else "")
-        fig.suptitle(f"{name + ': ' if name else ''}{label(metric).removeprefix('test ')} vs {label(x)}{when}\n"
-                     f"{what}; bands: 95% CI over seeds", fontsize=9.5)
-        return fig
-    if noisy_test:
-        shows = f"test error on the NOISY test distribution: p + e(1 - pC/(C-1)), C = {C}"
+    when = "" if d.x == "epoch" else (" at the last epoch" if d.epoch is None else f" at epoch {d.epoch}")
+    fixed = [fmt_level(a, v) for a, v in d.fixed.items()]
+    where_note = where_text(where)
+    title_text(opts, title_with(f"{d.ylabel} vs {label(d.x)}{when}", *fixed, where_note and f"where {where_note}"),
+               fig=fig, ax=ax)
+    notes = ([f"sweep {name}"] if name else []) + d.notes
+    if ax is not None:
+        ax.legend(handles, names, loc="best", fontsize="small")
     else:
-        shows = "test error on clean test labels"
-    if show_es:
-        shows += ("; early stopping chosen on the test set" if select is None
-                  else f"; early stopping chosen on the validation split ({select})")
-    fig.suptitle(f"{name + ': ' if name else ''}error vs {label(x)}{when}\n{shows}\n"
-                 "train error on the noisy labels trained on; bands: 95% CI over seeds", fontsize=9.5)
+        caption_text(opts, fig, ["; ".join(notes)], handles, names,
+                     ncols=len(kinds) if len(handles) > 4 and len(kinds) > 1 else None)
     return fig
 
 

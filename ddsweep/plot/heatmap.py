@@ -2,13 +2,17 @@
 
 Seed means per cell; one panel per label-noise level (or per value of any `facet`
 axis, and per value of a `row` axis); log axes where the values are geometric
-(epochs always); linear or log colour scale; train-error contours at chosen levels
-and, where n_train is an axis, the EMC = n line.
+(epochs on a symlog axis, so epoch 0 is drawn); linear or log colour scale;
+train-error contours at chosen levels and, where n_train is an axis, the EMC = n line.
+
+`heatmap_data` computes what is drawn (a MapData, testable without drawing);
+`heatmap_figure` draws it; `heatmap` reads a database (or takes a frame) and
+writes a file when `out` is given.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -17,26 +21,39 @@ from ddsweep.analysis import at_epoch, free_axes, seed_mean
 from ddsweep.analysis.emc import emc_over_n
 from ddsweep.analysis.frames import apply_where, check_columns
 from ddsweep.errors import UserError
-from ddsweep.plot.style import (LABELS, bin_centers, check_out, edges, fmt_level, is_log_axis, label,
-                                plain_log_ticks, save, setup)
+from ddsweep.plot.style import (LABELS, axis_scale, bin_centers, caption_text, check_out, check_varies, edges,
+                                finish, fmt_level, frame_or_db, label, new_figure, one_axes, options, set_scale,
+                                styled, title_text, title_with, where_text)
 from ddsweep.store import results
 
-__all__ = ["heatmap", "heatmap_figure", "LABELS"]
+__all__ = ["heatmap", "heatmap_figure", "heatmap_data", "MapData", "LABELS"]
 
 CONTOUR_STYLES = ("-", "--", ":", "-.")
 MAX_PANELS = 30
+EMC_COLOR = "#ff5a36"
 
 
-def heatmap(db="results.duckdb", sweep: str | None = None, x: str = "width", y: str = "epoch",
+def heatmap(data="results.duckdb", sweep: str | None = None, x: str = "width", y: str = "epoch",
             metric: str = "test_error", contour=0.1, facet: str | None = "label_noise",
-            epoch: int | None = None, log_color: bool = False, out="heatmap.png", where: dict | None = None,
-            row: str | None = None, emc_line: bool = True) -> Path:
-    """Draw `metric` over x and y (mean over seeds) with train-error contours at `contour` (one or several levels)."""
-    out = check_out(out)
-    name, df = _read(db, sweep, where, x, y, metric, facet, row, epoch)
+            epoch: int | None = None, log_color: bool = False, out=None, where: dict | None = None,
+            row: str | None = None, emc_line: bool = True, ax=None, dpi: int | None = None, size=None,
+            title=None, style: str | None = None):
+    """Draw `metric` over x and y (mean over seeds) with train-error contours at `contour` (one or
+    several levels). `data`: a database path or a metric frame (as `load_metrics` returns). Returns
+    the matplotlib Figure; writes it to `out` (.png, .svg, .pdf) only when given; `ax`: draw into
+    this Axes (one panel). dpi, size (inches), title (text, or False for none), style (lab, paper, talk)."""
+    opts = options(dpi, size, title, style)
+    if out is not None:
+        check_out(out)
+    if frame_or_db(data):
+        name, df, shown = "", data, None
+    else:
+        name, df = _read(data, sweep, where, x, y, metric, facet, row, epoch)
+        shown, where = where, None  # (applied in the database; still said in the title)
     fig = heatmap_figure(df, name, x=x, y=y, metric=metric, contour=contour, facet=facet, epoch=epoch,
-                         log_color=log_color, row=row, emc_line=emc_line)
-    return save(fig, out)
+                         log_color=log_color, row=row, emc_line=emc_line, where=where, ax=ax, opts=opts,
+                         where_shown=shown)
+    return finish(fig, out, opts)
 
 
 def _read(db, sweep, where, x, y, metric, facet, row, epoch):
@@ -63,12 +80,36 @@ def _levels(contour) -> list[float]:
     return [c for c in levels if c > 0]
 
 
-def heatmap_figure(df: pd.DataFrame, name: str = "", x: str = "width", y: str = "epoch",
-                   metric: str = "test_error", contour=0.1, facet: str | None = "label_noise",
-                   epoch: int | None = None, log_color: bool = False, where: dict | None = None,
-                   row: str | None = None, emc_line: bool = True, max_cells: int = 300):
-    """The figure behind `heatmap`, from a metric frame (as `load_metrics` returns)."""
-    plt = setup()
+@dataclass
+class MapData:
+    """What a heatmap draws: per panel (row value, column value) the seed means per cell."""
+
+    x: str
+    y: str
+    metric: str
+    row: str | None
+    facet: str | None
+    rows: list
+    cols: list
+    panels: dict  # (row value, column value) -> frame: x, y, metric, train_error, seeds
+    xscale: str
+    yscale: str
+    all_x: np.ndarray  # every panel's cell centers (shared axes)
+    all_y: np.ndarray
+    contours: list[float]
+    emc: dict = field(default_factory=dict)  # (row value, column value) -> (xs, ys) of the EMC = n line
+    emc_eps: float = 0.1
+    binned: list[str] = field(default_factory=list)
+    max_cells: int = 300
+    epoch: int | None = None
+    seeds: int = 1  # the most seeds in one cell
+    fixed: dict = field(default_factory=dict)  # axes with one value worth saying (label noise)
+
+
+def heatmap_data(df: pd.DataFrame, x: str = "width", y: str = "epoch", metric: str = "test_error", contour=0.1,
+                 facet: str | None = "label_noise", epoch: int | None = None, where: dict | None = None,
+                 row: str | None = None, emc_line: bool = True, max_cells: int = 300) -> MapData:
+    """The cells, panels, scales and overlays of a heatmap, from a metric frame."""
     if x == y:
         raise UserError(f"--x and --y are both {x}")
     check_columns(df, x=x, y=y, metric=metric, facet=facet, row=row)
@@ -78,12 +119,11 @@ def heatmap_figure(df: pd.DataFrame, name: str = "", x: str = "width", y: str = 
             raise UserError(f"--{opt} {col}: not numeric")
     if "epoch" not in (x, y):
         df = at_epoch(df, epoch)
-    if "epoch" in (x, y):
-        df = df[df["epoch"] > 0]  # epochs are drawn on a log axis, where epoch 0 has no place
+    check_varies(df, "x", x)
+    check_varies(df, "y", y)
     facet = None if facet in (x, y) else facet
     row = None if row in (x, y, facet) else row
-    taken = {x, y, facet, row}
-    rest = free_axes(df, taken)
+    rest = free_axes(df, {x, y, facet, row})
     if rest and row is None and len(rest) == 1:
         row = rest.pop()
     if rest:
@@ -94,15 +134,21 @@ def heatmap_figure(df: pd.DataFrame, name: str = "", x: str = "width", y: str = 
     rows = sorted(df[row].dropna().unique()) if row else [None]
     if len(cols) * len(rows) > MAX_PANELS:
         raise UserError(f"{len(cols) * len(rows)} panels: too many; fix an axis with --where")
-    levels = _levels(contour)
-    xlog = is_log_axis(x, df[x].unique())
-    ylog = is_log_axis(y, df[y].unique())
-    xbin = bin_centers(df[x].unique(), xlog, max_cells)
-    ybin = bin_centers(df[y].unique(), ylog, max_cells)
+    fixed = {}
+    if facet is not None and len(cols) == 1:  # one panel: its value goes into the title
+        fixed[facet], facet, cols = cols[0], None, [None]
+    if "label_noise" not in (x, y, facet, row) and "label_noise" in df.columns and df["label_noise"].nunique() == 1:
+        fixed.setdefault("label_noise", df["label_noise"].iloc[0])
+    xscale = axis_scale(x, df[x].unique())
+    yscale = axis_scale(y, df[y].unique())
+    xbin = bin_centers(df[x].unique(), xscale, max_cells)
+    ybin = bin_centers(df[y].unique(), yscale, max_cells)
     binned = [a for a, b in ((x, xbin), (y, ybin)) if any(k != v for k, v in b.items())]
 
     metrics = list(dict.fromkeys([metric, "train_error"]))
-    panels = {}
+    contours = _levels(contour)
+    eps = contours[0] if contours else 0.1
+    panels, emc = {}, {}
     for r in rows:
         for c in cols:
             sub = df
@@ -117,11 +163,58 @@ def heatmap_figure(df: pd.DataFrame, name: str = "", x: str = "width", y: str = 
                 m = m.assign(**{x: m[x].map(xbin), y: m[y].map(ybin)})
                 m = m.groupby([x, y], as_index=False)[metrics + ["seeds"]].mean()
             panels[(r, c)] = m
+            if emc_line and "n_train" in (x, y):
+                line = _emc_line(m, x, y, eps)
+                if line is not None:
+                    emc[(r, c)] = line
     if not panels:
         raise UserError("no data to draw")
-    values = np.concatenate([m[metric].to_numpy(dtype=float) for m in panels.values()])
-    norm = _norm(values, log_color)
+    seeds = int(max(m["seeds"].max() for m in panels.values()))
+    return MapData(x, y, metric, row, facet, rows, cols, panels, xscale, yscale,
+                   np.array(sorted(set(xbin.values()))), np.array(sorted(set(ybin.values()))), contours, emc, eps,
+                   binned, max_cells, epoch, seeds, fixed)
 
+
+def _emc_line(m: pd.DataFrame, x: str, y: str, eps: float):
+    """Per value of the other axis, the n at which the seed-mean train error crosses eps: (xs, ys)."""
+    other = y if x == "n_train" else x
+    pts = []
+    for v, g in m.groupby(other):
+        value, bound = emc_over_n(g["n_train"], g["train_error"], eps)
+        if not bound and np.isfinite(value):
+            pts.append((v, value))
+    if not pts:
+        return None
+    o, n = np.array(pts).T
+    return (n, o) if x == "n_train" else (o, n)
+
+
+def heatmap_figure(df: pd.DataFrame, name: str = "", x: str = "width", y: str = "epoch",
+                   metric: str = "test_error", contour=0.1, facet: str | None = "label_noise",
+                   epoch: int | None = None, log_color: bool = False, where: dict | None = None,
+                   row: str | None = None, emc_line: bool = True, max_cells: int = 300, ax=None, opts=None,
+                   where_shown: dict | None = None, **figure_options):
+    """The figure behind `heatmap`, from a metric frame (as `load_metrics` returns): a Figure.
+
+    figure_options: dpi, size, title, style (see ddsweep.plot.style.FigureOptions)."""
+    data = heatmap_data(df, x=x, y=y, metric=metric, contour=contour, facet=facet, epoch=epoch, where=where,
+                        row=row, emc_line=emc_line, max_cells=max_cells)
+    return draw_heatmap(data, name, log_color=log_color, ax=ax, opts=opts or options(**figure_options),
+                        where=where_shown or where)
+
+
+def draw_heatmap(d: MapData, name: str = "", log_color: bool = False, ax=None, opts=None, where=None):
+    """Draw a MapData: a Figure (or into `ax`, for a one-panel map)."""
+    opts = opts or options()
+    with styled(opts):
+        return _draw(d, name, log_color, ax, opts, where)
+
+
+def _draw(d: MapData, name, log_color, ax, opts, where):
+    x, y, metric = d.x, d.y, d.metric
+    values = np.concatenate([m[metric].to_numpy(dtype=float) for m in d.panels.values()])
+    norm = _norm(values, log_color)
+    rows, cols = d.rows, d.cols
     if len(cols) == 1 and len(rows) > 1:  # a single column of panels wraps into rows of up to 4
         ncols = min(len(rows), 4)
         nrows = -(-len(rows) // ncols)
@@ -129,77 +222,80 @@ def heatmap_figure(df: pd.DataFrame, name: str = "", x: str = "width", y: str = 
     else:
         nrows, ncols = len(rows), len(cols)
         places = [((r, c), i, j) for i, r in enumerate(rows) for j, c in enumerate(cols)]
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols + 1.3, 3.5 * nrows + 0.6),
-                             squeeze=False, sharex=True, sharey=True, constrained_layout=True)
-    for ax in axes.ravel()[len(places):]:
-        ax.set_axis_off()
-    all_x = np.array(sorted(set(xbin.values())))  # shared axes: limits from every panel's cells
-    all_y = np.array(sorted(set(ybin.values())))
+    if ax is not None:
+        fig, axes = one_axes(ax, len(places), "one per " + " and ".join(a for a in (d.row, d.facet) if a))
+    else:
+        fig, axes = new_figure(opts, (4.2 * ncols + 1.3, 3.5 * nrows + 0.9), nrows, ncols, sharex=True,
+                               sharey=True)
+    for a in axes.ravel()[len(places):]:
+        a.set_axis_off()
     mesh = None
     handles = {}
     for (r, c), i, j in places:
-        ax = axes[i][j]
-        m = panels.get((r, c))
-        title = " | ".join(fmt_level(a, v) for a, v in ((row, r), (facet, c)) if a)
-        ax.set_title(title, fontsize=10)
+        pax = axes[i][j]
+        m = d.panels.get((r, c))
+        panel_title = " | ".join(fmt_level(a, v) for a, v in ((d.row, r), (d.facet, c)) if a)
+        if panel_title:
+            pax.set_title(panel_title, fontsize="medium")
         if m is None:
-            ax.set_axis_off()
+            pax.set_axis_off()
             continue
         z = m.pivot(index=y, columns=x, values=metric).sort_index().sort_index(axis=1)
         xc, yc = z.columns.to_numpy(dtype=float), z.index.to_numpy(dtype=float)
-        mesh = ax.pcolormesh(edges(xc, xlog), edges(yc, ylog), np.ma.masked_invalid(z.to_numpy(dtype=float)),
-                             cmap="viridis", norm=norm, shading="flat", rasterized=True)
-        if levels and len(xc) > 1 and len(yc) > 1:
+        mesh = pax.pcolormesh(edges(xc, d.xscale), edges(yc, d.yscale),
+                              np.ma.masked_invalid(z.to_numpy(dtype=float)), cmap="viridis", norm=norm,
+                              shading="flat", rasterized=True)
+        if d.contours and len(xc) > 1 and len(yc) > 1:
             tr = m.pivot(index=y, columns=x, values="train_error").reindex(index=z.index, columns=z.columns)
             trv = np.ma.masked_invalid(tr.to_numpy(dtype=float))
-            for k, level in enumerate(levels):
-                style = CONTOUR_STYLES[k % len(CONTOUR_STYLES)]
-                cs = ax.contour(xc, yc, trv, levels=[level], colors="white", linewidths=1.5,
-                                linestyles=style)
+            for k, level in enumerate(d.contours):
+                ls = CONTOUR_STYLES[k % len(CONTOUR_STYLES)]
+                cs = pax.contour(xc, yc, trv, levels=[level], colors="white", linewidths=1.5, linestyles=ls)
                 if cs.allsegs and any(len(s) for s in cs.allsegs[0]):
-                    handles.setdefault(f"train error = {level:g}", ("white", style, None))
-        if emc_line and "n_train" in (x, y):
-            other = y if x == "n_train" else x
-            eps = levels[0] if levels else 0.1
-            pts = []
-            for v, g in m.groupby(other):
-                value, bound = emc_over_n(g["n_train"], g["train_error"], eps)
-                if not bound and np.isfinite(value):
-                    pts.append((v, value))
-            if pts:
-                o, n = np.array(pts).T
-                px, py = (n, o) if x == "n_train" else (o, n)
-                ax.plot(px, py, color="#ff5a36", ls="--", lw=1.6, marker="o", ms=2.5)
-                handles.setdefault(f"EMC = n (train error {eps:g})", ("#ff5a36", "--", "o"))
-        if xlog:
-            ax.set_xscale("log")
-            plain_log_ticks(ax.xaxis)
-        if ylog:
-            ax.set_yscale("log")
-            plain_log_ticks(ax.yaxis)
-        ax.set_xlim(edges(all_x, xlog)[[0, -1]])
-        ax.set_ylim(edges(all_y, ylog)[[0, -1]])
+                    handles.setdefault(f"train error = {level:g}", ("white", ls, None))
+        if (r, c) in d.emc:
+            px, py = d.emc[(r, c)]
+            pax.plot(px, py, color=EMC_COLOR, ls="--", lw=1.6, marker="o", ms=2.5)
+            handles.setdefault(f"EMC = n (train error {d.emc_eps:g})", (EMC_COLOR, "--", "o"))
+        set_scale(pax, "x", d.xscale, top=d.all_x.max())
+        set_scale(pax, "y", d.yscale, top=d.all_y.max())
+        pax.set_xlim(edges(d.all_x, d.xscale)[[0, -1]])
+        pax.set_ylim(edges(d.all_y, d.yscale)[[0, -1]])
         if i == nrows - 1 or (i + 1) * ncols + j >= len(places):  # nothing below this panel
-            ax.set_xlabel(label(x))
-            ax.xaxis.set_tick_params(labelbottom=True)
+            pax.set_xlabel(label(x))
+            pax.xaxis.set_tick_params(labelbottom=True)
         if j == 0:
-            ax.set_ylabel(label(y))
-    if handles:
+            pax.set_ylabel(label(y))
+    key = []
+    if handles:  # under the panels: a legend inside one would cover cells and contours
         from matplotlib.lines import Line2D
 
-        lines = [Line2D([], [], color=col, ls=ls, marker=mk, ms=3, lw=1.5) for col, ls, mk in handles.values()]
-        axes[0][-1].legend(lines, list(handles), loc="upper right", fontsize=7.5, facecolor="0.3",
-                           labelcolor="white", framealpha=0.7)
-    what = f"{label(metric)} (mean over seeds{', log scale' if _is_log(norm) else ''})"
-    cb = fig.colorbar(mesh, ax=axes.ravel().tolist(), label=what, shrink=0.9 if len(rows) == 1 else 0.6)
+        key = [Line2D([], [], color="0.25" if col == "white" else col, ls=ls, marker=mk, ms=3, lw=1.5)
+               for col, ls, mk in handles.values()]
+        if ax is not None:
+            ax.legend(key, list(handles), loc="upper center", bbox_to_anchor=(0.5, -0.16), ncols=len(key),
+                      fontsize="small", frameon=False)
+    what = label(metric) + (" (seed mean)" if d.seeds > 1 else "") + (", log scale" if _is_log(norm) else "")
+    cb = fig.colorbar(mesh, ax=axes.ravel().tolist(), label=what, shrink=0.9 if nrows == 1 else 0.6)
     if _is_log(norm):  # 0.5, 0.6 rather than 5 x 10^-1
         from matplotlib.ticker import FuncFormatter
 
         cb.ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.2g}"))
         cb.ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:.2g}"))
-    when = "" if "epoch" in (x, y) else (" at the last epoch" if epoch is None else f" at epoch {epoch}")
-    note = f"; {' and '.join(binned)} binned into at most {max_cells} cells" if binned else ""
-    fig.suptitle(f"{name + ': ' if name else ''}{label(metric)}{when}{note}", fontsize=11)
+    when = "" if "epoch" in (x, y) else (" at the last epoch" if d.epoch is None else f" at epoch {d.epoch}")
+    fixed = [fmt_level(a, v) for a, v in d.fixed.items()]
+    where_note = where_text(where)
+    title_text(opts, title_with(f"{label(metric)}{when}", *fixed, where_note and f"where {where_note}"),
+               fig=fig, ax=ax)
+    notes = []
+    if name:
+        notes.append(f"sweep {name}")
+    if d.seeds > 1:
+        notes.append(f"mean over up to {d.seeds} seeds per cell")
+    if d.binned:
+        notes.append(f"{' and '.join(d.binned)} binned into at most {d.max_cells} cells")
+    if ax is None:
+        caption_text(opts, fig, ["; ".join(notes)], key, list(handles), ncols=len(key))
     return fig
 
 

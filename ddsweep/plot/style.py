@@ -1,7 +1,14 @@
-"""Shared figure set-up: headless backend, seaborn theme, axis scaling, saving."""
+"""Shared figure set-up: styles, sizes, axis scaling, titles, saving.
+
+Figures are plain matplotlib `Figure`s made without pyplot (nothing global: no
+backend switch, no figure manager to close, a notebook's own settings untouched);
+a style is an rcParams context active while a figure is built.
+"""
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -10,25 +17,178 @@ from ddsweep import axes
 from ddsweep.errors import UserError
 
 FORMATS = {".png", ".svg", ".pdf"}
+STYLES = ("lab", "paper", "talk")  # lab: for reading at a screen (method notes below the plot)
+DEFAULT_DPI = 150
+
+
+@dataclass(frozen=True)
+class FigureOptions:
+    """How a figure looks, apart from what it shows.
+
+    size: (width, height) in inches (None: from the number of panels); title: None for
+    the figure's own short title, a text to replace it, False for none; style: lab (the
+    default: method notes in a caption below), paper (smaller type, no caption) or talk
+    (larger type, thicker lines).
+    """
+
+    dpi: int = DEFAULT_DPI
+    size: tuple[float, float] | None = None
+    title: str | bool | None = None
+    style: str = "lab"
+
+    def __post_init__(self):
+        if self.style not in STYLES:
+            raise UserError(f"--style {self.style}: unknown style (use {', '.join(STYLES)})")
+        if not (isinstance(self.dpi, (int, np.integer)) and 10 <= self.dpi <= 2400):
+            raise UserError(f"--dpi {self.dpi}: expected a whole number from 10 to 2400")
+        if self.size is not None:
+            w, h = self.size
+            if not (0.5 <= w <= 100 and 0.5 <= h <= 100):
+                raise UserError(f"--size {w:g},{h:g}: width and height are inches from 0.5 to 100")
+
+    @property
+    def caption(self) -> bool:
+        """Method notes under the plot: not in the paper style (the paper's caption says it)."""
+        return self.style != "paper"
+
+
+def options(dpi=None, size=None, title=None, style=None) -> FigureOptions:
+    """FigureOptions from the keyword arguments of the plot functions (None: the default)."""
+    if isinstance(size, str):
+        size = parse_size(size)
+    return FigureOptions(dpi=DEFAULT_DPI if dpi is None else dpi, size=None if size is None else tuple(size),
+                         title=title, style=style or "lab")
+
+
+def parse_size(text: str) -> tuple[float, float]:
+    """'6,4' or '6x4' -> (6.0, 4.0) inches."""
+    parts = str(text).replace("x", ",").split(",")
+    try:
+        w, h = (float(p) for p in parts)
+    except ValueError:
+        raise UserError(f"--size {text}: expected WIDTH,HEIGHT in inches, e.g. --size 6,4") from None
+    return w, h
+
+
+def _rc(style: str) -> dict:
+    import seaborn as sns
+
+    scale = {"lab": 1.1, "paper": 1.0, "talk": 0.9}[style]
+    context = "talk" if style == "talk" else "paper"
+    rc = dict(sns.axes_style("ticks"))
+    rc.update(sns.plotting_context(context, font_scale=scale))
+    if style == "paper":
+        rc.update({"lines.linewidth": 1.1, "axes.linewidth": 0.6, "font.family": "serif",
+                   "mathtext.fontset": "dejavuserif"})
+    rc["svg.fonttype"] = "none"  # text in SVG stays text (editable, searchable)
+    rc["pdf.fonttype"] = 42
+    return rc
+
+
+@contextmanager
+def styled(opts: FigureOptions):
+    """The style's rcParams while a figure is built (restored afterwards)."""
+    import matplotlib
+
+    with matplotlib.rc_context(_rc(opts.style)):
+        yield
 
 
 def setup():
-    import matplotlib
+    """matplotlib and seaborn imported (callers that time a command's own work import them first)."""
+    import matplotlib.figure  # noqa: F401
+    import seaborn  # noqa: F401
 
-    matplotlib.use("Agg")  # headless: no display needed
-    import matplotlib.pyplot as plt
-    import seaborn as sns
 
-    sns.set_theme(context="paper", style="ticks", font_scale=1.1)
-    return plt
+def new_figure(opts: FigureOptions, default_size, nrows: int = 1, ncols: int = 1, **subplots):
+    """A Figure (constrained layout) and its grid of Axes (a 2-D array)."""
+    from matplotlib.figure import Figure
+
+    grow = 1.4 if opts.style == "talk" else 1.0  # (the talk style's larger type needs the room)
+    size = opts.size or (default_size[0] * grow, default_size[1] * grow)
+    fig = Figure(figsize=size, dpi=opts.dpi, layout="constrained")
+    return fig, fig.subplots(nrows, ncols, squeeze=False, **subplots)
+
+
+def one_axes(ax, n_panels: int, what: str):
+    """ax= draws one panel: more panels is an error that says which axis to fix."""
+    if n_panels > 1:
+        raise UserError(f"ax= draws one panel, this figure has {n_panels} ({what}); fix it with where= or "
+                        "leave out ax=")
+    return ax.figure, np.array([[ax]])
+
+
+def title_text(opts: FigureOptions, text: str, fig=None, ax=None) -> None:
+    """The figure's title (a short one), or the user's, or none; on a given Axes, its own title."""
+    if opts.title is False:
+        return
+    text = opts.title if isinstance(opts.title, str) else text
+    if ax is not None:
+        ax.set_title(text)
+    else:
+        fig.suptitle(text, fontsize="large")
+
+
+def caption_text(opts: FigureOptions, fig, lines, handles=(), labels=(), ncols: int | None = None):
+    """Under the plot: the key to its lines (handles, labels) and, in small type, method notes
+    (not in the paper style). One legend block holds both (its title is the notes): two separate
+    blocks at the bottom of a constrained layout overlap. Returns the legend (or None)."""
+    notes = "\n".join(line for line in lines if line) if opts.caption else ""
+    if len(handles):
+        legend = fig.legend(list(handles), list(labels), loc="outside lower center", frameon=False,
+                            ncols=ncols or min(len(handles), 4), fontsize="small", title=notes or None,
+                            title_fontsize="x-small")
+        if notes:
+            legend.get_title().set_color("0.35")
+        return legend
+    if notes:
+        fig.supxlabel(notes, fontsize="x-small", color="0.35")
+    return None
+
+
+def where_text(where) -> str:
+    """A --where filter as the user wrote it: 'width=64, label_noise=0.2' (empty for none)."""
+    if not where:
+        return ""
+    if isinstance(where, dict):
+        return ", ".join(f"{k}={','.join(map(str, v)) if isinstance(v, (list, tuple, set)) else v}"
+                         for k, v in where.items())
+    return str(where)
+
+
+def title_with(main: str, *extras: str) -> str:
+    """'error vs width' + ('label noise 15%', 'where n_train=4000') -> 'error vs width (label noise 15%; ...)'."""
+    extras = [e for e in extras if e]
+    return f"{main} ({'; '.join(extras)})" if extras else main
 
 
 def check_out(out) -> Path:
     out = Path(out)
     if out.suffix.lower() not in FORMATS:
         raise UserError(f"--out {out}: unknown figure format {out.suffix!r} (use .png, .svg or .pdf)")
-    out.parent.mkdir(parents=True, exist_ok=True)
     return out
+
+
+def finish(fig, out, opts: FigureOptions):
+    """Write the figure when `out` is given; the Figure either way."""
+    if out is not None:
+        save(fig, check_out(out), dpi=opts.dpi)
+    return fig
+
+
+def save(fig, out: Path, dpi: int = DEFAULT_DPI) -> Path:
+    out = Path(out)
+    fig.savefig(out, dpi=dpi, bbox_inches="tight")
+    return out
+
+
+def frame_or_db(data):
+    """True when `data` is a metric frame (as load_metrics returns), False for a database path."""
+    import pandas as pd
+
+    from ddsweep.analysis.frames import Reduced
+
+    return isinstance(data, (pd.DataFrame, Reduced))
 
 
 def is_geometric(values) -> bool:
@@ -40,15 +200,41 @@ def is_geometric(values) -> bool:
     return ratios.max() / ratios.min() < diffs.max() / diffs.min()
 
 
-def edges(centers, log: bool) -> np.ndarray:
-    """Cell edges around sorted centers (midpoints; geometric midpoints on a log axis)."""
+# An axis' scale: "linear", "log" (values > 0), or "symlog" (epochs and steps: log above 1, linear
+# from 0 to 1, so epoch 0, the model at initialisation, has its place on a log-epoch axis).
+def _forward(scale):
+    if scale == "log":
+        return np.log
+    if scale == "symlog":
+        return lambda v: np.where(np.asarray(v) <= 1, np.asarray(v, dtype=float), 1 + np.log(np.maximum(v, 1)))
+    return lambda v: np.asarray(v, dtype=float)
+
+
+def _inverse(scale):
+    if scale == "log":
+        return np.exp
+    if scale == "symlog":
+        return lambda t: np.where(np.asarray(t) <= 1, np.asarray(t, dtype=float), np.exp(np.asarray(t) - 1))
+    return lambda t: np.asarray(t, dtype=float)
+
+
+def _scale_of(log) -> str:
+    return {True: "log", False: "linear"}.get(log, log) if isinstance(log, bool) else log
+
+
+def edges(centers, log) -> np.ndarray:
+    """Cell edges around sorted centers (midpoints in the axis' scale: log, symlog or linear)."""
+    scale = _scale_of(log)
     c = np.asarray(centers, dtype=float)
     if len(c) == 1:
-        return np.array([c[0] * 0.8, c[0] * 1.25]) if log else np.array([c[0] - 0.5, c[0] + 0.5])
-    t = np.log(c) if log else c
+        return np.array([c[0] * 0.8, c[0] * 1.25]) if scale == "log" else np.array([c[0] - 0.5, c[0] + 0.5])
+    t = _forward(scale)(c)
     mid = (t[1:] + t[:-1]) / 2
     e = np.concatenate([[t[0] - (mid[0] - t[0])], mid, [t[-1] + (t[-1] - mid[-1])]])
-    return np.exp(e) if log else e
+    out = _inverse(scale)(e)
+    if scale == "symlog" and c[0] >= 0:
+        out[0] = max(out[0], -0.5)  # the first cell of epoch 0 ends at a half epoch below it, not at -1
+    return out
 
 
 def plain_log_ticks(axis) -> None:
@@ -60,12 +246,26 @@ def plain_log_ticks(axis) -> None:
     axis.set_minor_formatter(NullFormatter())
 
 
-def save(fig, out: Path) -> Path:
-    fig.savefig(out, dpi=150, bbox_inches="tight")
-    import matplotlib.pyplot as plt
+def set_scale(ax, which: str, scale: str, top: float | None = None) -> None:
+    """Apply an axis scale with plain tick labels (0, 1, 10, 100 on a symlog epoch axis); `top`: the
+    largest value drawn (a symlog axis over more than 3 decades is labelled at powers of 10 only)."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
 
-    plt.close(fig)
-    return out
+    axis = ax.xaxis if which == "x" else ax.yaxis
+    setter = ax.set_xscale if which == "x" else ax.set_yscale
+    if scale == "log":
+        setter("log")
+        plain_log_ticks(axis)
+    elif scale == "symlog":
+        # linscale (1 - 1/10) / ln 10: the linear part 0..1 as wide as 1..e on the log part, so the scale is
+        # smooth at 1 and proportional to the one `edges` and `bin_centers` use (x below 1, 1 + ln x above)
+        setter("symlog", base=10, linthresh=1, linscale=0.9 / np.log(10))
+        decades = int(np.ceil(np.log10(max(top or 10, 10))))
+        subs = (1, 2, 5) if decades <= 3 else (1,)
+        axis.set_major_locator(FixedLocator([0] + [m * 10 ** k for k in range(decades + 1) for m in subs]))
+        axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        axis.set_minor_locator(FixedLocator([m * 10 ** k for k in range(decades + 1) for m in range(2, 10)]))
+        axis.set_minor_formatter(NullFormatter())
 
 
 # How figures name columns (from the vocabulary, ddsweep.axes); any other column: its name in words.
@@ -85,43 +285,72 @@ def fmt_level(col: str, level) -> str:
     return f"{short} = {value}" if short else f"{label(col)} {value}"
 
 
+def axis_scale(col: str, values) -> str:
+    """Epochs and steps symlog (0 included), other axes log when spaced roughly geometrically, else linear."""
+    if col in ("epoch", "step"):
+        return "symlog"
+    v = np.asarray(values, dtype=float)
+    return "log" if bool(np.all(v > 0)) and is_geometric(v) else "linear"
+
+
 def is_log_axis(col: str, values) -> bool:
     """Epochs always, other axes when spaced roughly geometrically."""
-    if col == "epoch":
-        return True
-    v = np.asarray(values, dtype=float)
-    return bool(np.all(v > 0)) and is_geometric(v)
+    return axis_scale(col, values) != "linear"
 
 
-def bin_centers(values, log: bool, max_cells: int) -> dict:
+def check_varies(df, option: str, col: str) -> None:
+    """An axis drawn along x or y needs two values or more: else say which axes do vary."""
+    from ddsweep.analysis import free_axes
+
+    values = df[col].dropna().unique()
+    if len(values) < 2:
+        varying = [a for a in free_axes(df, ()) if a != col]
+        one = f"one value ({values[0]:g})" if len(values) and isinstance(values[0], (int, float, np.number)) \
+            else f"{len(values)} value(s)"
+        raise UserError(f"--{option} {col}: {col} has {one} here, nothing to draw against"
+                        + (f"; axes that vary: {', '.join(varying)}" if varying else ""))
+
+
+def bin_centers(values, log, max_cells: int) -> dict:
     """Map each distinct value to the center of its bin when there are more than max_cells values.
 
-    Bins are equal in log space on a log axis (so 4000 evaluated epochs become about
-    max_cells rows that each cover a few pixels); a bin's center is the (geometric)
-    mean of the values in it. Fewer values: the identity map.
+    Bins are equal in the axis' scale (log or symlog: 4000 evaluated epochs become about
+    max_cells rows that each cover a few pixels); a bin's center is the mean of its
+    values in that scale. Fewer values: the identity map.
     """
+    scale = _scale_of(log)
     v = np.sort(np.unique(np.asarray(values, dtype=float)))
     if len(v) <= max_cells:
         return {x: x for x in v}
-    t = np.log(v) if log else v
+    fwd, inv = _forward(scale), _inverse(scale)
+    t = fwd(v)
     edges_ = np.linspace(t[0], t[-1], max_cells + 1)
     idx = np.clip(np.searchsorted(edges_, t, side="right") - 1, 0, max_cells - 1)
     out = {}
     for b in np.unique(idx):
         members = t[idx == b]
-        c = members.mean()
-        for m, x in zip(members, v[idx == b]):
-            out[x] = float(np.exp(c)) if log else float(c)
+        c = float(inv(members.mean()))
+        for x in v[idx == b]:
+            out[x] = c
     return out
 
 
 def png_bytes(fig, dpi: int = 110) -> bytes:
-    """The figure as PNG bytes (and closed)."""
+    """The figure as PNG bytes."""
     import io
 
-    import matplotlib.pyplot as plt
-
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)  # constrained layout already fits titles and colour bars
-    plt.close(fig)
+    fig.savefig(buf, format="png", dpi=dpi)  # constrained layout already fits titles, notes and colour bars
     return buf.getvalue()
+
+
+def svg_text(fig) -> str:
+    """The figure as SVG text (colour meshes stay rasterised inside it)."""
+    import io
+
+    buf = io.StringIO()
+    fig.savefig(buf, format="svg")
+    return buf.getvalue()
+
+
+__all__ = ["FigureOptions", "options", "styled", "new_figure", "finish", "STYLES", "replace"]
