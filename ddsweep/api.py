@@ -238,7 +238,7 @@ def report(db: str | Path = "results.duckdb", sweep: str | None = None, out: str
 def refine(db: str | Path = "results.duckdb", sweep: str | None = None, axis: str = "width", target: str = "peak",
            budget: int = 8, batch: int = 2, early_stopped: bool = False, epsilon: float = 0.1,
            log: bool | None = None, where: dict | None = None, auto: bool = False, on_round=None,
-           metric: str = "test_error", **work_kwargs):
+           metric: str = "test_error", select_on: str = "test", **work_kwargs):
     """Propose new values of one axis near the peak (or threshold) and plan them as jobs of the sweep.
 
     Reads the sweep's finished cells, syncs them into an Optuna study beside the database
@@ -246,7 +246,9 @@ def refine(db: str | Path = "results.duckdb", sweep: str | None = None, axis: st
     at a time, `budget` new values in total) and plans them with the sweep's stored grid,
     the axis replaced. With auto=True it alternates with `work(db, sweep=..., **work_kwargs)`
     until the budget is spent or the bracket is resolved. Returns a RefineResult
-    (ddsweep.refinement): the estimate, its bracket, what was proposed.
+    (ddsweep.refinement): the estimate, its bracket, what was proposed. select_on="val": the peak
+    of the validation split's error (or loss) instead of the test set's, so that the test set does
+    not choose the points.
     """
     from ddsweep.refinement import check_args, refine as _refine, refine_auto
 
@@ -255,7 +257,7 @@ def refine(db: str | Path = "results.duckdb", sweep: str | None = None, axis: st
         raise UserError(f"{db}: no such database; plan a grid first: ddsweep plan GRID.yaml --db {db}")
     name = results.pick_sweep(db, sweep)
     kwargs = dict(axis=axis, target=target, budget=budget, batch=batch, early_stopped=early_stopped,
-                  epsilon=epsilon, log=log, where=where, metric=metric)
+                  epsilon=epsilon, log=log, where=where, metric=metric, select_on=select_on)
     if not auto:
         if work_kwargs:
             raise UserError(f"refine: {', '.join(sorted(work_kwargs))} only apply with auto=True (--auto)")

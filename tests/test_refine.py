@@ -307,3 +307,61 @@ def test_refine_auto_trains_on_mnist1d(tmp_path, cli):
     s = api.summary(db)
     assert (s["points"] == 7).all()
     assert time.perf_counter() - t < 60
+
+
+# ----------------------------------------------------------------------------- --select-on val
+
+VAL_GRID = {**GRID, "dataset": {**GRID["dataset"], "val": 200},
+            "grid": {**GRID["grid"], "label_noise": [0.2], "seed": [0]}}
+
+
+def fake_work_val(db, test_error, val_error):
+    """fake_work with a validation split: the val and test errors peak at different widths."""
+    from ddsweep.store import Store
+    from ddsweep.store import jobs as store_jobs
+
+    with Store(db).write() as conn:
+        claimed = store_jobs.claim(conn, "fake", 10**6)
+        events = []
+        for j in claimed:
+            w, e = j["config"]["width"], j["epochs"]
+            rows = [{"job_id": j["job_id"], "epoch": 0, "test_error": 0.9, "train_error": 0.9, "val_error": 0.9},
+                    {"job_id": j["job_id"], "epoch": e, "test_error": test_error(w), "train_error": 0.5,
+                     "val_error": val_error(w)}]
+            events += [Metrics(rows=rows), Finished(job_id=j["job_id"], status=JobStatus.DONE, epochs=e)]
+        store_jobs.apply_events(conn, "fake", events)
+    return type("W", (), {"done": len(claimed), "failed": 0, "diverged": 0})()
+
+
+def test_refine_selects_on_validation_error(tmp_path, cli):
+    """--select-on val locates the peak of the validation error: the test set chooses no point. Its
+    study is its own (another objective), and the CLI says which error it follows."""
+    from ddsweep import api
+    from ddsweep.refinement import refine_auto
+
+    db = tmp_path / "r.duckdb"
+    api.plan(write_grid(tmp_path / "val.yaml", VAL_GRID), db)
+    on_test, on_val = dd_test_error(23), dd_test_error(60)  # neither peak is a grid width
+    work = lambda: fake_work_val(db, on_test, on_val)  # noqa: E731
+    work()
+    r = refine_auto(db, "syn", work, axis="width", budget=14, batch=2, select_on="val")
+    assert r.metric == "val_error" and "val_error" in r.study
+    assert abs(r.estimate.at - interior_peak(on_val)) <= 1 and r.estimate.converged, r.estimate
+    val_peak = r.estimate.at
+    t = refine_auto(db, "syn", work, axis="width", budget=30, batch=2)  # the test set's peak: another study
+    assert t.metric == "test_error" and abs(t.estimate.at - interior_peak(on_test)) <= 1, t.estimate
+    r = cli("refine", "--db", db, "--select-on", "val", "--budget", "30")
+    assert r.exit_code == 0, r.output
+    assert "peak of final validation error" in r.output and f"h = {val_peak}" in r.output
+
+    plain = tmp_path / "plain.duckdb"
+    api.plan(write_grid(tmp_path / "syn.yaml", {**GRID, "grid": {**GRID["grid"], "label_noise": [0.2]}}), plain)
+    for d, args, message in [
+        (plain, ["--select-on", "val"], "sweep syn has no validation split"),
+        (db, ["--select-on", "val", "--target", "threshold"], "--select-on val applies to --target peak only"),
+        (db, ["--select-on", "val", "--metric", "train_loss"], "--metric train_loss has no validation counterpart"),
+        (db, ["--select-on", "train"], "--select-on train: choose test or val"),
+    ]:
+        r = cli("refine", "--db", d, *args)
+        assert r.exit_code == 2, (args, r.output)
+        assert message in r.output and len(r.output.strip().splitlines()) == 1, (args, r.output)

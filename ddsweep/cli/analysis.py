@@ -102,6 +102,8 @@ def refine(db: Path = DB, sweep: Optional[str] = SWEEP,
            log: Optional[bool] = typer.Option(None, "--log/--linear", help="Sample the axis in log / linear space (default: log when the grid is geometric)."),
            where: Optional[List[str]] = WHERE,
            metric: str = typer.Option("test_error", "--metric", help="The peak of this metric (any stored metric, e.g. test_loss)."),
+           select_on: str = typer.Option("test", "--select-on", help="Set whose error (or loss) chooses the next points: "
+                                         "test, or val (the validation split of a dataset with val: N)."),
            auto: bool = typer.Option(False, "--auto", help="Alternate refine and work until the budget is spent."),
            cpus: Optional[int] = typer.Option(None, "--cpus", help="With --auto: CPU worker processes."),
            gpus: Optional[str] = typer.Option(None, "--gpus", help="With --auto: GPU ids, e.g. 0,1.")):
@@ -126,7 +128,7 @@ def refine(db: Path = DB, sweep: Optional[str] = SWEEP,
         show(r)
 
     r = api.refine(db, sweep, axis=axis, target=target, budget=budget, batch=batch, early_stopped=early_stopped,
-                   epsilon=epsilon, log=log, where=parse_where(where), auto=auto, metric=metric,
+                   epsilon=epsilon, log=log, where=parse_where(where), auto=auto, metric=metric, select_on=select_on,
                    on_round=on_round if auto else None, **extra)
     if auto:
         short = {"width": "h", "n_train": "n"}.get(r.axis, r.axis)

@@ -41,6 +41,7 @@ class RefineResult:
     rounds: list = field(default_factory=list)
     trained: int = 0           # jobs trained by --auto
     seconds: float = 0.0
+    metric: str = "test_error"  # the metric whose peak is located (val_error with select_on="val")
 
     @property
     def refined(self) -> list:
@@ -62,6 +63,25 @@ class RefineResult:
     def runs(self) -> int:
         """Distinct values of the axis in the sweep (grid + refined)."""
         return len(self.cells)
+
+
+# --select-on val: the peak is located on the validation split's counterpart of the metric
+VALIDATION_OF = {"test_error": "val_error", "test_loss": "val_loss"}
+
+
+def objective_metric(metric: str, select_on: str, target: str) -> str:
+    """The metric whose peak refine locates: `metric`, or with select_on="val" its validation counterpart,
+    so that the test set plays no part in choosing the next points."""
+    from ddsweep.analysis.frames import selector
+
+    if selector(select_on) is None:
+        return metric
+    if target != "peak":
+        raise UserError("--select-on val applies to --target peak only (the threshold is read from the train error)")
+    if metric not in VALIDATION_OF:
+        raise UserError(f"--select-on val: --metric {metric} has no validation counterpart "
+                        f"(use {' or '.join(VALIDATION_OF)})")
+    return VALIDATION_OF[metric]
 
 
 def check_args(target: str, budget: int, batch: int, epsilon: float, early_stopped: bool) -> None:
@@ -181,9 +201,11 @@ def _job_value(job, axis: str):
 
 def refine(db: str | Path, sweep: str, axis: str = "width", target: str = "peak", budget: int = 8,
            batch: int = 2, early_stopped: bool = False, epsilon: float = EPSILON, log: bool | None = None,
-           where: dict | None = None, metric: str = "test_error") -> RefineResult:
+           where: dict | None = None, metric: str = "test_error", select_on: str = "test") -> RefineResult:
     """One refinement step: sync the study with the database, propose, plan the new jobs. The peak
-    is that of `metric` (default the test error; any stored metric, e.g. test_loss)."""
+    is that of `metric` (default the test error; any stored metric, e.g. test_loss); with
+    select_on="val" that of its validation counterpart (val_error, val_loss: the sweep needs a
+    validation split), final or early-stopped (the minimum over epochs of the seed mean)."""
     from ddsweep.analysis.frames import check_metric
 
     from ddsweep.grid import expand
@@ -192,6 +214,7 @@ def refine(db: str | Path, sweep: str, axis: str = "width", target: str = "peak"
 
     check_args(target, budget, batch, epsilon, early_stopped)
     check_metric(metric)
+    metric = objective_metric(metric, select_on, target)
     try:
         import optuna  # noqa: F401
     except ImportError:
@@ -201,6 +224,9 @@ def refine(db: str | Path, sweep: str, axis: str = "width", target: str = "peak"
         raise UserError(f"{db}: no such database; plan a grid first: ddsweep plan GRID.yaml --db {db}")
     with store.write() as conn:
         grid_path, grid_yaml, spec = _stored_grid(conn, db, sweep)
+        if metric in VALIDATION_OF.values() and not spec.dataset.val:
+            raise UserError(f"--select-on val: sweep {sweep} has no validation split; give its dataset one "
+                            "(dataset: {val: N}) to choose points on it")
         db_values = [r[0] for r in conn.exec_driver_sql(
             f"SELECT DISTINCT {axis} FROM jobs WHERE sweep = ?", (sweep,))] if axis in REFINABLE else []
         ax, grid_values = _axis_of(spec, grid_path, axis, log, [v for v in db_values if v is not None])
@@ -240,7 +266,8 @@ def refine(db: str | Path, sweep: str, axis: str = "width", target: str = "peak"
         notes.append(est.note)
     measure = "train error" if target == "threshold" else ("early-stopped" if early_stopped else "final")
     return RefineResult(sweep, axis, target, measure, ax.log, ax.integer, float(epsilon), int(budget), int(batch),
-                        sorted(grid_values), cells, proposed, new_jobs, est, name, path, "; ".join(notes))
+                        sorted(grid_values), cells, proposed, new_jobs, est, name, path, "; ".join(notes),
+                        metric=metric)
 
 
 def refine_auto(db: str | Path, sweep: str, work: Callable[[], object], on_round: Callable | None = None,
@@ -270,7 +297,10 @@ def describe(r: RefineResult) -> list[str]:
     """Lines for the CLI."""
     short = {"width": "h", "n_train": "n"}.get(r.axis, r.axis)
     scale = ("log" if r.log else "linear") + (", integer" if r.integer else "")
-    what = (f"peak of {r.measure} test error" if r.target == "peak"
+    from ddsweep.axes import METRIC
+
+    label = METRIC[r.metric].label if r.metric in METRIC and METRIC[r.metric].label else r.metric
+    what = (f"peak of {r.measure} {label}" if r.target == "peak"
             else f"threshold: smallest {r.axis} with train error <= {r.epsilon:g}")
     lines = [f"sweep {r.sweep}, {r.axis} ({scale}), {what}: {r.finished} value(s) finished, "
              f"{len(r.pending)} pending; {r.used} of {r.budget} new value(s) used"]
