@@ -75,8 +75,10 @@ def test_store_bench_builds_reads_and_reports(tmp_path):
     big = report["large"]
     assert big["ingest"]["rows"] == big["ingest"]["stored_rows"] == 300 * 66  # 300 jobs x 66 epochs, none lost
     assert big["ingest"]["ingest_rows_per_s"] > 0
+    old_writes = report["small"]["ingest"]["old"]  # the former write path, on the same rows
+    assert old_writes["rows"] == old_writes["stored_rows"] == report["small"]["ingest"]["stored_rows"]
     for arm, part in (("new", big), ("new", report["small"]), ("old", report["small"])):
         assert set(part[arm]) == {"status", "summary", "heatmap"}
         for name, timing in part[arm].items():
             assert timing["seconds"] > 0 and timing["peak_mb"] > 50, (arm, name, timing)
-    assert "ingest" in r.stdout and "old/new" in r.stdout and "targets on 19,800 rows" in r.stdout
+    assert "ingest" in r.stdout and "old/new" in r.stdout and "ingest old" in r.stdout and "targets on 19,800 rows" in r.stdout

@@ -7,6 +7,7 @@ resumes with `ddsweep work` and compares every metric with an uninterrupted run.
 from __future__ import annotations
 
 import json
+import math
 import zlib
 from dataclasses import replace
 
@@ -186,3 +187,28 @@ def test_journal_records_round_trip_and_detect_changes():
         changed = bytearray(record)
         changed[i] ^= 0x04
         assert isinstance(journal.decode(bytes(changed)), str), i
+
+
+def test_journal_keeps_nan_apart_from_missing_and_reads_the_previous_records():
+    """A diverged run's NaN and infinite metrics come back as such, not as a missing value (None);
+    records as the previous version wrote them (the json module's ASCII, NaN literals) still read."""
+    rows = [{"job_id": "a", "epoch": 1, "train_loss": math.nan, "test_loss": math.inf, "grad_norm": None},
+            {"job_id": "a", "epoch": 2, "train_loss": 0.25, "test_loss": -math.inf, "grad_norm": 1e-05}]
+    finite = [{"job_id": "b", "epoch": 1, "train_loss": 0.1 + 0.2, "test_loss": 1e300, "grad_norm": None}]
+    for event in (Metrics(rows=rows), Metrics(rows=finite), Finished(job_id="j", status="done", epochs=3)):
+        old = json.dumps(event.to_dict(), separators=(",", ":")).encode("ascii")
+        for record in (journal.encode(event), b"%08x %s\n" % (zlib.crc32(old), old)):
+            got = journal.decode(record)
+            assert isinstance(got, type(event)), got
+            if isinstance(event, Metrics):
+                assert len(got.rows) == len(event.rows)
+                for want, back in zip(event.rows, got.rows):
+                    assert back.keys() == want.keys()
+                    for k, v in want.items():
+                        if isinstance(v, float) and math.isnan(v):
+                            assert isinstance(back[k], float) and math.isnan(back[k]), (k, back[k])
+                        else:
+                            assert back[k] == v and type(back[k]) is type(v), (k, back[k], v)
+            else:
+                assert got == event
+    assert b"NaN" in journal.encode(Metrics(rows=rows))  # (not orjson's null)

@@ -77,12 +77,17 @@ def _curves(width: int, n: int, p: float, seed: int, epochs: int, rng) -> dict[s
             "weight_norm": 10 + np.sqrt(e + 1) * 0.1}
 
 
-def ingest(db: Path, spec: dict, drain_rows: int, flush_rows: int) -> dict:
-    """Plan the grid, then stream every job's rows through Journal + apply_events as the coordinator does."""
+def ingest(db: Path, spec: dict, drain_rows: int, flush_rows: int, arm: str = "new") -> dict:
+    """Plan the grid, then stream every job's rows through Journal + apply_events as the coordinator does
+    (arm "old": the journal encoding and metrics insert of before, ddsweep.bench.old_writes)."""
     from ddsweep.api import plan
+    from ddsweep.bench.old_writes import OldJournal, old_apply_events
     from ddsweep.store import Store
-    from ddsweep.store import jobs as store_jobs
+    from ddsweep.store.jobs import apply_events
     from ddsweep.workers.journal import Journal
+
+    if arm == "old":
+        Journal, apply_events = OldJournal, old_apply_events  # noqa: N806
 
     path = db.with_suffix(".yaml")
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
@@ -99,7 +104,7 @@ def ingest(db: Path, spec: dict, drain_rows: int, flush_rows: int) -> dict:
         nonlocal timed, buffer
         t = time.perf_counter()
         with store.write() as conn:
-            store_jobs.apply_events(conn, owner, buffer)
+            apply_events(conn, owner, buffer)
         journal.clear()
         timed += time.perf_counter() - t
         split["flush"] += time.perf_counter() - t
@@ -305,6 +310,18 @@ def main(argv=None) -> dict:
                   f"({ing['ingest_seconds']:.1f} s: journal {ing['journal_seconds']:.1f} s, "
                   f"flush {ing['flush_seconds']:.1f} s; {ing['db_mb']:.0f} MB)", flush=True)
             arms = ("new", "old") if label == "small" else ("new",)
+            if label == "small":  # the write path of before, on the same rows, in this same run
+                old_db = workdir / "small-old-writes.duckdb"
+                old_db.unlink(missing_ok=True)
+                old = ingest(old_db, grid(w, n, e), args.drain_rows, args.flush_rows, arm="old")
+                shutil.rmtree(old_db.with_name(old_db.name + ".journal"), ignore_errors=True)
+                old_db.unlink(missing_ok=True)
+                ing["old"] = old
+                print(f"  ingest old  {old['ingest_rows_per_s']:,.0f} rows/s ({old['ingest_seconds']:.1f} s: journal "
+                      f"{old['journal_seconds']:.1f} s, flush {old['flush_seconds']:.1f} s; stored "
+                      f"{old['stored_rows']:,})   new/old {ing['ingest_rows_per_s'] / old['ingest_rows_per_s']:.1f}x "
+                      f"(journal {old['journal_seconds'] / ing['journal_seconds']:.1f}x, "
+                      f"flush {old['flush_seconds'] / ing['flush_seconds']:.1f}x faster)", flush=True)
             for name in commands:
                 for arm in arms:
                     r = measure(name, arm, db, workdir, args.timeout)

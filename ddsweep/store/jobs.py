@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from operator import itemgetter
 
 import duckdb
 import numpy as np
@@ -57,7 +58,8 @@ def _insert_rows(conn, table: str, rows: list[dict], columns, ignore_existing: b
 
 
 def insert_metrics(conn, rows: list[dict]) -> None:
-    """Metric rows (dicts keyed by the `metrics` columns; absent keys are NULL), INSERT OR IGNORE.
+    """Metric rows (dicts keyed by the `metrics` columns; absent keys are NULL), INSERT OR IGNORE;
+    a (job_id, epoch) given twice is stored once (its last copy).
 
     Column by column into typed arrays, then one insert from that frame (DuckDB scans it
     without converting row by row): 5x faster than unnesting Python lists, which matters
@@ -66,11 +68,15 @@ def insert_metrics(conn, rows: list[dict]) -> None:
     """
     if not rows:
         return
+    columns = _metric_columns(rows)
+    keys = list(zip(columns["job_id"], columns["epoch"]))
+    if len(set(keys)) < len(keys):  # a row seen twice (a replayed journal) is stored once: its last copy
+        rows = [rows[i] for i in sorted({k: i for i, k in enumerate(keys)}.values())]
+        columns = _metric_columns(rows)
     data = {}
-    for c in METRIC_COLUMNS:
-        values = [r.get(c) for r in rows]
+    for c, values in columns.items():
         if c == "job_id":
-            data[c] = pd.array(values, dtype=object)
+            data[c] = np.array(values, dtype=object)
         elif c == "epoch" or METRIC[c].kind == "int":
             data[c] = pd.array(values, dtype="Int64")
         else:
@@ -91,6 +97,24 @@ def insert_metrics(conn, rows: list[dict]) -> None:
         raw.execute("INSERT OR IGNORE INTO metrics BY NAME SELECT * FROM _ddsweep_metric_rows")
     finally:
         raw.unregister("_ddsweep_metric_rows")
+
+
+def _metric_columns(rows: list[dict]) -> dict[str, list]:
+    """The values of each `metrics` column the rows hold (a column no row has is left out: NULL).
+
+    Rows of one batch come from one emitter and have the same keys; then each column is one
+    C-level pass (`map(itemgetter)`: 3x faster than `r.get` in a comprehension, and no pass
+    at all over the columns nobody sent). Rows with differing keys take the general way.
+    """
+    first = rows[0]
+    names = [c for c in METRIC_COLUMNS if c in first]
+    if set(map(len, rows)) == {len(first)}:  # (all of one length, all holding the first one's keys: the same keys)
+        try:
+            return {c: list(map(itemgetter(c), rows)) for c in names}
+        except KeyError:
+            pass
+    present = set().union(*map(dict.keys, rows))
+    return {c: [r.get(c) for r in rows] for c in METRIC_COLUMNS if c in present}
 
 
 def add_jobs(conn, sweep: str, grid_path: str, grid_yaml: str, jobs: list[Job]) -> PlanCounts:
@@ -220,8 +244,7 @@ def apply_events(conn, owner: str, events: list[Event], lease_seconds: float | N
     metric rows are keyed by (job_id, epoch) and inserted OR IGNORE, progress only grows,
     counters are stored as absolute values. With `lease_seconds`, `owner`'s leases are renewed.
     """
-    rows = {(r["job_id"], r["epoch"]): r for e in events if isinstance(e, Metrics) for r in e.rows}
-    insert_metrics(conn, list(rows.values()))  # keyed by (job_id, epoch): a row seen twice is stored once
+    insert_metrics(conn, [r for e in events if isinstance(e, Metrics) for r in e.rows])  # (a row twice: once)
     progress = {}
     for e in events:
         if isinstance(e, Progress):
