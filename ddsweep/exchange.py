@@ -57,10 +57,18 @@ TABLES = {
 
 
 def export(db, fmt: str = "parquet", out=None, sweep: str | None = None, table: str = "metrics") -> tuple[Path, int]:
-    """Write a table (default: the long metrics format) to Parquet or CSV; returns (path, rows)."""
+    """Write a table (default: the long metrics format) to Parquet or CSV, or every run to a folder of
+    TensorBoard event files (fmt="tensorboard"; ddsweep.export_tensorboard); returns (path, rows)."""
     fmt = fmt.lower()
+    if fmt == "tensorboard":
+        if table != "metrics":
+            raise UserError(f"--table {table}: --format tensorboard exports the metrics (every run, every epoch)")
+        from ddsweep.export_tensorboard import export_tensorboard
+
+        path, _, rows = export_tensorboard(db, out, sweep)
+        return path, rows
     if fmt not in FORMATS:
-        raise UserError(f"--format {fmt}: use parquet or csv")
+        raise UserError(f"--format {fmt}: use parquet, csv or tensorboard")
     if table not in TABLES:
         raise UserError(f"--table {table}: use one of {', '.join(TABLES)}")
     db = Path(db)

@@ -8,18 +8,22 @@ from typing import List, Optional
 import typer
 
 from ddsweep.cli.common import DB, SWEEP, app, out, user_errors
+from ddsweep.errors import UserError
 
 
 @app.command()
 @user_errors
 def export(db: Path = DB, sweep: Optional[str] = SWEEP,
-           fmt: str = typer.Option("parquet", "--format", help="parquet or csv."),
+           fmt: str = typer.Option("parquet", "--format", help="parquet, csv, or tensorboard (a folder: one run per job, every metric per evaluated epoch)."),
            table: str = typer.Option("metrics", "--table", help="metrics (long: one row per run and epoch, re-importable), curves, final_metrics or jobs."),
-           out_path: Optional[Path] = typer.Option(None, "--out", help="Output file (default: <db>-<table>.<format>).")):
-    """Write results to Parquet or CSV."""
+           out_path: Optional[Path] = typer.Option(None, "--out", help="Output file (default: <db>-<table>.<format>; tensorboard: a new folder, <db>-tensorboard)."),
+           out_dir: Optional[Path] = typer.Argument(None, help="Output (as --out), e.g. ddsweep export --format tensorboard runs/", show_default=False)):
+    """Write results to Parquet or CSV, or as TensorBoard runs."""
     from ddsweep import api
 
-    path, rows = api.export(db, fmt=fmt, out=out_path, sweep=sweep, table=table)
+    if out_dir is not None and out_path is not None and out_dir != out_path:
+        raise UserError(f"export: two outputs ({out_dir} and --out {out_path}); give one")
+    path, rows = api.export(db, fmt=fmt, out=out_path or out_dir, sweep=sweep, table=table)
     out.print(f"wrote {rows:,} rows to {path}")
 
 
