@@ -2,7 +2,10 @@
 
 The grid, the job status, every map and curve that applies to the sweep's axes, the
 EMC / interpolation-threshold table and the peak summary; figures are embedded as
-base64 PNG, so the page is one file that opens anywhere (no network, no scripts).
+base64 PNG at twice the page's width in pixels (sharp on high-density screens, shown
+full width), so the page is one file that opens anywhere (no network, no scripts).
+Tables right-align numbers, each column at one precision, and leave out columns
+with no values.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ from ddsweep.plot.heatmap import heatmap_figure
 from ddsweep.plot.style import png_bytes
 
 MAX_LEVELS = 4  # panels per extra axis in the report's figures
+PAGE_PX = 1068  # the page's content width in CSS pixels (max-width 1100px less padding)
+FIGURE_INCHES = 10  # narrower figures are widened to this (their layout redone), then shown full width
 
 
 @dataclass
@@ -39,7 +44,7 @@ class Figure:
 
 
 def build_report(db, sweep: str | None = None, out="report.html", epsilon: float = 0.1,
-                 figures_dir=None, dpi: int = 110) -> Path:
+                 figures_dir=None, dpi: int | None = None) -> Path:
     """Write the report for `sweep` to `out` (.html); with figures_dir, also each figure as PNG there."""
     from ddsweep import __version__
     from ddsweep.store import results
@@ -160,8 +165,9 @@ def _levels(df: pd.DataFrame, axis: str, k: int = MAX_LEVELS) -> list:
     return [v[i] for i in sorted(set(np.linspace(0, len(v) - 1, k).round().astype(int)))]
 
 
-def figures_for(df: pd.DataFrame, name: str, epsilon: float = 0.1, dpi: int = 110) -> list[Figure]:
-    """Every map and curve that applies to the sweep's axes (at most MAX_LEVELS panels per extra axis)."""
+def figures_for(df: pd.DataFrame, name: str, epsilon: float = 0.1, dpi: int | None = None) -> list[Figure]:
+    """Every map and curve that applies to the sweep's axes (at most MAX_LEVELS panels per extra axis).
+    dpi None: each figure at twice the page width in pixels (between 144 and 300 dpi)."""
     varying = varying_axes(df)
     has_w = "width" in varying
     has_n = "n_train" in varying
@@ -227,7 +233,10 @@ def figures_for(df: pd.DataFrame, name: str, epsilon: float = 0.1, dpi: int = 11
             notes.append(f"{a} held at {v[0]}")
         try:
             fig = make(where)
-            png = png_bytes(fig, dpi=dpi)
+            w, h = fig.get_size_inches()
+            if w < FIGURE_INCHES:  # full width at the type size of a wide figure, not a small one blown up
+                fig.set_size_inches(FIGURE_INCHES, h * min(FIGURE_INCHES / w, 1.3))
+            png = png_bytes(fig, dpi=dpi or int(np.clip(round(2 * PAGE_PX / fig.get_figwidth()), 144, 300)))
             figures.append(Figure(slug, title, caption + (f" ({'; '.join(notes)})" if notes else ""), png))
         except UserError as e:
             figures.append(Figure(slug, title, caption, skipped=str(e)))
@@ -259,16 +268,48 @@ def _axes_table(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def _table(df: pd.DataFrame) -> str:
-    def fmt(v):
-        if v is None or (isinstance(v, float) and np.isnan(v)):
-            return ""
-        if isinstance(v, (float, np.floating)):
-            return f"{v:.4g}"
-        return str(v)
+    """An HTML table: columns with no value left out, numbers right-aligned at one precision per column."""
+    df = df[[c for c in df.columns if df[c].map(_has_value).any()]]
+    cols = []
+    for c in df.columns:
+        numeric = df[c].map(lambda v: not _has_value(v) or isinstance(v, (int, float, np.integer, np.floating))
+                            and not isinstance(v, bool)).all()
+        right = numeric or df[c].map(lambda v: not _has_value(v) or bool(_NUMBER_TEXT.match(str(v)))).all()
+        cols.append((c, _number_format(df[c]) if numeric else str, right))
+    head = "".join(f"<th{' class=num' if r else ''}>{html.escape(str(c))}</th>" for c, _, r in cols)
+    body = []
+    for row in df.itertuples(index=False):
+        cells = []
+        for (c, f, r), v in zip(cols, row):
+            text = f(v) if _has_value(v) else ""
+            cells.append(f"<td{' class=num' if r else ''}>{html.escape(text)}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return (f"<div class='scroll'><table class='t'><thead><tr>{head}</tr></thead>"
+            f"<tbody>{''.join(body)}</tbody></table></div>")
 
-    body = df.to_html(index=False, na_rep="", border=0, classes="t", escape=True,
-                      formatters={c: fmt for c in df.columns})
-    return "<div class='scroll'>" + re.sub(r'\s*style="[^"]*"', "", body) + "</div>"
+
+# Text that is a number, a bound or a range ("> 300", "227-300", "<= 0.1"): aligned as numbers are.
+_NUMBER_TEXT = re.compile(r"^\s*[<>=]*\s*[-+]?[\d.,]+(e[-+]?\d+)?(\s*-\s*[\d.,]+)?\s*$", re.I)
+
+
+def _has_value(v) -> bool:
+    if v is None or v is pd.NA or v is pd.NaT:
+        return False
+    if isinstance(v, (float, np.floating)):
+        return not np.isnan(v)
+    return str(v) != ""
+
+
+def _number_format(s: pd.Series):
+    """One format for a numeric column: whole numbers as such, else 3 significant digits of its largest value
+    (0.087 next to 0.900; 213 next to 45)."""
+    v = pd.to_numeric(s, errors="coerce").to_numpy(dtype=float)
+    v = v[np.isfinite(v)]
+    if not v.size or np.all(v == np.round(v)):
+        return lambda x: f"{int(x)}" if float(x).is_integer() else f"{x:g}"
+    top = np.abs(v).max()
+    decimals = int(np.clip(2 - np.floor(np.log10(top)), 0, 6)) if top > 0 else 0
+    return lambda x: f"{float(x):.{decimals}f}"
 
 
 _HEAD = """<!DOCTYPE html>
@@ -284,9 +325,10 @@ h3 {{ font-size: 1.05em; margin: 1.2em 0 .4em; }}
 .meta, .note, figcaption {{ color: #555; font-size: .92em; }} .skip {{ color: #a33; }}
 nav a {{ color: #2a5db0; }} code, pre {{ font: 13px ui-monospace, Menlo, Consolas, monospace; }}
 pre {{ background: #f6f6f6; padding: .8em; overflow-x: auto; }}
-figure {{ margin: 1em 0 2em; }} img {{ max-width: 100%; height: auto; border: 1px solid #eee; }}
+figure {{ margin: 1em 0 2em; }} img {{ width: 100%; height: auto; border: 1px solid #eee; }}
 table.t {{ border-collapse: collapse; font-size: .88em; margin: .5em 0; }}
 table.t th, table.t td {{ padding: .25em .6em; border-bottom: 1px solid #e4e4e4; text-align: left; }}
 table.t th {{ background: #f3f3f3; }}
+table.t .num {{ text-align: right; font-variant-numeric: tabular-nums; }}
 .scroll {{ overflow-x: auto; }}
 </style></head><body>"""

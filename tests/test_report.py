@@ -116,3 +116,25 @@ def test_report_on_a_sweep_without_data_is_a_clear_error(tmp_path, cli):
     assert r.exit_code == 0, r.output  # one cell: what does not apply is said, not drawn
     page = (tmp_path / "x.html").read_text()
     assert "not available" in page
+
+
+def test_report_tables_align_numbers_and_drop_empty_columns():
+    import pandas as pd
+
+    from ddsweep.html_report import _table
+
+    page = _table(pd.DataFrame({"sweep": ["a", "b"], "jobs": [18, 3], "err": [0.9, 0.0867], "eta": [None, None],
+                                "threshold": ["> 300", "43-56"]}))
+    assert "eta" not in page  # a column with no value is left out
+    assert "<th class=num>jobs</th>" in page and "<th>sweep</th>" in page
+    assert "<td class=num>0.900</td>" in page and "<td class=num>0.087</td>" in page  # one precision per column
+    assert "<td class=num>&gt; 300</td>" in page  # bounds and ranges align as numbers do
+
+
+def test_report_figures_are_full_width_at_twice_the_pixels(built):
+    out, figs = built
+    import struct
+
+    widths = [struct.unpack(">I", p.read_bytes()[16:20])[0] for p in figs.glob("*.png")]
+    assert min(widths) >= 2 * 1000  # (shown 100% wide on a page about 1068 CSS pixels wide)
+    assert "img { width: 100%" in out.read_text(encoding="utf-8").replace("{{", "{")
