@@ -166,6 +166,27 @@ def test_maps_and_curves_read_in_sql_draw_what_all_rows_draw(synthetic_db):
         assert len(a) == len(b) and all(np.allclose(u, v, equal_nan=True) for u, v in zip(a, b)), kw
 
 
+def test_a_map_over_many_epochs_is_binned_in_sql_and_draws_what_all_rows_draw(tmp_path):
+    """More evaluated epochs than a map has cells: DuckDB bins them (only the cells drawn come back),
+    and the figure is the one drawn from every row, its caption saying so."""
+    import importlib
+
+    heatmap_mod = importlib.import_module("ddsweep.plot.heatmap")
+    db = tmp_path / "long.duckdb"
+    df = grid_frame([2, 4, 8], 700, n_values=(500,), noises=(0.0, 0.2), seeds=(0, 1, 2))
+    df = df[(df["seed"] != 2) | (df["epoch"] % 3 == 0)]  # (a seed evaluated less often: cells of unequal counts)
+    import_frame(df.drop(columns="job_id").assign(dataset="mnist1d"), db, sweep="long")
+    full = api.load_metrics(db)
+    name, binned = heatmap_mod._read(db, None, None, "width", "epoch", "test_error", "label_noise", None, None)
+    assert binned["epoch"].nunique() <= heatmap_mod.MAX_CELLS < full["epoch"].nunique()
+    assert len(binned) <= 2 * 3 * heatmap_mod.MAX_CELLS
+    a_map, b_map = (heatmap_mod.heatmap_data(f, x="width", y="epoch") for f in (binned, full))
+    assert a_map.binned == b_map.binned == ["epoch"] and a_map.seeds == b_map.seeds == 3  # (what the caption says)
+    a = _drawn(heatmap_mod.heatmap_figure(binned, name, x="width", y="epoch"))
+    b = _drawn(heatmap_mod.heatmap_figure(full, name, x="width", y="epoch"))
+    assert len(a) == len(b) and all(np.allclose(u, v, equal_nan=True) for u, v in zip(a, b))
+
+
 @pytest.mark.parametrize("output", ["arrow", "polars"])
 def test_arrow_and_polars_output(synthetic_db, output):
     module = {"arrow": "pyarrow", "polars": "polars"}[output]

@@ -30,6 +30,7 @@ __all__ = ["heatmap", "heatmap_figure", "heatmap_data", "MapData", "LABELS"]
 
 CONTOUR_STYLES = ("-", "--", ":", "-.")
 MAX_PANELS = 30
+MAX_CELLS = 300  # an axis with more values (4,000 evaluated epochs) is binned into this many cells
 EMC_COLOR = "#ff5a36"
 
 
@@ -67,9 +68,19 @@ def _read(db, sweep, where, x, y, metric, facet, row, epoch):
     cells = all(c is None or c in CELL_AXES or c == "epoch" for c in (x, y, facet, row))
     if cells and metric in results.METRIC_NAMES:
         over_epochs = "epoch" in (x, y)
+        binned = []
+
+        def epoch_bins(epochs):  # (as heatmap_data bins them: the cells drawn are all that is read)
+            centers = bin_centers(epochs, axis_scale("epoch", epochs), MAX_CELLS)
+            binned.extend(["epoch"] if any(k != v for k, v in centers.items()) else [])
+            return centers
+
         red = results.reduce(db, sweep, where, epoch=None if over_epochs else epoch, metrics=metrics,
-                             curves=over_epochs)
-        return red["sweep"], red["curves"] if over_epochs else red["rows"]
+                             curves=over_epochs, epoch_bins=epoch_bins if over_epochs else None)
+        if not over_epochs:
+            return red["sweep"], red["rows"]
+        red["curves"].attrs["binned"] = binned  # (said in the caption, as when heatmap_data bins)
+        return red["sweep"], red["curves"]
     return results.sweep_frame(db, sweep, where, metrics=(*metrics, x, y, facet, row))
 
 
@@ -108,10 +119,11 @@ class MapData:
 
 def heatmap_data(df: pd.DataFrame, x: str = "width", y: str = "epoch", metric: str = "test_error", contour=0.1,
                  facet: str | None = "label_noise", epoch: int | None = None, where: dict | None = None,
-                 row: str | None = None, emc_line: bool = True, max_cells: int = 300) -> MapData:
+                 row: str | None = None, emc_line: bool = True, max_cells: int = MAX_CELLS) -> MapData:
     """The cells, panels, scales and overlays of a heatmap, from a metric frame."""
     if x == y:
         raise UserError(f"--x and --y are both {x}")
+    prebinned = [a for a in df.attrs.get("binned", ()) if a in (x, y)]  # (binned where it was read: _read)
     check_columns(df, x=x, y=y, metric=metric, facet=facet, row=row)
     df = apply_where(df, where)
     for opt, col in (("x", x), ("y", y), ("metric", metric)):
@@ -143,7 +155,7 @@ def heatmap_data(df: pd.DataFrame, x: str = "width", y: str = "epoch", metric: s
     yscale = axis_scale(y, df[y].unique())
     xbin = bin_centers(df[x].unique(), xscale, max_cells)
     ybin = bin_centers(df[y].unique(), yscale, max_cells)
-    binned = [a for a, b in ((x, xbin), (y, ybin)) if any(k != v for k, v in b.items())]
+    binned = [a for a, b in ((x, xbin), (y, ybin)) if any(k != v for k, v in b.items()) or a in prebinned]
 
     metrics = list(dict.fromkeys([metric, "train_error"]))
     contours = _levels(contour)
@@ -159,6 +171,8 @@ def heatmap_data(df: pd.DataFrame, x: str = "width", y: str = "epoch", metric: s
             if sub.empty:
                 continue
             m = seed_mean(sub, [x, y], metrics)
+            if "seeds" in sub.columns:  # (seed means already, reduced in the database: keep their seed counts)
+                m["seeds"] = sub.groupby([x, y], dropna=False)["seeds"].sum().to_numpy()
             if binned:
                 m = m.assign(**{x: m[x].map(xbin), y: m[y].map(ybin)})
                 m = m.groupby([x, y], as_index=False)[metrics + ["seeds"]].mean()
@@ -192,7 +206,7 @@ def _emc_line(m: pd.DataFrame, x: str, y: str, eps: float):
 def heatmap_figure(df: pd.DataFrame, name: str = "", x: str = "width", y: str = "epoch",
                    metric: str = "test_error", contour=0.1, facet: str | None = "label_noise",
                    epoch: int | None = None, log_color: bool = False, where: dict | None = None,
-                   row: str | None = None, emc_line: bool = True, max_cells: int = 300, ax=None, opts=None,
+                   row: str | None = None, emc_line: bool = True, max_cells: int = MAX_CELLS, ax=None, opts=None,
                    where_shown: dict | None = None, **figure_options):
     """The figure behind `heatmap`, from a metric frame (as `load_metrics` returns): a Figure.
 

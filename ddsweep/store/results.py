@@ -367,7 +367,8 @@ def cell_keys(rows: pd.DataFrame) -> list[str]:
 
 def reduce(db, sweep: str | None = None, where: dict | None = None, epoch: int | None = None,
            metrics=("test_error", "train_error"), curves=False, best: str | None = None,
-           best_until: int | None = None, best_select: str | None = None, wait: float = DEFAULT_WAIT) -> dict:
+           best_until: int | None = None, best_select: str | None = None, epoch_bins=None,
+           wait: float = DEFAULT_WAIT) -> dict:
     """A sweep reduced in DuckDB to what summary, emc and the figures read.
 
     Returns {"sweep", "rows", "curves", "best"}: `rows`, each job's row at `epoch` (None:
@@ -376,6 +377,9 @@ def reduce(db, sweep: str | None = None, where: dict | None = None, epoch: int |
     (`epoch_curves` over `cell_keys`); with best=M,
     per cell the epoch <= best_until of least seed-mean M (`early_stopped`), or of least
     seed-mean `best_select` with M read there (early stopping chosen on the validation split).
+    `epoch_bins`: a function of the evaluated epochs giving {epoch: its bin's center}; the
+    curves are then binned in DuckDB (per cell and bin: the mean over the bin's epochs of the
+    seed means, and of `seeds`), as a map draws them, so only the cells drawn come back.
     """
     best_select = None if best_select == best else best_select
     name = pick_sweep(db, sweep, wait)
@@ -394,7 +398,11 @@ def reduce(db, sweep: str | None = None, where: dict | None = None, epoch: int |
         out = {"sweep": name, "rows": rows, "curves": None, "best": None}
         if curves is True or callable(curves) and curves(rows):
             q = _means_sql(keys, metrics, filters) + f" ORDER BY {', '.join(keys + ['epoch'])}"
-            out["curves"] = _out(conn.sql(q, params=fargs or None), "pandas")
+            if epoch_bins is None:
+                out["curves"] = _out(conn.sql(q, params=fargs or None), "pandas")
+            else:  # (a bin's center is a fraction: not the whole-number epoch of the vocabulary's dtypes)
+                q, qargs = _binned(conn, keys, metrics, filters, fargs, epoch_bins)
+                out["curves"] = _out(conn.sql(q, params=qargs), "pandas").rename(columns={"epoch_center": "epoch"})
         if best:
             until = [] if best_until is None else [f"m.epoch <= {int(best_until)}"]
             chooser = best_select or best
@@ -410,3 +418,19 @@ def reduce(db, sweep: str | None = None, where: dict | None = None, epoch: int |
                 b = b.drop(columns=[best_select, f"{best_select}_sem"])
             out["best"] = b.rename(columns={"epoch": "best_epoch"}).reset_index(drop=True)
     return out
+
+
+def _binned(conn, keys: list[str], metrics: list[str], filters: list[str], fargs: list, epoch_bins):
+    """(SQL, args): the seed means per cell and epoch, averaged per cell over each bin of epochs
+    (`epoch` is then the bin's center): 4,000 evaluated epochs come back as a map's few hundred rows."""
+    where = f" WHERE {' AND '.join(filters)}" if filters else ""
+    epochs = [r[0] for r in conn.execute(
+        f"SELECT DISTINCT m.epoch FROM metrics m JOIN jobs j USING (job_id){where} ORDER BY 1", fargs).fetchall()]
+    centers = epoch_bins(epochs)
+    bins = ("SELECT unnest(?::INTEGER[]) AS epoch, unnest(?::DOUBLE[]) AS center")
+    cols = ", ".join(keys)
+    sel = ", ".join([*keys, "b.center AS epoch_center", *(f"avg(c.{m}) AS {m}" for m in metrics),
+                     "avg(c.seeds) AS seeds"])
+    q = (f"WITH b AS ({bins}), c AS ({_means_sql(keys, metrics, filters)}) "
+         f"SELECT {sel} FROM c JOIN b USING (epoch) GROUP BY {cols}, b.center ORDER BY {cols}, epoch_center")
+    return q, [[int(e) for e in epochs], [float(centers[e]) for e in epochs], *fargs]
