@@ -11,6 +11,7 @@ import pandas as pd
 from ddsweep.analysis.frames import check_metric
 from ddsweep.errors import UserError
 from ddsweep.grid import Job, expand, load_grid, read_grid_text
+from ddsweep.paths import output_file, output_folder, output_parent
 from ddsweep.store import Store
 from ddsweep.store import jobs as store_jobs
 from ddsweep.store import results
@@ -213,6 +214,8 @@ def export(db: str | Path = "results.duckdb", fmt: str = "parquet", out: str | P
     """Write the long metrics table (or curves / final_metrics / jobs) to Parquet or CSV: (path, rows)."""
     from ddsweep.exchange import export as _export
 
+    if out is not None:
+        output_parent(out, "--out")
     return _export(db, fmt=fmt, out=out, sweep=sweep, table=table)
 
 
@@ -232,6 +235,9 @@ def report(db: str | Path = "results.duckdb", sweep: str | None = None, out: str
     """
     from ddsweep.html_report import build_report
 
+    output_file(out, "--out")
+    if figures_dir is not None:
+        output_folder(figures_dir, "--figures")
     return build_report(db, sweep=sweep, out=out, epsilon=epsilon, figures_dir=figures_dir)
 
 

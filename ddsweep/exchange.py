@@ -31,6 +31,7 @@ from ddsweep.axes import (BOOKKEEPING, INT_AXES, JOB_AXES, KNOB_DEFAULTS, METRIC
 from ddsweep.errors import UserError
 from ddsweep.store import Store, results
 from ddsweep.store.jobs import _insert_rows, insert_metrics
+from ddsweep.suggest import no_such_sweep
 from ddsweep.workers.events import JobStatus
 
 # The exchange format is the vocabulary's long format (ddsweep.axes.RESULT_COLUMNS), so an export
@@ -86,7 +87,7 @@ def export(db, fmt: str = "parquet", out=None, sweep: str | None = None, table: 
     if sweep:
         known = results.sweeps(db)
         if sweep not in known:
-            raise UserError(f"--sweep {sweep}: no such sweep in {db} (sweeps: {', '.join(sorted(known)) or 'none'})")
+            raise UserError(no_such_sweep(sweep, db, sorted(known)))
     rows = results.copy_to(db, sql, tmp, options)
     tmp.replace(out)
     return out, int(rows)

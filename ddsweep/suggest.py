@@ -53,3 +53,30 @@ def hint(word, known: Iterable[str]) -> str:
 def unknown(what: str, word, known: Iterable[str]) -> str:
     """`unknown axis; did you mean lr?` or `unknown axis (known: ...)`: the problem part of an error line."""
     return f"unknown {what}{hint(word, known)}"
+
+
+def no_such_sweep(sweep, db, names: Iterable[str]) -> str:
+    """`--sweep mnist1d-mpl: no such sweep in results.duckdb; did you mean mnist1d-mlp?`: one message everywhere."""
+    names = list(names)
+    tail = hint(sweep, names) if names else " (it holds no sweep yet: plan a grid first)"
+    return f"--sweep {sweep}: no such sweep in {db}{tail}"
+
+
+def no_such_column(option: str, name, known: Iterable[str]) -> str:
+    """`--x widht: no such column; did you mean width?` (or the known names, cut to one line)."""
+    return f"{option} {name}: no such column{hint(name, sorted(str(k) for k in known))}"
+
+
+def nearest(value: float, known: Iterable[float], n: int = 2) -> list:
+    """The `n` known values closest to `value` (ties: the smaller first), in increasing order."""
+    ranked = sorted(set(known), key=lambda k: (abs(k - value), k))
+    return sorted(ranked[:n])
+
+
+def not_evaluated(epoch: int, evaluated: Iterable[int]) -> str:
+    """`--epoch 200: not an evaluated epoch; nearest evaluated: 189, 208 (of 53, 0 to 500)`."""
+    have = sorted({int(e) for e in evaluated})
+    if not have:
+        return f"--epoch {epoch}: no epoch has been evaluated yet"
+    near = ", ".join(map(str, nearest(epoch, have)))
+    return f"--epoch {epoch}: not an evaluated epoch; nearest evaluated: {near} (of {len(have)}, {have[0]} to {have[-1]})"

@@ -56,5 +56,8 @@ def test_unknown_sweep_is_bad_input_everywhere(tmp_path, cli):
         r = cli(*command, "--db", db, "--sweep", "nosuch")
         assert r.exit_code == EXIT_USAGE, (command, r.output)
         assert r.output.strip().splitlines() == [f"ddsweep: error: --sweep nosuch: no such sweep in {db} "
-                                                 "(sweeps: tiny)"], (command, r.output)
+                                                 "(known: tiny)"], (command, r.output)
+    r = cli("status", "--db", db, "--sweep", "tiyn")
+    assert r.exit_code == EXIT_USAGE and r.output.strip() == \
+        f"ddsweep: error: --sweep tiyn: no such sweep in {db}; did you mean tiny?", r.output
     assert db_rows(db, "select distinct status, lease_owner from jobs") == [("pending", None)]

@@ -61,6 +61,7 @@ def built(report_db, tmp_path_factory):
     from ddsweep import api
 
     d = tmp_path_factory.mktemp("built")
+    (d / "figs").mkdir()  # (a missing --figures folder is refused, not created)
     out = api.report(report_db, out=d / "report.html", figures_dir=d / "figs")
     return out, d / "figs"
 

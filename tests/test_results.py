@@ -117,7 +117,7 @@ def test_summary_and_emc_reduced_in_sql_equal_the_whole_table_path(request, whic
     for where, epoch in (({}, None), ({"label_noise": ["0.2"]}, None), ({"n_train": ["500"]}, 20)):
         pd.testing.assert_frame_equal(api.summary(db, where=where, epoch=epoch),
                                       summarize(apply_where(full, where), epoch=epoch), check_dtype=False)
-    with pytest.raises(UserError, match="--epoch 999: no job was evaluated at that epoch"):
+    with pytest.raises(UserError, match="--epoch 999: not an evaluated epoch; nearest evaluated: "):
         api.summary(db, epoch=999)
 
 
@@ -210,6 +210,7 @@ def test_read_commands_write_nothing(tmp_path, cli, synthetic_db):
     db = folder / "copy.duckdb"
     db.write_bytes(synthetic_db.read_bytes())  # a copied database: no lock file beside it
     out = tmp_path / "out"
+    out.mkdir()  # (a missing output folder is refused, not created)
     before = _snapshot(folder)
     commands = [
         ["status"], ["query", "select count(*) from metrics"], ["summary"], ["emc", "--where", "label_noise=0.2"],

@@ -24,6 +24,7 @@ import pandas as pd
 
 from ddsweep.analysis.frames import seed_mean, varying_axes
 from ddsweep.errors import UserError
+from ddsweep.suggest import no_such_column
 
 FIT = 0.01  # the real world has fitted its samples once its train error is below this
 METRICS = ("test_soft_error", "test_error")
@@ -47,7 +48,7 @@ def bootstrap_summary(df: pd.DataFrame, fit: float = FIT, metrics: tuple[str, ..
         metrics = tuple(m for m in METRICS if m in df.columns and df[m].notna().any())
     for m in metrics:
         if m not in df.columns:
-            raise UserError(f"--metric {m}: no such column (columns: {', '.join(sorted(df.columns))})")
+            raise UserError(no_such_column("--metric", m, df.columns))
     keys = [a for a in varying_axes(df) if a != "world"]
     means = seed_mean(df, keys + ["world", "step"], ["train_error", *metrics])
     rows = []

@@ -26,6 +26,7 @@ import pandas as pd
 from ddsweep.analysis.frames import Reduced, epoch_curves, final_means, linked_axes, rows_of, varying_axes
 from ddsweep.axes import METRIC, label
 from ddsweep.errors import UserError
+from ddsweep.suggest import not_evaluated
 
 EPSILON = 0.1  # the paper's eps
 FACTOR = 2.0   # default width of the critical regime: EMC within a factor 2 of n
@@ -132,18 +133,12 @@ def _means(df: pd.DataFrame, keys: list[str], epochs, all_epochs: bool, metric: 
         every = df.curves if isinstance(df, Reduced) else df
         missing = sorted(set(int(e) for e in epochs) - set(every["epoch"].unique()))
         if missing:
-            raise UserError(f"--epoch {', '.join(map(str, missing))}: not an evaluated epoch "
-                            f"(evaluated: {_epoch_list(every)})")
+            raise UserError(not_evaluated(missing[0], every["epoch"].unique()))
         if isinstance(df, Reduced):
             m = epoch_curves(df, keys, [metric])
             return m[m["epoch"].isin([int(e) for e in epochs])]
         return epoch_curves(df[df["epoch"].isin([int(e) for e in epochs])], keys, [metric])
     return final_means(df, keys, [metric])
-
-
-def _epoch_list(df) -> str:
-    e = sorted(df["epoch"].unique())
-    return ", ".join(map(str, e)) if len(e) <= 12 else f"{', '.join(map(str, e[:6]))}, ..., {', '.join(map(str, e[-3:]))}"
 
 
 def emc_table(df: pd.DataFrame | Reduced, epsilon: float = EPSILON, factor: float = FACTOR, epochs=None,

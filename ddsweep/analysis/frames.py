@@ -9,6 +9,7 @@ import pandas as pd
 
 from ddsweep.axes import CELL_AXES
 from ddsweep.errors import UserError
+from ddsweep.suggest import hint, no_such_column, not_evaluated
 
 
 @dataclass
@@ -50,14 +51,14 @@ def check_metric(name: str, option: str = "--metric") -> str:
 
     names = [m.column for m in METRICS if m.name != "step"]
     if name not in names:
-        raise UserError(f"{option} {name}: not a stored metric (metrics: {', '.join(names)})")
+        raise UserError(f"{option} {name}: not a stored metric{hint(name, names)}")
     return name
 
 
 def check_columns(df: pd.DataFrame, **named) -> None:
     for option, col in named.items():
         if col is not None and col not in df.columns:
-            raise UserError(f"--{option} {col}: no such column (columns: {', '.join(sorted(df.columns))})")
+            raise UserError(no_such_column(f"--{option}", col, df.columns))
 
 
 def final_epoch(df: pd.DataFrame) -> pd.DataFrame:
@@ -71,7 +72,7 @@ def at_epoch(df: pd.DataFrame, epoch: int | None) -> pd.DataFrame:
         return final_epoch(df)
     rows = df[df["epoch"] == epoch]
     if rows.empty:
-        raise UserError(f"--epoch {epoch}: no job was evaluated at that epoch")
+        raise UserError(not_evaluated(epoch, df["epoch"].unique()))
     return rows
 
 
@@ -142,7 +143,7 @@ def apply_where(df: pd.DataFrame, where: dict | None) -> pd.DataFrame:
     """Keep rows whose columns take the given values (numbers compared with a relative tolerance)."""
     for col, values in (where or {}).items():
         if col not in df.columns:
-            raise UserError(f"--where {col}: no such column (columns: {', '.join(sorted(df.columns))})")
+            raise UserError(no_such_column("--where", col, df.columns))
         values = values if isinstance(values, (list, tuple, set)) else [values]
         s = df[col]
         if s.dtype.kind in "iuf":

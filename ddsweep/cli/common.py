@@ -3,15 +3,45 @@
 from __future__ import annotations
 
 import functools
+import sys
 
 import typer
+from typer.core import TyperGroup
+
+try:  # Typer vendors the Click it runs on (typer._click); its exceptions are that Click's
+    from typer import _click as click
+except ImportError:  # an older Typer on the installed Click
+    import click
 from rich.console import Console
 
 from ddsweep import tables
 from ddsweep.errors import EXIT_USAGE, UserError, storage_fault
 from ddsweep.tables import Format
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+class OneLineErrors(TyperGroup):
+    """Click's usage errors (a misspelt option or command, a bad choice) as one line on stderr, exit 2,
+    like every other error: not Typer's boxed panel with a usage block."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.NoArgsIsHelpError as e:  # `ddsweep` or `ddsweep plot` alone: the help
+            click.echo(e.ctx.get_help())
+            sys.exit(e.exit_code)
+        except click.ClickException as e:
+            ctx = getattr(e, "ctx", None)
+            see = f" (see {ctx.command_path} --help)" if ctx is not None else ""
+            error_line(e.format_message().strip().rstrip(".") + see)
+            sys.exit(e.exit_code)
+        except click.exceptions.Abort:
+            error_line("aborted")
+            sys.exit(1)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+app = typer.Typer(cls=OneLineErrors, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Map deep double descent: plan a grid, train it, keep every epoch in DuckDB, draw the maps.")
 plot_app = typer.Typer(no_args_is_help=True, help="Draw maps and curves from the database.")
 app.add_typer(plot_app, name="plot")

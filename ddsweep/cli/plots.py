@@ -10,6 +10,7 @@ import typer
 from ddsweep.errors import UserError
 
 from ddsweep.cli.common import DB, SELECT_ON, SWEEP, WHERE, app, out, plot_app, user_errors
+from ddsweep.paths import output_file
 
 
 # Figure options, shared by the plot commands (ddsweep.plot.style.FigureOptions says what each does).
@@ -46,6 +47,7 @@ def plot_heatmap(db: Path = DB, sweep: Optional[str] = SWEEP,
                  dpi: Optional[int] = DPI, size: Optional[str] = SIZE, title: Optional[str] = TITLE,
                  no_title: bool = NO_TITLE, style: str = STYLE):
     """Heatmap of a metric over two axes, mean over seeds, one panel per label-noise level."""
+    output_file(out_path, "--out")  # (before reading anything: one line, nothing written)
     from ddsweep.analysis.frames import parse_where
     from ddsweep.plot import heatmap
 
@@ -73,6 +75,7 @@ def plot_curve(db: Path = DB, sweep: Optional[str] = SWEEP,
                dpi: Optional[int] = DPI, size: Optional[str] = SIZE, title: Optional[str] = TITLE,
                no_title: bool = NO_TITLE, style: str = STYLE):
     """Test and train error against an axis at the final (or a chosen) epoch, one line per noise level."""
+    output_file(out_path, "--out")  # (before reading anything: one line, nothing written)
     from ddsweep.analysis.frames import parse_where
     from ddsweep.plot import curve
 
@@ -92,6 +95,7 @@ def plot_bootstrap(db: Path = DB, sweep: Optional[str] = SWEEP,
                    dpi: Optional[int] = DPI, size: Optional[str] = SIZE, title: Optional[str] = TITLE,
                    no_title: bool = NO_TITLE, style: str = STYLE):
     """Deep Bootstrap: real- vs ideal-world test error (and real train error) against steps, with the gap."""
+    output_file(out_path, "--out")  # (before reading anything: one line, nothing written)
     from ddsweep.analysis.frames import parse_where
     from ddsweep.plot import bootstrap
 

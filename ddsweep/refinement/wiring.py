@@ -12,6 +12,7 @@ import numpy as np
 from ddsweep.errors import UserError
 from ddsweep.refinement.propose import EPSILON, TARGETS, Axis, Estimate, fmt_value, is_geometric, locate
 from ddsweep.refinement.study import Cell, ask, study_dir, study_name, sync_study
+from ddsweep.suggest import no_such_sweep
 
 # Axes refine may move: numeric job columns (seed and epochs are no cell axes to refine).
 REFINABLE = ("width", "n_train", "label_noise", "lr", "momentum", "weight_decay", "batch_size", "depth")
@@ -105,7 +106,7 @@ def _stored_grid(conn, db, sweep: str):
     row = conn.exec_driver_sql("SELECT grid_path, grid_yaml FROM sweeps WHERE name = ?", (sweep,)).fetchone()
     if row is None:
         names = [r[0] for r in conn.exec_driver_sql("SELECT name FROM sweeps ORDER BY name")]
-        raise UserError(f"--sweep {sweep}: no such sweep in {db} (sweeps: {', '.join(names) or 'none'})")
+        raise UserError(no_such_sweep(sweep, db, names))
     grid_path, grid_yaml = row
     if not grid_yaml:
         raise UserError(f"sweep {sweep} in {db} has no stored grid (imported results?); refine needs a planned sweep")

@@ -17,6 +17,7 @@ import pandas as pd
 from ddsweep.axes import AXES, METRIC, METRIC_COLUMNS, config_value
 from ddsweep.errors import UserError
 from ddsweep.grid import Job, train_recipe
+from ddsweep.suggest import no_such_sweep
 from ddsweep.workers.events import RETRYABLE, Event, Finished, JobStatus, Metrics, Progress, Released, Retry
 
 # the statuses as SQL literals, for the statements below
@@ -342,4 +343,4 @@ def require_sweep(conn, sweep: str | None, db) -> None:
         return
     names = [r[0] for r in conn.exec_driver_sql("SELECT name FROM sweeps ORDER BY name")]
     if sweep not in names:
-        raise UserError(f"--sweep {sweep}: no such sweep in {db} (sweeps: {', '.join(names) or 'none'})")
+        raise UserError(no_such_sweep(sweep, db, names))

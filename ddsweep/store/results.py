@@ -23,7 +23,7 @@ import pandas as pd
 from ddsweep.axes import BOOKKEEPING, JOB_AXES, METRICS, RESULT_COLUMNS, normalize
 from ddsweep.errors import UserError
 from ddsweep.store.connection import DEFAULT_WAIT, Store
-from ddsweep.suggest import hint
+from ddsweep.suggest import hint, no_such_column, no_such_sweep, not_evaluated
 from ddsweep.workers.events import UNFINISHED, JobStatus, sql_list
 
 OUTPUTS = ("pandas", "arrow", "polars")
@@ -79,7 +79,7 @@ def pick_sweep(db, sweep: str | None, wait: float = DEFAULT_WAIT) -> str:
             raise UserError(f"{db}: holds sweeps {', '.join(names) or '(none)'}; choose one with --sweep")
         return names[0]
     if sweep not in names:
-        raise UserError(f"--sweep {sweep}: no such sweep in {db} (sweeps: {', '.join(names) or 'none'})")
+        raise UserError(no_such_sweep(sweep, db, names))
     return sweep
 
 
@@ -225,7 +225,7 @@ def _filters(conn, sweep: str | None, where: dict | None, metric_rows: bool = Tr
     for col, values in (where or {}).items():
         if col not in COLUMN_SQL or (not metric_rows and col not in JOB_COLUMNS):
             have = RESULT_COLUMNS if metric_rows else JOB_COLUMNS
-            raise UserError(f"--where {col}: no such column (columns: {', '.join(sorted(have))})")
+            raise UserError(no_such_column("--where", col, have))
         expr = COLUMN_SQL[col]
         values = values if isinstance(values, (list, tuple, set)) else [values]
         source = "metrics m JOIN jobs j USING (job_id)" if expr.startswith("m.") else "jobs j"
@@ -302,12 +302,26 @@ def load_metrics(db, sweep: str | None = None, where: dict | None = None, epochs
         return _out(conn.sql(sql, params=args or None), output)
 
 
+def evaluated_epochs(conn, sweep: str | None, where: dict | None = None) -> list[int]:
+    """The distinct epochs at which some job (of `sweep`, matching `where`) has a metric row."""
+    filters, args = _filters(conn, sweep, where)
+    cond = f" WHERE {' AND '.join(filters)}" if filters else ""
+    sql = f"SELECT DISTINCT m.epoch FROM metrics m JOIN jobs j USING (job_id){cond} ORDER BY 1"
+    return [r[0] for r in conn.execute(sql, args).fetchall()]
+
+
 def load_sweep(db, sweep: str | None = None, where: dict | None = None, columns=None, final: bool = False,
                epochs=None, wait: float = DEFAULT_WAIT) -> tuple[str, pd.DataFrame]:
     """(sweep name, its metric rows): the sweep named, or the only one; no rows is a UserError."""
     name = pick_sweep(db, sweep, wait)
     df = load_metrics(db, name, where=where, columns=columns, final=final, epochs=epochs, wait=wait)
     if df.empty:
+        if epochs is not None and not isinstance(epochs, (list, tuple, set)) or epochs is not None and len(epochs) == 1:
+            with connect(db, wait) as conn:
+                have = evaluated_epochs(conn, name, where)
+            if have:
+                epoch = epochs if not isinstance(epochs, (list, tuple, set)) else next(iter(epochs))
+                raise UserError(not_evaluated(int(epoch), have))
         if where or epochs is not None:
             raise UserError(f"{db}: sweep {name} has no metric rows where {where or ''} {epochs or ''}".rstrip())
         raise UserError(f"{db}: sweep {name} has no metric rows yet; run `ddsweep work --db {db}` first")
@@ -392,7 +406,7 @@ def reduce(db, sweep: str | None = None, where: dict | None = None, epoch: int |
                                 [*JOB_COLUMNS, "epoch", *metrics], None, conn)
         rows = _out(conn.sql(sql + " ORDER BY j.job_id", params=args or None), "pandas")
         if rows.empty and epoch is not None:
-            raise UserError(f"--epoch {epoch}: no job was evaluated at that epoch")
+            raise UserError(not_evaluated(epoch, evaluated_epochs(conn, name, where)))
         keys = cell_keys(rows)
         filters, fargs = _filters(conn, name, where)
         out = {"sweep": name, "rows": rows, "curves": None, "best": None}
