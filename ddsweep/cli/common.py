@@ -35,7 +35,7 @@ class OneLineErrors(TyperGroup):
             see = f" (see {ctx.command_path} --help)" if ctx is not None else ""
             error_line(e.format_message().strip().rstrip(".") + see)
             sys.exit(e.exit_code)
-        except click.exceptions.Abort:
+        except typer.Abort:
             error_line("aborted")
             sys.exit(1)
         sys.exit(rv if isinstance(rv, int) else 0)
