@@ -299,3 +299,15 @@ def test_layers():
             if module == package or module.startswith(package + "."):
                 bad = sorted(d for d in deps if any(d == b or d.startswith(b) for b in banned))
                 assert not bad, f"{module} imports {bad}"
+
+
+def test_reads_have_a_memory_limit_and_spill_outside_the_database_folder(synthetic_db):
+    """DuckDB's default would take 80% of the machine; a read spills instead, never beside the database."""
+    from ddsweep.store.connection import READ_MEMORY_LIMIT
+
+    with results.connect(synthetic_db) as conn:
+        limit, spill = conn.execute("SELECT current_setting('memory_limit'), current_setting('temp_directory')").fetchone()
+    plain = duckdb.connect()
+    plain.execute(f"SET memory_limit = '{READ_MEMORY_LIMIT}'")
+    assert limit == plain.execute("SELECT current_setting('memory_limit')").fetchone()[0]
+    assert not Path(spill).resolve().is_relative_to(Path(synthetic_db).resolve().parent)

@@ -19,6 +19,18 @@ from ddsweep.errors import DatabaseBusy, SchemaError, StorageError, UserError, s
 
 DEFAULT_WAIT = 30.0  # seconds a command waits for the database before it gives up
 _WRITING: set[str] = set()  # lock files this process holds (Store.write), so a nested read takes no turn
+# A read-only connection's working memory: DuckDB's default is 80% of the machine, and a summary
+# of 20M rows took 3 GB of it; with this limit DuckDB spills what does not fit (large sorts,
+# aggregates, joins) to a folder of the system's temp directory, never beside the database
+# (a read writes nothing there). Measured at 20M rows: summary 3 GB -> 0.7 GB, and faster.
+READ_MEMORY_LIMIT = "512MB"
+
+
+def spill_dir() -> str:
+    """Where read-only connections spill (DuckDB makes it only when it spills, and removes it)."""
+    import tempfile
+
+    return os.path.join(tempfile.gettempdir(), f"ddsweep-spill-{os.getuid()}")
 
 
 def _is_lock_error(e: Exception) -> bool:
@@ -207,7 +219,8 @@ class Store:
             engine = None
             try:
                 if native:
-                    return None, duckdb.connect(str(self.path), read_only=read_only)
+                    config = {"memory_limit": READ_MEMORY_LIMIT, "temp_directory": spill_dir()} if read_only else {}
+                    return None, duckdb.connect(str(self.path), read_only=read_only, config=config)
                 engine = sa.create_engine(url, poolclass=NullPool, connect_args=args)
                 return engine, engine.connect()
             except (sa.exc.DBAPIError, duckdb.Error) as e:
