@@ -60,6 +60,7 @@ def test_ax_is_drawn_into(frame):
     assert ax.collections and ax.get_ylabel() == "epoch"  # the mesh is on the given Axes
     fig, ax = _new_axes()
     assert curve(frame, x="width", ax=ax) is fig and len(ax.get_lines()) >= 3 and ax.get_legend() is not None
+    assert ax.get_legend().get_bbox_to_anchor().y1 < ax.get_window_extent().y0  # the key under the plot, not on it
     from matplotlib.figure import Figure
 
     fig = Figure()

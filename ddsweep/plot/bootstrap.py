@@ -27,7 +27,7 @@ from ddsweep.analysis import free_axes, seed_mean
 from ddsweep.analysis.frames import apply_where, check_columns, t975
 from ddsweep.axes import METRIC
 from ddsweep.errors import UserError
-from ddsweep.plot.style import (caption_text, check_out, finish, fmt_level, frame_or_db, label, new_figure,
+from ddsweep.plot.style import (axes_key, caption_text, check_out, finish, fmt_level, frame_or_db, label, new_figure,
                                 options, set_scale, styled, title_text, title_with, where_text)
 from ddsweep.store import results
 
@@ -125,7 +125,7 @@ def bootstrap_figure(df: pd.DataFrame, name: str = "", where: dict | None = None
     figure_options: dpi, size, title, style."""
     data = bootstrap_data(df, where=where, facet=facet, metric=metric)
     opts = opts or options(**figure_options)
-    with styled(opts):
+    with styled(opts, ax):
         return _draw(data, name, ax, opts, where_shown or where)
 
 
@@ -200,7 +200,7 @@ def _draw(d: BootstrapData, name, ax, opts, where):
         + ("; seed means, bands: 95% CI over seeds" if d.seeds > 1 else "")]
     if ax is not None:
         if handles:
-            grid[0, 0].legend(handles, labels, loc="best", fontsize="small")
+            axes_key(grid[1, 0] if grid[1, 0] is not None else grid[0, 0], handles, labels, ncols=3)
     else:
         caption_text(opts, fig, notes, handles or [], labels or [], ncols=3)
     return fig

@@ -22,7 +22,7 @@ import pandas as pd
 from ddsweep.analysis import at_epoch, early_stopped, free_axes, linked_axes, seed_mean
 from ddsweep.analysis.frames import Reduced, apply_where, check_columns, classes_of, rows_of, selector, t975
 from ddsweep.errors import UserError
-from ddsweep.plot.style import (axis_scale, caption_text, check_out, check_varies, finish, fmt_level, frame_or_db,
+from ddsweep.plot.style import (axes_key, axis_scale, caption_text, check_out, check_varies, finish, fmt_level, frame_or_db,
                                 label, new_figure, one_axes, options, plain_log_ticks, set_scale, styled,
                                 title_text, title_with, where_text)
 from ddsweep.store import results
@@ -107,6 +107,7 @@ class CurveData:
     seeds: int = 1  # the most seeds in one cell
     fixed: dict = field(default_factory=dict)  # axes with one value worth saying (label noise)
     notes: list = field(default_factory=list)  # what the lines show (the lab style's caption)
+    shows: str = ""  # what the title must say whatever the style (test error on the noisy test distribution)
 
 
 def curve_data(df: pd.DataFrame | Reduced, x: str = "width", epoch: int | None = None,
@@ -225,7 +226,7 @@ def curve_data(df: pd.DataFrame | Reduced, x: str = "width", epoch: int | None =
     if seeds > 1:
         notes.append("bands: 95% CI over seeds")
     return CurveData(x, metric, hue, facet, levels, panels, axis_scale(x, final[x].unique()), labels, ylabel, ylim,
-                     linked_axes(df, x), epoch, seeds, fixed, notes)
+                     linked_axes(df, x), epoch, seeds, fixed, notes, "on the noisy test distribution" if noisy_test else "")
 
 
 def curve_figure(df: pd.DataFrame | Reduced, name: str = "", x: str = "width", epoch: int | None = None,
@@ -252,7 +253,7 @@ def curve_figure(df: pd.DataFrame | Reduced, name: str = "", x: str = "width", e
 def draw_curve(d: CurveData, name: str = "", ax=None, opts=None, where=None):
     """Draw a CurveData: a Figure (or into `ax`, for one panel)."""
     opts = opts or options()
-    with styled(opts):
+    with styled(opts, ax):
         return _draw(d, name, ax, opts, where)
 
 
@@ -322,11 +323,12 @@ def _draw(d: CurveData, name, ax, opts, where):
     when = "" if d.x == "epoch" else (" at the last epoch" if d.epoch is None else f" at epoch {d.epoch}")
     fixed = [fmt_level(a, v) for a, v in d.fixed.items()]
     where_note = where_text(where)
-    title_text(opts, title_with(f"{d.ylabel} vs {label(d.x)}{when}", *fixed, where_note and f"where {where_note}"),
+    main = f"{d.ylabel} vs {label(d.x)}{when}" + (f", {d.shows}" if d.shows else "")
+    title_text(opts, title_with(main, *fixed, where_note and f"where {where_note}"),
                fig=fig, ax=ax)
     notes = ([f"sweep {name}"] if name else []) + d.notes
     if ax is not None:
-        ax.legend(handles, names, loc="best", fontsize="small")
+        axes_key(ax, handles, names)
     else:
         caption_text(opts, fig, ["; ".join(notes)], handles, names,
                      ncols=len(kinds) if len(handles) > 4 and len(kinds) > 1 else None)

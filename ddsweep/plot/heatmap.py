@@ -21,7 +21,7 @@ from ddsweep.analysis import at_epoch, free_axes, seed_mean
 from ddsweep.analysis.emc import emc_over_n
 from ddsweep.analysis.frames import apply_where, check_columns
 from ddsweep.errors import UserError
-from ddsweep.plot.style import (LABELS, axis_scale, bin_centers, caption_text, check_out, check_varies, edges,
+from ddsweep.plot.style import (LABELS, axes_key, axis_scale, bin_centers, caption_text, check_out, check_varies, edges,
                                 finish, fmt_level, frame_or_db, label, new_figure, one_axes, options, set_scale,
                                 styled, title_text, title_with, where_text)
 from ddsweep.store import results
@@ -220,7 +220,7 @@ def heatmap_figure(df: pd.DataFrame, name: str = "", x: str = "width", y: str = 
 def draw_heatmap(d: MapData, name: str = "", log_color: bool = False, ax=None, opts=None, where=None):
     """Draw a MapData: a Figure (or into `ax`, for a one-panel map)."""
     opts = opts or options()
-    with styled(opts):
+    with styled(opts, ax):
         return _draw(d, name, log_color, ax, opts, where)
 
 
@@ -287,8 +287,7 @@ def _draw(d: MapData, name, log_color, ax, opts, where):
         key = [Line2D([], [], color="0.25" if col == "white" else col, ls=ls, marker=mk, ms=3, lw=1.5)
                for col, ls, mk in handles.values()]
         if ax is not None:
-            ax.legend(key, list(handles), loc="upper center", bbox_to_anchor=(0.5, -0.16), ncols=len(key),
-                      fontsize="small", frameon=False)
+            axes_key(ax, key, list(handles), ncols=len(key))
     what = label(metric) + (" (seed mean)" if d.seeds > 1 else "") + (", log scale" if _is_log(norm) else "")
     cb = fig.colorbar(mesh, ax=axes.ravel().tolist(), label=what, shrink=0.9 if nrows == 1 else 0.6)
     if _is_log(norm):  # 0.5, 0.6 rather than 5 x 10^-1

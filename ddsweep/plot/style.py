@@ -28,7 +28,8 @@ class FigureOptions:
     size: (width, height) in inches (None: from the number of panels); title: None for
     the figure's own short title, a text to replace it, False for none; style: lab (the
     default: method notes in a caption below), paper (smaller type, no caption) or talk
-    (larger type, thicker lines).
+    (larger type, thicker lines). Drawing into a given Axes, the style is not applied: that
+    figure keeps its own look.
     """
 
     dpi: int = DEFAULT_DPI
@@ -86,12 +87,23 @@ def _rc(style: str) -> dict:
 
 
 @contextmanager
-def styled(opts: FigureOptions):
-    """The style's rcParams while a figure is built (restored afterwards)."""
+def styled(opts: FigureOptions, ax=None):
+    """The style's rcParams while a figure is built (restored afterwards). Not when drawing into a
+    given Axes: its figure keeps the look it has (text made later, at drawing, would not follow it)."""
     import matplotlib
 
+    if ax is not None:
+        yield
+        return
     with matplotlib.rc_context(_rc(opts.style)):
         yield
+
+
+def axes_key(ax, handles, labels, ncols: int = 2):
+    """The key to the lines of a figure drawn into a given Axes: under it, not over its data."""
+    if len(handles):
+        ax.legend(list(handles), list(labels), loc="upper center", bbox_to_anchor=(0.5, -0.16), ncols=ncols,
+                  fontsize="small", frameon=False)
 
 
 def setup():
