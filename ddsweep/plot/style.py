@@ -190,6 +190,7 @@ def finish(fig, out, opts: FigureOptions):
 
 def save(fig, out: Path, dpi: int = DEFAULT_DPI) -> Path:
     out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=dpi, bbox_inches="tight")
     return out
 
