@@ -284,7 +284,7 @@ def _draw(d: CurveData, name, ax, opts, where):
     for a in axes[len(panels):]:
         a.set_axis_off()
     lw = None  # (the style's line width)
-    top = max((ln.x.max() for lines in d.panels.values() for ln in lines), default=None)
+    top = max((ln.x.max() for lines in d.panels.values() for ln in lines if ln.x.size), default=None)
     for pax, panel in zip(axes, panels):
         for ln in d.panels[panel]:
             color = colors[ln.level]
