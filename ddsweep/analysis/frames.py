@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from ddsweep.axes import CELL_AXES
+from ddsweep import where as where_filter
 from ddsweep.errors import UserError
 from ddsweep.suggest import hint, no_such_column, not_evaluated
 
@@ -128,36 +129,35 @@ def free_axes(df: pd.DataFrame, taken) -> list[str]:
     return out
 
 
-def parse_where(items) -> dict[str, list[str]]:
-    """`["width=43", "n_train=1000,2000"]` -> {"width": ["43"], "n_train": ["1000", "2000"]}."""
-    where: dict[str, list[str]] = {}
-    for item in items or ():
-        col, sep, values = str(item).partition("=")
-        if not sep or not col.strip() or not values.strip():
-            raise UserError(f"--where {item}: expected AXIS=VALUE[,VALUE...], e.g. --where width=43")
-        where.setdefault(col.strip(), []).extend(v.strip() for v in values.split(",") if v.strip())
-    return where
+def parse_where(items) -> dict[str, list]:
+    """`["width=43", "n_train=1000,2000", "width>=8", "lr=0.01..0.1"]` -> a filter (see ddsweep.where)."""
+    return where_filter.parse_where(items)
 
 
 def apply_where(df: pd.DataFrame, where: dict | None) -> pd.DataFrame:
-    """Keep rows whose columns take the given values (numbers compared with a relative tolerance)."""
+    """Keep rows whose columns take the given values (numbers compared with a relative tolerance) and satisfy
+    the comparisons and ranges (ddsweep.where)."""
+    rtol, atol = where_filter.TOLERANCE
     for col, values in (where or {}).items():
         if col not in df.columns:
             raise UserError(no_such_column("--where", col, df.columns))
-        values = values if isinstance(values, (list, tuple, set)) else [values]
+        plain, conds = where_filter.split(values)
         s = df[col]
-        if s.dtype.kind in "iuf":
+        keep = np.ones(len(df), dtype=bool)
+        if plain and s.dtype.kind in "iuf":
             try:
-                wanted = np.array([float(v) for v in values])
+                wanted = np.array([float(v) for v in plain])
             except ValueError:
-                raise UserError(f"--where {col}={','.join(map(str, values))}: {col} is numeric") from None
+                raise UserError(f"--where {col}={','.join(map(str, plain))}: {col} is numeric") from None
             x = s.to_numpy(dtype=float)
-            keep = np.isclose(x[:, None], wanted[None, :], rtol=1e-9, atol=1e-12).any(axis=1)
-        else:
-            keep = s.astype(str).isin([str(v) for v in values]).to_numpy()
+            keep = np.isclose(x[:, None], wanted[None, :], rtol=rtol, atol=atol).any(axis=1)
+        elif plain:
+            keep = s.astype(str).isin([str(v) for v in plain]).to_numpy()
+        for cond in conds:
+            keep &= np.array([where_filter.holds(cond, v) for v in s.tolist()], dtype=bool)
         if not keep.any():
             have = ", ".join(_fmt_value(v) for v in sorted(s.dropna().unique()))
-            raise UserError(f"--where {col}={','.join(map(str, values))}: no such value (values: {have})")
+            raise UserError(f"--where {where_filter.describe(col, values)}: no such value (values: {have})")
         df = df[keep]
     return df
 

@@ -49,7 +49,8 @@ out = Console()
 
 DB = typer.Option("results.duckdb", "--db", help="Results database (DuckDB file).")
 SWEEP = typer.Option(None, "--sweep", help="Only this sweep (default: the only one, or all).")
-WHERE = typer.Option(None, "--where", help="Only rows with AXIS=VALUE[,VALUE...] (repeatable), e.g. --where n_train=4000.")
+WHERE = typer.Option(None, "--where", help="Only rows with AXIS=VALUE[,VALUE...], AXIS>=V (also <=, >, <, !=) or "
+                     "AXIS=LO..HI (repeatable; all must hold), e.g. --where n_train=4000 --where width=8..64.")
 FORMAT = typer.Option(None, "--format", case_sensitive=False, help=tables.FORMAT_HELP, show_default=False)
 SELECT_ON = typer.Option("test", "--select-on", help="Set whose error chooses the early-stopping epoch: test, or val "
                          "(the validation split of a dataset with val: N).")
