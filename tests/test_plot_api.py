@@ -143,3 +143,12 @@ def test_figure_options_on_the_command_line(frame, tmp_path, cli):
         r = cli("plot", "curve", "--db", db, "--out", tmp_path / "bad.png", *args)
         assert r.exit_code == 2 and r.output.count("\n") == 1 and message in r.output, (args, r.output)
     assert not (tmp_path / "bad.png").exists()
+
+
+def test_where_in_titles_stays_short():
+    from ddsweep.plot.style import where_text
+
+    assert where_text({"width": ["8", "16"], "label_noise": ["0.2"]}) == "width=8,16, label_noise=0.2"
+    assert where_text({"width": [str(w) for w in (2, 3, 5, 6, 8, 11, 14, 19, 24, 32, 43)]}) == \
+        "width=2,3,...,43 (11 values)"
+    assert where_text(None) == ""

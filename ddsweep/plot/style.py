@@ -57,8 +57,12 @@ def options(dpi=None, size=None, title=None, style=None) -> FigureOptions:
     """FigureOptions from the keyword arguments of the plot functions (None: the default)."""
     if isinstance(size, str):
         size = parse_size(size)
-    return FigureOptions(dpi=DEFAULT_DPI if dpi is None else dpi, size=None if size is None else tuple(size),
-                         title=title, style=style or "lab")
+    if size is not None and len(tuple(size)) != 2:
+        raise UserError(f"size {size}: expected (width, height) in inches")
+    if isinstance(dpi, (float, np.floating)) and float(dpi).is_integer():
+        dpi = int(dpi)
+    return FigureOptions(dpi=DEFAULT_DPI if dpi is None else dpi,
+                         size=None if size is None else tuple(float(v) for v in size), title=title, style=style or "lab")
 
 
 def parse_size(text: str) -> tuple[float, float]:
@@ -163,9 +167,16 @@ def where_text(where) -> str:
     if not where:
         return ""
     if isinstance(where, dict):
-        return ", ".join(f"{k}={','.join(map(str, v)) if isinstance(v, (list, tuple, set)) else v}"
-                         for k, v in where.items())
+        return ", ".join(f"{k}={_values_text(v)}" for k, v in where.items())
     return str(where)
+
+
+def _values_text(values) -> str:
+    """'8,16' as given; a long list as its ends and its length: '2,3,...,43 (11 values)'."""
+    if not isinstance(values, (list, tuple, set)):
+        return str(values)
+    v = [str(x) for x in values]
+    return ",".join(v) if len(v) <= 4 else f"{v[0]},{v[1]},...,{v[-1]} ({len(v)} values)"
 
 
 def title_with(main: str, *extras: str) -> str:
