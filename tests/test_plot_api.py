@@ -152,3 +152,6 @@ def test_where_in_titles_stays_short():
     assert where_text({"width": [str(w) for w in (2, 3, 5, 6, 8, 11, 14, 19, 24, 32, 43)]}) == \
         "width=2,3,...,43 (11 values)"
     assert where_text(None) == ""
+    from ddsweep.where import parse_where
+
+    assert where_text(parse_where(["width>=8", "lr=0.01..0.1"])) == "width>=8, lr=0.01..0.1"

@@ -163,12 +163,19 @@ def caption_text(opts: FigureOptions, fig, lines, handles=(), labels=(), ncols: 
 
 
 def where_text(where) -> str:
-    """A --where filter as the user wrote it: 'width=64, label_noise=0.2' (empty for none)."""
+    """A --where filter as the user wrote it: 'width=64, label_noise=0.2', 'width>=8', 'lr=0.01..0.1'
+    (as ddsweep.where.describe says it; a long list of values shortened); empty for none."""
     if not where:
         return ""
-    if isinstance(where, dict):
-        return ", ".join(f"{k}={_values_text(v)}" for k, v in where.items())
-    return str(where)
+    from ddsweep.where import split
+
+    if not isinstance(where, dict):
+        return str(where)
+    parts = []
+    for col, values in where.items():
+        plain, conds = split(values if isinstance(values, (list, tuple, set)) else [values])
+        parts += ([f"{col}={_values_text(plain)}"] if plain else []) + [f"{col}{c}" for c in conds]  # width>=8
+    return ", ".join(parts)
 
 
 def _values_text(values) -> str:
