@@ -40,6 +40,7 @@ from __future__ import annotations
 import torch
 
 from ddsweep.models.protocol import PackedModel
+from ddsweep.train.passes import FD_RADIUS
 
 CLIP_EPS = 1e-6
 
@@ -75,19 +76,20 @@ class StepKnobs:
         self.steps = 0
 
     @torch.no_grad()
-    def apply(self, model: PackedModel, loss: torch.Tensor, hg: torch.Tensor | None, lr: torch.Tensor) -> None:
-        """Turn model.grad (the batch gradients g, losses `loss` [K], the penalty's H g where members
-        have one) into the step directions."""
+    def apply(self, model: PackedModel, loss: torch.Tensor, hg, lr: torch.Tensor) -> None:
+        """Turn model.grad (the batch gradients g, losses `loss` [K], the penalty's term (diff, norm)
+        with H g ~ diff * norm / FD_RADIUS, from ddsweep.train.passes) into the step directions."""
         g = model.grad
         self.steps += 1
         if self.penalty_on:
-            g0 = g.clone() if self.flood_on else None
+            diff, norm = hg
             # d = g + a * eta / 4 * H g; the coefficient is exactly 0 without a penalty
-            coef = torch.where(self.penalty, self.strength * lr * 0.25, torch.zeros_like(self.strength))
-            g.addcmul_(hg, coef)
-            if self.flood_on:  # flip only the loss gradient: d = s g0 + (penalty term)
+            coef = torch.where(self.penalty, self.strength * lr * 0.25 * norm / FD_RADIUS, torch.zeros_like(norm))
+            d = diff.mul_(coef).add_(g)
+            if self.flood_on:  # flip only the loss gradient: d = s g + (penalty term)
                 below = loss < self.flood
-                g.sub_(g0 * (2.0 * below.to(g.dtype)).unsqueeze(1))
+                d.sub_(g * (2.0 * below.to(g.dtype)).unsqueeze(1))
+            g.copy_(d)
         elif self.flood_on:
             below = loss < self.flood
             g.mul_(torch.where(below, -1.0, 1.0).to(g.dtype).unsqueeze(1))

@@ -58,8 +58,11 @@ class StepPasses:
     def gradient(self, xb, yb, codes=None, with_loss: bool = False, penalty: torch.Tensor | None = None):
         """Fill model.grad with the gradient of each member's mean loss over its batch xb [K, b, ...].
 
-        Returns (losses [K] or None unless `with_loss`, H g [K, P] or None unless `penalty`, a [K, 1]
-        bool mask of the members whose penalty term is wanted). (Not under no_grad: the conv models'
+        Returns (losses [K] or None unless `with_loss`, the penalty's term or None unless `penalty`, a
+        [K, 1] bool mask of the members whose term is wanted). The term is a pair (diff [K, P], norm
+        [K, 1]) with H g ~ diff * norm / FD_RADIUS: for the whole batch diff = g(theta + e g) - g(theta)
+        and norm = ||g|| (kept apart so the knobs scale it in the order they always did: the same
+        bits as before blocks existed); for blocks diff = sum_j w_j ||g_j|| (g_j' - g_j), norm = 1. (Not under no_grad: the conv models'
         loss_and_grad runs autograd.)"""
         b = xb.shape[1]
         if penalty is not None and self.blocks and self.samples < b:
@@ -73,9 +76,9 @@ class StepPasses:
         e, norm = _radius(g0, penalty)
         with _probe_point(self.model, g0, e):
             self._accumulate(xb, yb, codes, with_loss=False)  # g(theta + e g) into model.grad
-        hg = (self.model.grad - g0).mul_(norm / FD_RADIUS)
+        diff = self.model.grad - g0
         self.model.grad.copy_(g0)
-        return loss, hg
+        return loss, (diff, norm)
 
     def _accumulate(self, xb, yb, codes, with_loss: bool):
         """model.grad <- the batch's gradient: one pass, or the passes' gradients weighted by size."""
@@ -113,9 +116,9 @@ class StepPasses:
             e, norm = _radius(gj, penalty)
             with _probe_point(self.model, gj, e):
                 self._pass(xb, yb, codes, a, z, with_loss=False)  # g_j(theta + e_j g_j)
-            hg.add_((self.model.grad - gj).mul_(norm * (w / FD_RADIUS)))
+            hg.add_((self.model.grad - gj).mul_(norm * w))
         self.model.grad.copy_(total)
-        return loss, hg.clone()
+        return loss, (hg.clone(), torch.ones_like(total[:, :1]))
 
 
 def _radius(g: torch.Tensor, penalty: torch.Tensor):
