@@ -78,6 +78,12 @@ def readme_folders() -> list[str]:
             for w in shlex.split(line, comments=True)[2:]]
 
 
+def repo_folders(args: list[str]) -> list[str]:
+    """Output folders a command names that the repository has (README's commands run from its root: docs/)."""
+    outs = [args[i + 1] for i, a in enumerate(args[:-1]) if a in ("--out", "--figures")]
+    return [str(Path(o).parent) for o in outs if str(Path(o).parent) != "." and (ROOT / Path(o).parent).is_dir()]
+
+
 COMMANDS = readme_commands()
 
 
@@ -90,7 +96,7 @@ def test_the_readme_has_demo_commands():
 def test_readme_command_runs_on_the_demo_database(cli, demo_db, tmp_path, monkeypatch, args):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "sweeps").symlink_to(ROOT / "sweeps")
-    for folder in ["out", *readme_folders()]:  # (`make demo` makes out/)
+    for folder in ["out", *readme_folders(), *repo_folders(args)]:  # (`make demo` makes out/)
         (tmp_path / folder).mkdir(parents=True, exist_ok=True)
     args = list(args)
     if "--db" in args:
