@@ -9,8 +9,10 @@ from pathlib import Path
 import pandas as pd
 
 from ddsweep.analysis.frames import check_metric
-from ddsweep.errors import UserError
-from ddsweep.grid import Job, expand, load_grid, read_grid_text
+from ddsweep.errors import GridError, UserError
+from ddsweep.grid import Job, expand, read_grid_text
+from ddsweep.grid.load import load_grid_text
+from ddsweep.grid.overrides import blame as blame_override, resolve as resolve_preset
 from ddsweep.paths import output_file, output_folder, output_parent
 from ddsweep.store import Store
 from ddsweep.store import jobs as store_jobs
@@ -34,16 +36,27 @@ class PlanResult:
     dry_run: bool
 
 
-def plan(grid: str | Path, db: str | Path = "results.duckdb", dry_run: bool = False) -> PlanResult:
+def plan(grid: str | Path, db: str | Path = "results.duckdb", dry_run: bool = False,
+         overrides: list[str] | tuple[str, ...] = ()) -> PlanResult:
     """Expand a grid file into jobs in the database (idempotent); dry_run writes nothing.
 
+    `grid`: a YAML file, `-` (standard input), or the name of a preset shipped with the
+    package (`mnist1d-mlp`: sweeps/mnist1d-mlp.yaml). `overrides`: KEY=VALUE strings
+    (`grid.width=[8,16]`, `train.lr=0.05`) set on the loaded file before it is validated,
+    exactly as if the file said so (ddsweep.grid.overrides).
+
     The file is read once, before the database is opened, and exactly the text parsed is
-    stored with the sweep (`report` and `refine` read it), so `-` (standard input), a FIFO
-    or a shell's process substitution work as a grid file."""
+    stored with the sweep (`report` and `refine` read it; with overrides, the overridden
+    document), so `-` (standard input), a FIFO or a shell's process substitution work as a
+    grid file."""
+    grid = resolve_preset(grid)
     text = read_grid_text(grid)
     grid = Path("<stdin>") if str(grid) == "-" else grid
-    spec = load_grid(grid, text)
-    jobs = expand(spec, grid)
+    spec, text = load_grid_text(grid, text, overrides)
+    try:
+        jobs = expand(spec, grid)
+    except GridError as e:
+        raise blame_override(e, overrides) from None
     store = Store(db)
     if dry_run:
         known = results.job_epochs(db, spec.name) if store.exists() else {}

@@ -4,6 +4,8 @@
 and hands their values down as explicit options; a bad value is one line naming the
 variable and the value (exit code 2) before any job is leased. The two locations
 (DDSWEEP_CACHE, DDSWEEP_DATA) are read where a dataset is loaded, through `value()`.
+DDSWEEP_DB is the command line's default for `--db` (ddsweep.cli; the Python functions
+take their `db` argument only).
 """
 
 from __future__ import annotations
@@ -36,6 +38,12 @@ def _path(text: str) -> str:
     return text
 
 
+def _database(text: str) -> str:
+    if os.path.isdir(text) or text.endswith(("/", os.sep)):
+        raise ValueError("must be a database file, not a folder (e.g. /data/results.duckdb)")
+    return text
+
+
 @dataclass(frozen=True)
 class Variable:
     name: str
@@ -55,6 +63,8 @@ VARIABLES: dict[str, Variable] = {v.name: v for v in (
              "~/.cache/ddsweep)", _path),
     Variable("DDSWEEP_DATA", "root of the image datasets when a grid names none (default ~/.cache/ddsweep/data)",
              _path),
+    Variable("DDSWEEP_DB", "the database of every command when --db is not given (default results.duckdb)",
+             _database),
 )}
 
 

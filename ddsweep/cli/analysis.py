@@ -8,9 +8,12 @@ from typing import List, Optional
 import typer
 
 from ddsweep import tables
-from ddsweep.cli.common import DB, FORMAT, SELECT_ON, SWEEP, WHERE, app, note, out, show, user_errors
+from ddsweep.cli.common import DB, FORMAT, SELECT_ON, SWEEP, WHERE, SelectOn, app, choices, note, out, show, user_errors
 from ddsweep.errors import UserError
+from ddsweep.refinement.propose import TARGETS
 from ddsweep.tables import Format
+
+Target = choices("Target", TARGETS)
 
 
 @app.command()
@@ -28,6 +31,12 @@ def emc(db: Path = DB, sweep: Optional[str] = SWEEP,
     Default epochs: the last one with a sample axis; without one, every epoch at
     which the threshold width changes. csv, tsv and json add the numbers behind the
     shown text (emc, bound, threshold); notes go to stderr there.
+
+    Examples:
+
+      ddsweep emc --db results.duckdb --all-epochs
+
+      ddsweep emc --metric train_loss --epsilon 0.5 --format json
     """
     from ddsweep import api
     from ddsweep.analysis.frames import parse_where
@@ -52,7 +61,7 @@ def emc(db: Path = DB, sweep: Optional[str] = SWEEP,
 def summary(db: Path = DB, sweep: Optional[str] = SWEEP,
             epsilon: float = typer.Option(0.1, "--epsilon", help="Train-error level for the interpolation threshold."),
             epoch: Optional[int] = typer.Option(None, "--epoch", help="Epoch to read (default: each job's last)."),
-            select_on: str = SELECT_ON,
+            select_on: SelectOn = SELECT_ON,
             where: Optional[List[str]] = WHERE,
             metric: str = typer.Option("test_error", "--metric", help="The curve's metric: any stored metric, e.g. test_loss."),
             fit: float = typer.Option(0.01, "--fit", help="Deep Bootstrap: the real world has fitted its samples once its train error is below this."),
@@ -60,7 +69,14 @@ def summary(db: Path = DB, sweep: Optional[str] = SWEEP,
                                                  help="The numbers as a table: table, csv, tsv, json or markdown "
                                                  "(default: the summary in words).")):
     """First minimum, peak and second descent of each model-/sample-wise curve, vs the interpolation threshold;
-    on a sweep with both worlds, the Deep Bootstrap numbers of each real/ideal pair."""
+    on a sweep with both worlds, the Deep Bootstrap numbers of each real/ideal pair.
+
+    Examples:
+
+      ddsweep summary --db results.duckdb
+
+      ddsweep summary --where "width>=8" --metric test_loss --format csv
+    """
     from ddsweep import api
     from ddsweep.analysis.bootstrap import NoWorldPairs, describe_all
     from ddsweep.analysis.frames import parse_where
@@ -94,7 +110,7 @@ def summary(db: Path = DB, sweep: Optional[str] = SWEEP,
 @user_errors
 def refine(db: Path = DB, sweep: Optional[str] = SWEEP,
            axis: str = typer.Option("width", "--axis", help="Grid axis to refine (width, n_train, lr, ...)."),
-           target: str = typer.Option("peak", "--target", help="peak: the test-error peak; threshold: the smallest value with train error <= epsilon."),
+           target: Target = typer.Option("peak", "--target", help="peak: the test-error peak; threshold: the smallest value with train error <= epsilon."),
            budget: int = typer.Option(8, "--budget", help="New axis values in total (over all refine calls)."),
            batch: int = typer.Option(2, "--batch", help="New values proposed per round (at most this many pending at a time)."),
            early_stopped: bool = typer.Option(False, "--early-stopped", help="Peak of the early-stopped test error (minimum over epochs) instead of the final one."),
@@ -102,7 +118,7 @@ def refine(db: Path = DB, sweep: Optional[str] = SWEEP,
            log: Optional[bool] = typer.Option(None, "--log/--linear", help="Sample the axis in log / linear space (default: log when the grid is geometric)."),
            where: Optional[List[str]] = WHERE,
            metric: str = typer.Option("test_error", "--metric", help="The peak of this metric (any stored metric, e.g. test_loss)."),
-           select_on: str = typer.Option("test", "--select-on", help="Set whose error (or loss) chooses the next points: "
+           select_on: SelectOn = typer.Option("test", "--select-on", help="Set whose error (or loss) chooses the next points: "
                                          "test, or val (the validation split of a dataset with val: N)."),
            auto: bool = typer.Option(False, "--auto", help="Alternate refine and work until the budget is spent."),
            cpus: Optional[int] = typer.Option(None, "--cpus", help="With --auto: CPU worker processes."),

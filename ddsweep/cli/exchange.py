@@ -7,15 +7,18 @@ from typing import List, Optional
 
 import typer
 
-from ddsweep.cli.common import DB, SWEEP, app, out, user_errors
+from ddsweep.cli.common import DB, SWEEP, app, choices, out, user_errors
 from ddsweep.errors import UserError
+from ddsweep.exchange import TABLES
+
+Table = choices("Table", TABLES)
 
 
 @app.command()
 @user_errors
 def export(db: Path = DB, sweep: Optional[str] = SWEEP,
            fmt: str = typer.Option("parquet", "--format", help="parquet, csv, or tensorboard (a folder: one run per job, every metric per evaluated epoch)."),
-           table: str = typer.Option("metrics", "--table", help="metrics (long: one row per run and epoch, re-importable), curves, final_metrics or jobs."),
+           table: Table = typer.Option("metrics", "--table", help="metrics (long: one row per run and epoch, re-importable), curves, final_metrics or jobs."),
            out_path: Optional[Path] = typer.Option(None, "--out", help="Output file (default: <db>-<table>.<format>; tensorboard: a new folder, <db>-tensorboard)."),
            out_dir: Optional[Path] = typer.Argument(None, help="Output (as --out), e.g. ddsweep export --format tensorboard runs/", show_default=False)):
     """Write results to Parquet or CSV, or as TensorBoard runs."""

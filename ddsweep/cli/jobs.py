@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 from rich.table import Table
@@ -18,12 +18,26 @@ from ddsweep.workers.events import JobStatus
 
 @app.command()
 @user_errors
-def plan(grid: Path = typer.Argument(..., help="Grid file (YAML); - reads standard input."), db: Path = DB,
+def plan(grid: str = typer.Argument(..., help="Grid file (YAML), a preset's name (e.g. mnist1d-mlp: the package's "
+                                        "sweeps/mnist1d-mlp.yaml), or - for standard input."),
+         overrides: Optional[List[str]] = typer.Argument(None, metavar="[KEY=VALUE]...", show_default=False,
+                                                         help="Set keys of the grid file, its YAML syntax, e.g. "
+                                                         "grid.width=[8,16] train.lr=0.05 (validated as the file)."),
+         db: Path = DB,
          dry_run: bool = typer.Option(False, "--dry-run", help="Show what would be planned; write nothing.")):
-    """Expand a grid file into jobs in the database (idempotent)."""
+    """Expand a grid file into jobs in the database (idempotent).
+
+    Examples:
+
+      ddsweep plan mnist1d-mlp --db results.duckdb
+
+      ddsweep plan sweeps/mnist1d-mlp.yaml grid.width=[8,16,32] train.epochs=100 --dry-run
+
+      ddsweep plan grid.yaml 'grid.width={geom: [2, 300, 19]}' train.lr=0.05
+    """
     from ddsweep import api
 
-    r = api.plan(grid, db, dry_run=dry_run)
+    r = api.plan(grid, db, dry_run=dry_run, overrides=overrides or ())
     table = Table(title=f"{'dry run: ' if dry_run else ''}sweep {r.sweep} in {db}")
     for col in ("new", "already planned", "extended", "total jobs", "total epochs"):
         table.add_column(col, justify="right")
@@ -81,7 +95,14 @@ def work(db: Path = DB,
 @app.command()
 @user_errors
 def status(db: Path = DB, sweep: Optional[str] = SWEEP, fmt: Optional[Format] = FORMAT):
-    """Jobs per sweep and status; safe while `ddsweep work` runs."""
+    """Jobs per sweep and status; safe while `ddsweep work` runs.
+
+    Examples:
+
+      ddsweep status --db results.duckdb
+
+      DDSWEEP_DB=results.duckdb ddsweep status --format markdown
+    """
     from ddsweep import api
 
     show([(str(db), api.status(db, sweep))], fmt)
@@ -95,7 +116,14 @@ def query(sql: str = typer.Argument(..., help="SQL to run (read-only); several s
           csv: bool = typer.Option(False, "--csv", help="Same as --format csv."),
           allow_external: bool = typer.Option(False, "--allow-external", help="Let the SQL read and write other files "
                                               "(COPY ... TO, read_csv, ATTACH) and install extensions.")):
-    """Run read-only SQL on the database; safe while `ddsweep work` runs."""
+    """Run read-only SQL on the database; safe while `ddsweep work` runs.
+
+    Examples:
+
+      ddsweep query "select width, test_error from final_metrics order by width"
+
+      ddsweep query "select count(*) from jobs; select * from curves limit 5" --format csv > out.csv
+    """
     from ddsweep import api
 
     if csv and fmt not in (None, Format.csv):

@@ -9,7 +9,7 @@ import typer
 
 from ddsweep.errors import UserError
 
-from ddsweep.cli.common import DB, SELECT_ON, SWEEP, WHERE, app, out, plot_app, user_errors
+from ddsweep.cli.common import AXIS_METAVAR, DB, SELECT_ON, SWEEP, WHERE, SelectOn, app, out, plot_app, user_errors
 from ddsweep.paths import output_file
 
 
@@ -33,8 +33,8 @@ def _figure_options(dpi, size, title, no_title, style) -> dict:
 @plot_app.command("heatmap")
 @user_errors
 def plot_heatmap(db: Path = DB, sweep: Optional[str] = SWEEP,
-                 x: str = typer.Option("width", "--x", help="Axis across (width, n_train, epoch or another job column)."),
-                 y: str = typer.Option("epoch", "--y", help="Axis up (epoch, n_train or another job column)."),
+                 x: str = typer.Option("width", "--x", metavar=AXIS_METAVAR, help="Axis across (width, n_train, epoch or another job column)."),
+                 y: str = typer.Option("epoch", "--y", metavar=AXIS_METAVAR, help="Axis up (epoch, n_train or another job column)."),
                  metric: str = typer.Option("test_error", "--metric", help="Metric column coloured (any metric column)."),
                  contour: Optional[List[float]] = typer.Option(None, "--contour", help="Train-error level drawn as a contour; repeat for several (default 0.1; 0: none)."),
                  epoch: Optional[int] = typer.Option(None, "--epoch", help="Epoch read when neither axis is epoch (default: each job's last)."),
@@ -61,14 +61,14 @@ def plot_heatmap(db: Path = DB, sweep: Optional[str] = SWEEP,
 @plot_app.command("curve")
 @user_errors
 def plot_curve(db: Path = DB, sweep: Optional[str] = SWEEP,
-               x: str = typer.Option("width", "--x", help="Axis (width, n_train, or epoch)."),
+               x: str = typer.Option("width", "--x", metavar=AXIS_METAVAR, help="Axis (width, n_train, or epoch)."),
                epoch: Optional[int] = typer.Option(None, "--epoch", help="Epoch to read (default: the last)."),
                hue: str = typer.Option("label_noise", "--hue", help="One line per value of this axis."),
                facet: Optional[str] = typer.Option(None, "--facet", help="One panel per value of this axis."),
                noisy_test: bool = typer.Option(False, "--noisy-test", help="Test error on the noisy test distribution: p + e(1 - pC/(C-1))."),
                classes: Optional[int] = typer.Option(None, "--classes", help="Classes C for --noisy-test (default: from the dataset)."),
                no_early_stopping: bool = typer.Option(False, "--no-early-stopping", help="Leave out the optimal-early-stopping curve."),
-               select_on: str = SELECT_ON,
+               select_on: SelectOn = SELECT_ON,
                where: Optional[List[str]] = WHERE,
                metric: str = typer.Option("test_error", "--metric", help="Drawn instead of the test error, with its train twin (test_loss: train_loss)."),
                out_path: Path = typer.Option(Path("curve.png"), "--out", help="Output file (.png, .svg, .pdf)."),

@@ -14,6 +14,7 @@ import yaml
 from pydantic import ValidationError
 
 from ddsweep.errors import MISSING, GridError
+from ddsweep.grid import overrides as override
 from ddsweep.grid.linked import axis_key, axis_names
 from ddsweep.grid.spec import SECTIONS, GridSpec
 from ddsweep.suggest import unknown
@@ -44,13 +45,33 @@ def read_grid_text(path: str | Path) -> str:
                         "save the grid file as UTF-8") from None
 
 
-def load_grid(path: str | Path, text: str | None = None) -> GridSpec:
+def load_grid(path: str | Path, text: str | None = None, overrides=()) -> GridSpec:
     """Read and validate a grid file; raise GridError naming file, key and value.
 
-    `text`: the file's contents, read already (read_grid_text): the file is not opened again."""
+    `text`: the file's contents, read already (read_grid_text): the file is not opened again.
+    `overrides`: KEY=VALUE strings set on the loaded mapping before it is validated
+    (ddsweep.grid.overrides); an error they cause names them."""
+    return load_grid_text(path, text, overrides)[0]
+
+
+def load_grid_text(path: str | Path, text: str | None = None, overrides=()) -> tuple[GridSpec, str]:
+    """(the validated grid, the YAML text it was validated from): the file's text, or with overrides
+    the overridden document as YAML (what a sweep stores, so that refine re-plans the same grid)."""
     path = Path(path)
     if text is None:
         text = read_grid_text(path)
+    raw = _read_yaml(text, path)
+    if not overrides:
+        return parse_grid(raw, path), text
+    doc = override.apply(raw, overrides, path)
+    try:
+        spec = parse_grid(doc, path)
+    except GridError as e:
+        raise override.blame(e, overrides) from None
+    return spec, override.text_of(doc, path, overrides)
+
+
+def _read_yaml(text: str, path: Path) -> Any:
     try:
         raw = _load_yaml(text, path)
     except yaml.YAMLError as e:
@@ -63,7 +84,7 @@ def load_grid(path: str | Path, text: str | None = None) -> GridSpec:
         raise GridError(path, "", MISSING, f"YAML syntax error at {where}: {problem}") from None
     except RecursionError:
         raise GridError(path, "", MISSING, "YAML nested too deeply") from None
-    return parse_grid(raw, path)
+    return raw
 
 
 def _load_yaml(text: str, path) -> Any:
