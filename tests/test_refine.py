@@ -267,7 +267,7 @@ def test_cli_refine_and_bad_input(tmp_path, cli):
         (["--axis", "seed"], "cannot be refined"),
         (["--budget", "0"], "--budget = 0"),
         (["--batch", "0"], "--batch = 0"),
-        (["--target", "valley"], "unknown target"),
+        (["--target", "valley"], "'valley' is not one of 'peak', 'threshold'"),  # (a choice: --help lists them)
         (["--target", "threshold", "--early-stopped"], "--early-stopped applies to --target peak"),
         (["--cpus", "2"], "only with --auto"),
         ([], "label_noise takes several values"),
@@ -360,7 +360,7 @@ def test_refine_selects_on_validation_error(tmp_path, cli):
         (plain, ["--select-on", "val"], "sweep syn has no validation split"),
         (db, ["--select-on", "val", "--target", "threshold"], "--select-on val applies to --target peak only"),
         (db, ["--select-on", "val", "--metric", "train_loss"], "--metric train_loss has no validation counterpart"),
-        (db, ["--select-on", "train"], "--select-on train: choose test or val"),
+        (db, ["--select-on", "train"], "'train' is not one of 'test', 'val'"),
     ]:
         r = cli("refine", "--db", d, *args)
         assert r.exit_code == 2, (args, r.output)

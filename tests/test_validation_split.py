@@ -107,7 +107,7 @@ def test_select_on_val_through_the_cli(tmp_path, cli):
     r = cli("plot", "curve", "--db", db, "--x", "width", "--select-on", "val", "--out", out)
     assert r.exit_code == 0 and out.stat().st_size > 10_000, r.output
     r = cli("summary", "--db", db, "--select-on", "train")
-    assert r.exit_code == 2 and "--select-on train: choose test or val" in r.output
+    assert r.exit_code == 2 and "'train' is not one of 'test', 'val'" in r.output  # (a choice: --help lists it)
     plain = tmp_path / "p.duckdb"  # no split: selecting on val is one line, not a figure of nothing
     assert cli("plan", write_grid(tmp_path / "p.yaml", TINY), "--db", plain).exit_code == 0
     assert cli("work", "--db", plain, "--cpus", "1", "--no-progress").exit_code == 0

@@ -14,8 +14,8 @@ import yaml
 from pydantic import ValidationError
 
 from ddsweep.errors import MISSING, GridError
-from ddsweep.grid import overrides as override
 from ddsweep.grid.linked import axis_key, axis_names
+from ddsweep.grid.overrides import apply as apply_overrides, blame, text_of
 from ddsweep.grid.spec import SECTIONS, GridSpec
 from ddsweep.suggest import unknown
 
@@ -63,12 +63,12 @@ def load_grid_text(path: str | Path, text: str | None = None, overrides=()) -> t
     raw = _read_yaml(text, path)
     if not overrides:
         return parse_grid(raw, path), text
-    doc = override.apply(raw, overrides, path)
+    doc = apply_overrides(raw, overrides, path)
     try:
         spec = parse_grid(doc, path)
     except GridError as e:
-        raise override.blame(e, overrides) from None
-    return spec, override.text_of(doc, path, overrides)
+        raise blame(e, overrides) from None
+    return spec, text_of(doc, path, overrides)
 
 
 def _read_yaml(text: str, path: Path) -> Any:
