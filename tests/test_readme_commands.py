@@ -98,10 +98,6 @@ def test_readme_command_runs_on_the_demo_database(cli, demo_db, tmp_path, monkey
     (tmp_path / "sweeps").symlink_to(ROOT / "sweeps")
     for folder in ["out", *readme_folders(), *repo_folders(args)]:  # (`make demo` makes out/)
         (tmp_path / folder).mkdir(parents=True, exist_ok=True)
-    for option, value in zip(args, args[1:]):  # folders of the repository a command writes into (docs/)
-        folder = Path(value) if option == "--figures" else Path(value).parent if option == "--out" else None
-        if folder is not None and (ROOT / folder).is_dir():
-            (tmp_path / folder).mkdir(parents=True, exist_ok=True)
     args = list(args)
     if "--db" in args:
         args[args.index("--db") + 1] = str(demo_db)
