@@ -82,3 +82,17 @@ def test_store_bench_builds_reads_and_reports(tmp_path):
         for name, timing in part[arm].items():
             assert timing["seconds"] > 0 and timing["peak_mb"] > 50, (arm, name, timing)
     assert "ingest" in r.stdout and "old/new" in r.stdout and "ingest old" in r.stdout and "targets on 19,800 rows" in r.stdout
+
+
+def test_passes_benchmark_times_every_variant_against_the_unsplit_step(tmp_path):
+    from ddsweep.bench import main
+
+    rows = main(["--passes", "--rounds", "1", "--out", str(tmp_path / "p.json")])
+    assert {(r["case"], r["variant"]) for r in rows} == {(c, v) for c in ("mlp", "mcnn")
+                                                        for v in ("whole batch", "micro-batches of 500",
+                                                                  "micro-batches of 128", "penalty, whole batch",
+                                                                  "penalty, blocks of 128")}
+    assert all(r["ms_per_step"] > 0 for r in rows)
+    base = [r for r in rows if r["variant"] in ("whole batch", "penalty, whole batch")]
+    assert all(r["ratio_vs_unsplit"] == 1.0 for r in base)
+    assert (tmp_path / "p.json").exists()
