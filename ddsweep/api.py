@@ -218,6 +218,9 @@ def bootstrap_summary(db: str | Path = "results.duckdb", sweep: str | None = Non
     the largest real - ideal gap before it, the gap at the end (ddsweep.analysis.bootstrap)."""
     from ddsweep.analysis.bootstrap import METRICS, bootstrap_summary as _bootstrap_summary
 
+    if not 0 < fit <= 1:
+        raise UserError(f"--fit {fit:g}: must be a train error in (0, 1]")
+
     _, df = results.sweep_frame(db, sweep, where, metrics=("step", "train_error", *METRICS))
     return _bootstrap_summary(df, fit=fit)
 

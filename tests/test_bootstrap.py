@@ -436,7 +436,7 @@ def test_bootstrap_sweep_through_the_cli(shards, tmp_path, cli):
             "--out", tmp_path / "boot.png")
     assert r.exit_code == 0 and (tmp_path / "boot.png").stat().st_size > 10_000, r.output
     r = cli("plot", "bootstrap", "--db", db, "--sweep", "boot-mlp", "--metric", "test_nonsense", "--out", tmp_path / "x.png")
-    assert r.exit_code == 2 and "--metric test_nonsense: no such column" in r.output
+    assert r.exit_code == 2 and "--metric test_nonsense: not a stored metric" in r.output
     # export and import carry the soft errors
     out = tmp_path / "boot.csv"
     assert cli("export", "--db", db, "--sweep", "boot-mlp", "--format", "csv", "--out", out).exit_code == 0

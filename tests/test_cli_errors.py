@@ -23,6 +23,8 @@ def _one_line(r) -> str:
     (["plot", "curve", "--hue", "label_nosie"], "--hue label_nosie: no such column; did you mean label_noise?"),
     (["summary", "--where", "widht=8"], "--where widht: no such column; did you mean width?"),
     (["plot", "curve", "--metric", "tset_loss"], "--metric tset_loss: not a stored metric; did you mean test_loss"),
+    (["plot", "heatmap", "--metric", "test_eror"], "--metric test_eror: not a stored metric; did you mean test_error"),
+    (["summary", "--fit", "-1"], "--fit -1: must be a train error in (0, 1]"),
     (["statsu"], "No such command 'statsu'. Did you mean 'status'?"),
     (["status", "--dbb", "x"], "No such option: --dbb"),
     (["status", "--format", "xml"], "Invalid value for '--format'"),

@@ -88,7 +88,7 @@ def test_map_axes_facets_and_errors(sample_frame):
     titles = [a.get_title() for a in fig.axes if a.get_title()]
     assert "label noise 0% | n = 250" in titles and len(titles) == 10
     _close(fig)
-    with pytest.raises(UserError, match="no such column"):
+    with pytest.raises(UserError, match="--metric nope: not a stored metric"):
         heatmap_figure(sample_frame, metric="nope")
     with pytest.raises(UserError, match="no such value"):
         heatmap_figure(sample_frame, where={"width": ["3"]})

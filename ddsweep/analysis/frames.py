@@ -59,6 +59,8 @@ def check_metric(name: str, option: str = "--metric") -> str:
 def check_columns(df: pd.DataFrame, **named) -> None:
     for option, col in named.items():
         if col is not None and col not in df.columns:
+            if option == "metric":  # (a figure's frame holds the metric asked for only: name the stored ones)
+                check_metric(col)
             raise UserError(no_such_column(f"--{option}", col, df.columns))
 
 
