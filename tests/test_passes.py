@@ -101,6 +101,30 @@ def test_batchnorm_normalises_each_micro_batch_with_its_own_statistics():
     assert not torch.equal(split.buffers, whole.buffers)
 
 
+@pytest.mark.parametrize("samples, blocks", [(None, False), (4, True)])
+def test_penalty_on_a_conv_model_restores_weights_and_batchnorm_statistics(samples, blocks):
+    """The penalty's probe passes (whole batch, or per block) run autograd on a conv net (they once ran
+    under no_grad, which autograd refuses) and leave no trace: weights exactly back, the running
+    statistics and the gradient exactly those of the same passes without a penalty."""
+    def model():
+        m = PackedMCNN(2, 2, 10)
+        for k in range(2):
+            m.init_member(k, torch.Generator().manual_seed(k), 2)
+        return m
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (2, 10, 3, 32, 32), generator=g, dtype=torch.uint8)
+    y = torch.randint(0, 10, (2, 10), generator=g)
+    probed, plain = model(), model()
+    theta = probed.flat.clone()
+    _, (diff, norm) = StepPasses(probed, "cross_entropy", samples, blocks).gradient(
+        x, y, with_loss=True, penalty=torch.tensor([[True], [False]]))
+    StepPasses(plain, "cross_entropy", samples, blocks).gradient(x, y)
+    assert torch.equal(probed.flat, theta)
+    assert torch.equal(probed.buffers, plain.buffers) and torch.equal(probed.grad, plain.grad)
+    assert torch.isfinite(diff).all() and diff[0].abs().sum() > 0 and torch.count_nonzero(diff[1]) == 0
+
+
 def test_pack_equals_alone_with_micro_batches():
     jobs = grid({"momentum": 0.9, "micro_batch": 16, "grad_clip": 0.5},
                 axes={"width": [8, 16], "seed": [0, 1]}, epochs=2)
