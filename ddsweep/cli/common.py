@@ -4,21 +4,22 @@ from __future__ import annotations
 
 import functools
 import sys
+from enum import Enum
 from pathlib import Path
 
 import typer
+from rich.console import Console
 from typer.core import TyperGroup
+
+from ddsweep import env, tables
+from ddsweep.errors import EXIT_USAGE, UserError, storage_fault
+from ddsweep.tables import Format
 
 try:  # Typer vendors the Click it runs on (typer._click); its exceptions are that Click's
     from typer import _click as click
 except ImportError:  # an older Typer on the installed Click
     import click
-from enum import Enum
-from rich.console import Console
 
-from ddsweep import env, tables
-from ddsweep.errors import EXIT_USAGE, UserError, storage_fault
-from ddsweep.tables import Format
 
 class OneLineErrors(TyperGroup):
     """Click's usage errors (a misspelt option or command, a bad choice) as one line on stderr, exit 2,
