@@ -142,3 +142,17 @@ def test_pyproject_ships_the_presets():
     assert "sweeps/*.yaml" in project["tool"]["setuptools"]["package-data"]["ddsweep"]
     assert (ROOT / "ddsweep" / "sweeps").resolve() == (ROOT / "sweeps").resolve()  # one copy of the files
     assert yaml.safe_load((PRESETS / "mnist1d-mlp.yaml").read_text())["name"] == "mnist1d-mlp"
+
+
+def test_every_command_shows_examples(cli):
+    import typer
+
+    from ddsweep.cli import app
+
+    root = typer.main.get_command(app)
+    paths = [[name] for name, c in root.commands.items() if not hasattr(c, "commands")]
+    paths += [["plot", name] for name in root.commands["plot"].commands]
+    assert len(paths) >= 15
+    for path in paths:
+        r = cli(*path, "--help")
+        assert r.exit_code == 0 and "Examples" in r.output and "ddsweep " + " ".join(path) in r.output, path

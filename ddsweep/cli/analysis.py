@@ -123,7 +123,14 @@ def refine(db: Path = DB, sweep: Optional[str] = SWEEP,
            auto: bool = typer.Option(False, "--auto", help="Alternate refine and work until the budget is spent."),
            cpus: Optional[int] = typer.Option(None, "--cpus", help="With --auto: CPU worker processes."),
            gpus: Optional[str] = typer.Option(None, "--gpus", help="With --auto: GPU ids, e.g. 0,1.")):
-    """Propose new axis values near the peak (or threshold) from the finished results; plan them as jobs."""
+    """Propose new axis values near the peak (or threshold) from the finished results; plan them as jobs.
+
+    Examples:
+
+      ddsweep refine --axis width --budget 8 --batch 2
+
+      ddsweep refine --target threshold --auto --cpus 2
+    """
     from ddsweep import api
     from ddsweep.analysis.frames import parse_where
     from ddsweep.refinement import describe

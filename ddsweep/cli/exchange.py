@@ -21,7 +21,14 @@ def export(db: Path = DB, sweep: Optional[str] = SWEEP,
            table: Table = typer.Option("metrics", "--table", help="metrics (long: one row per run and epoch, re-importable), curves, final_metrics or jobs."),
            out_path: Optional[Path] = typer.Option(None, "--out", help="Output file (default: <db>-<table>.<format>; tensorboard: a new folder, <db>-tensorboard)."),
            out_dir: Optional[Path] = typer.Argument(None, help="Output (as --out), e.g. ddsweep export --format tensorboard runs/", show_default=False)):
-    """Write results to Parquet or CSV, or as TensorBoard runs."""
+    """Write results to Parquet or CSV, or as TensorBoard runs.
+
+    Examples:
+
+      ddsweep export --format csv --table curves --out curves.csv
+
+      ddsweep export --format tensorboard runs/
+    """
     from ddsweep import api
 
     if out_dir is not None and out_path is not None and out_dir != out_path:
@@ -38,7 +45,12 @@ def import_(file: Path = typer.Argument(..., help="CSV or Parquet, long format: 
             mapping: Optional[List[str]] = typer.Option(None, "--map", help="Rename a column: OLD=NEW (repeatable); OLD= drops it."),
             constants: Optional[List[str]] = typer.Option(None, "--set", help="An axis missing from the file: AXIS=VALUE, e.g. --set seed=0."),
             replace: bool = typer.Option(False, "--replace", help="Replace an imported sweep of the same name.")):
-    """Import per-epoch results produced elsewhere as a sweep of finished jobs."""
+    """Import per-epoch results produced elsewhere as a sweep of finished jobs.
+
+    Examples:
+
+      ddsweep import published.csv --sweep paper --map k=width --map ep=epoch --set seed=0
+    """
     from ddsweep import api
     from ddsweep.exchange import parse_pairs
 

@@ -70,7 +70,14 @@ def work(db: Path = DB,
     """Train pending jobs with local worker processes (or Ray actors: --ray) until none is left.
 
     Each finished job records how it was trained (device, threads, the speed settings) in
-    its `run_options` column."""
+    its `run_options` column.
+
+    Examples:
+
+      ddsweep work --db results.duckdb --cpus 2
+
+      ddsweep work --gpus 0,1 --jobs-per-device 2
+    """
     from ddsweep import api
 
     r = api.work(db, cpus=cpus, gpus=gpus, jobs_per_device=jobs_per_device, sweep=sweep, threads=threads,
@@ -138,7 +145,12 @@ def query(sql: str = typer.Argument(..., help="SQL to run (read-only); several s
 def retry(db: Path = DB, sweep: Optional[str] = SWEEP,
           failed: bool = typer.Option(False, "--failed", help="Requeue failed jobs (the default)."),
           diverged: bool = typer.Option(False, "--diverged", help="Requeue diverged jobs.")):
-    """Requeue failed (and/or diverged) jobs; the next `ddsweep work` resumes them from their checkpoints."""
+    """Requeue failed (and/or diverged) jobs; the next `ddsweep work` resumes them from their checkpoints.
+
+    Examples:
+
+      ddsweep retry --diverged && ddsweep work --cpus 2
+    """
     from ddsweep import api
 
     statuses = tuple(s for s, on in ((JobStatus.FAILED, failed or not diverged), (JobStatus.DIVERGED, diverged)) if on)
@@ -150,7 +162,12 @@ def retry(db: Path = DB, sweep: Optional[str] = SWEEP,
 @user_errors
 def extend(db: Path = DB, sweep: Optional[str] = SWEEP,
            epochs: int = typer.Option(..., "--epochs", help="The longer horizon to train to.")):
-    """Train jobs to a longer horizon: finished ones continue from their final checkpoints."""
+    """Train jobs to a longer horizon: finished ones continue from their final checkpoints.
+
+    Examples:
+
+      ddsweep extend --epochs 1000 && ddsweep work --cpus 2
+    """
     from ddsweep import api
 
     n = api.extend(db, epochs, sweep=sweep)

@@ -46,7 +46,14 @@ def plot_heatmap(db: Path = DB, sweep: Optional[str] = SWEEP,
                  out_path: Path = typer.Option(Path("heatmap.png"), "--out", help="Output file (.png, .svg, .pdf)."),
                  dpi: Optional[int] = DPI, size: Optional[str] = SIZE, title: Optional[str] = TITLE,
                  no_title: bool = NO_TITLE, style: str = STYLE):
-    """Heatmap of a metric over two axes, mean over seeds, one panel per label-noise level."""
+    """Heatmap of a metric over two axes, mean over seeds, one panel per label-noise level.
+
+    Examples:
+
+      ddsweep plot heatmap --x width --y epoch --log-color --out map.png
+
+      ddsweep plot heatmap --metric train_error --contour 0.1 --contour 0.01 --where width=8..64
+    """
     output_file(out_path, "--out")  # (before reading anything: one line, nothing written)
     from ddsweep.analysis.frames import parse_where
     from ddsweep.plot import heatmap
@@ -74,7 +81,14 @@ def plot_curve(db: Path = DB, sweep: Optional[str] = SWEEP,
                out_path: Path = typer.Option(Path("curve.png"), "--out", help="Output file (.png, .svg, .pdf)."),
                dpi: Optional[int] = DPI, size: Optional[str] = SIZE, title: Optional[str] = TITLE,
                no_title: bool = NO_TITLE, style: str = STYLE):
-    """Test and train error against an axis at the final (or a chosen) epoch, one line per noise level."""
+    """Test and train error against an axis at the final (or a chosen) epoch, one line per noise level.
+
+    Examples:
+
+      ddsweep plot curve --x width --out curve.png
+
+      ddsweep plot curve --x epoch --where width=43 --out epochwise.png
+    """
     output_file(out_path, "--out")  # (before reading anything: one line, nothing written)
     from ddsweep.analysis.frames import parse_where
     from ddsweep.plot import curve
@@ -94,7 +108,12 @@ def plot_bootstrap(db: Path = DB, sweep: Optional[str] = SWEEP,
                    out_path: Path = typer.Option(Path("bootstrap.png"), "--out", help="Output file (.png, .svg, .pdf)."),
                    dpi: Optional[int] = DPI, size: Optional[str] = SIZE, title: Optional[str] = TITLE,
                    no_title: bool = NO_TITLE, style: str = STYLE):
-    """Deep Bootstrap: real- vs ideal-world test error (and real train error) against steps, with the gap."""
+    """Deep Bootstrap: real- vs ideal-world test error (and real train error) against steps, with the gap.
+
+    Examples:
+
+      ddsweep plot bootstrap --metric test_soft_error --out bootstrap.png
+    """
     output_file(out_path, "--out")  # (before reading anything: one line, nothing written)
     from ddsweep.analysis.frames import parse_where
     from ddsweep.plot import bootstrap
@@ -110,7 +129,14 @@ def report(db: Path = DB, sweep: Optional[str] = SWEEP,
            out_path: Path = typer.Option(Path("report.html"), "--out", help="Output file (.html)."),
            epsilon: float = typer.Option(0.1, "--epsilon", help="Train-error level for contours, EMC and thresholds."),
            figures: Optional[Path] = typer.Option(None, "--figures", help="Also write each figure as PNG into this folder.")):
-    """One self-contained HTML page: grid, job status, maps, curves, EMC table and peak summary."""
+    """One self-contained HTML page: grid, job status, maps, curves, EMC table and peak summary.
+
+    Examples:
+
+      ddsweep report --out report.html
+
+      mkdir -p figures && ddsweep report --out report.html --figures figures
+    """
     from ddsweep import api
 
     path = api.report(db, sweep=sweep, out=out_path, epsilon=epsilon, figures_dir=figures)
