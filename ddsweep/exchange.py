@@ -29,6 +29,7 @@ import pandas as pd
 from ddsweep.axes import (BOOKKEEPING, INT_AXES, JOB_AXES, KNOB_DEFAULTS, METRICS as VOCABULARY, REQUIRED_AXES,
                           TEXT_AXES, result_select)
 from ddsweep.errors import UserError
+from ddsweep.paths import output_file
 from ddsweep.store import Store, results
 from ddsweep.store.jobs import _insert_rows, insert_metrics
 from ddsweep.suggest import no_such_sweep
@@ -76,7 +77,7 @@ def export(db, fmt: str = "parquet", out=None, sweep: str | None = None, table: 
     out = Path(out) if out else Path(f"{db.stem}-{table}{FORMATS[fmt]}")
     if out.suffix.lower() != FORMATS[fmt]:
         raise UserError(f"--out {out}: a {fmt} file should end in {FORMATS[fmt]}")
-    out.parent.mkdir(parents=True, exist_ok=True)
+    output_file(out, "--out")  # (a missing folder is refused, not made: ddsweep.paths)
     where = ""
     if sweep:
         col = "j.sweep" if table == "metrics" else "sweep"

@@ -155,3 +155,21 @@ def test_where_in_titles_stays_short():
     from ddsweep.where import parse_where
 
     assert where_text(parse_where(["width>=8", "lr=0.01..0.1"])) == "width>=8, lr=0.01..0.1"
+
+
+def test_the_api_refuses_a_missing_folder_as_the_command_line_does(frame, tmp_path):
+    for draw in (lambda out: heatmap(frame, out=out), lambda out: curve(frame, x="width", out=out)):
+        with pytest.raises(UserError, match="no folder"):
+            draw(tmp_path / "typo" / "m.png")
+    assert os.listdir(tmp_path) == []  # no folder made, no file written
+
+
+def test_a_contour_level_outside_0_1_is_one_line(frame, tmp_path, cli):
+    db = tmp_path / "m.duckdb"
+    import_frame(frame.drop(columns="job_id"), db, sweep="levels")
+    for level in ("-1", "1.5"):
+        r = cli("plot", "heatmap", "--db", db, "--contour", level, "--out", tmp_path / "bad.png")
+        assert r.exit_code == 2 and r.output.count("\n") == 1 and f"--contour {level}" in r.output, r.output
+    assert not (tmp_path / "bad.png").exists()
+    with pytest.raises(UserError, match="between 0 and 1"):
+        heatmap(frame, contour=[0.1, 2])

@@ -58,7 +58,7 @@ def plot_heatmap(db: Path = DB, sweep: Optional[str] = SWEEP,
     from ddsweep.analysis.frames import parse_where
     from ddsweep.plot import heatmap
 
-    levels = [0.1] if not contour else [c for c in contour if c > 0]
+    levels = [0.1] if not contour else contour  # (0: no contour; checked by the plot)
     heatmap(db, sweep=sweep, x=x, y=y, metric=metric, contour=levels, facet=facet, row=row, epoch=epoch,
             log_color=log_color, emc_line=not no_emc, where=parse_where(where), out=out_path,
             **_figure_options(dpi, size, title, no_title, style))

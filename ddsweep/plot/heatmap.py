@@ -44,6 +44,7 @@ def heatmap(data="results.duckdb", sweep: str | None = None, x: str = "width", y
     the matplotlib Figure; writes it to `out` (.png, .svg, .pdf) only when given; `ax`: draw into
     this Axes (one panel). dpi, size (inches), title (text, or False for none), style (lab, paper, talk)."""
     opts = options(dpi, size, title, style)
+    _levels(contour)  # (a bad level is one line before anything is read)
     if out is not None:
         check_out(out)
     if frame_or_db(data):
@@ -88,6 +89,9 @@ def _levels(contour) -> list[float]:
     if contour is None or contour is False:
         return []
     levels = [float(c) for c in (contour if isinstance(contour, (list, tuple)) else [contour])]
+    bad = [c for c in levels if not 0 <= c <= 1]
+    if bad:  # (a train error is in [0, 1]; 0 means no contour)
+        raise UserError(f"--contour {bad[0]:g}: a train-error level is between 0 and 1 (0: no contour)")
     return [c for c in levels if c > 0]
 
 

@@ -15,6 +15,7 @@ import numpy as np
 
 from ddsweep import axes
 from ddsweep.errors import UserError
+from ddsweep.paths import output_file
 
 FORMATS = {".png", ".svg", ".pdf"}
 STYLES = ("lab", "paper", "talk")  # lab: for reading at a screen (method notes below the plot)
@@ -196,7 +197,7 @@ def check_out(out) -> Path:
     out = Path(out)
     if out.suffix.lower() not in FORMATS:
         raise UserError(f"--out {out}: unknown figure format {out.suffix!r} (use .png, .svg or .pdf)")
-    return out
+    return output_file(out, "--out")  # (the CLI's rule in the API too: a missing folder is refused, not made)
 
 
 def finish(fig, out, opts: FigureOptions):
@@ -208,7 +209,6 @@ def finish(fig, out, opts: FigureOptions):
 
 def save(fig, out: Path, dpi: int = DEFAULT_DPI) -> Path:
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=dpi, bbox_inches="tight")
     return out
 
