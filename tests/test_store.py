@@ -89,3 +89,52 @@ def test_migrations_ship_in_the_wheel_and_are_found_when_installed(tmp_path):
                          capture_output=True, text=True, check=True).stdout
     assert out.strip().startswith(str(target))
     assert (tmp_path / "x.duckdb").exists()
+
+
+def _metrics(db):
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return con.execute("select job_id, epoch, test_error, train_error from metrics").fetchall()
+    finally:
+        con.close()
+
+
+@pytest.mark.parametrize("nan", [False, True], ids=["frame", "with-nan"])
+def test_a_stored_metric_row_is_kept_and_a_batch_is_stored_once_in_key_order(tmp_path, nan):
+    """`metrics` has no key (0008): insert_metrics skips a (job_id, epoch) already stored (the
+    stored row stays, as INSERT OR IGNORE kept it), stores a row given twice in one batch once
+    (its last copy), and appends each batch sorted by (job_id, epoch). Both insert ways: the
+    typed frame, and the unnested lists a batch holding NaN takes."""
+    from ddsweep.store.jobs import insert_metrics
+
+    db = tmp_path / "r.duckdb"
+    other = float("nan") if nan else 0.5
+    with Store(db).write() as conn:
+        insert_metrics(conn, [{"job_id": "b", "epoch": 1, "test_error": 0.1, "train_error": other},
+                              {"job_id": "a", "epoch": 2, "test_error": 0.2, "train_error": other}])
+    with Store(db).write() as conn:  # a replay: b/1 again with other values, a/2 twice in the batch, new rows
+        insert_metrics(conn, [{"job_id": "b", "epoch": 1, "test_error": 0.9, "train_error": other},
+                              {"job_id": "c", "epoch": 0, "test_error": 0.3, "train_error": other},
+                              {"job_id": "a", "epoch": 1, "test_error": 0.4, "train_error": other},
+                              {"job_id": "a", "epoch": 1, "test_error": 0.5, "train_error": other}])
+    rows = _metrics(db)
+    assert [r[:3] for r in rows] == [("a", 2, 0.2), ("b", 1, 0.1), ("a", 1, 0.5), ("c", 0, 0.3)]
+    if nan:
+        assert all(r[3] != r[3] for r in rows)  # NaN stays NaN (not NULL)
+
+
+def test_metrics_has_no_key_and_the_views_read_it(tmp_path):
+    db = tmp_path / "r.duckdb"
+    with Store(db).write():
+        pass
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        assert con.execute("select count(*) from duckdb_constraints() where table_name = 'metrics' "
+                           "and constraint_type in ('PRIMARY KEY', 'UNIQUE')").fetchone()[0] == 0
+        nullable = dict(con.execute("select column_name, is_nullable from information_schema.columns "
+                                    "where table_name = 'metrics'").fetchall())
+        assert nullable["job_id"] == nullable["epoch"] == "NO"
+        for view in ("final_metrics", "curves", "emc_grid", "interpolation_thresholds"):
+            con.execute(f"select * from {view}").fetchall()
+    finally:
+        con.close()

@@ -87,6 +87,12 @@ def test_an_old_database_upgrades_and_reads_back_every_row(asset, tmp_path):
     now = _read_now(db)
     assert query("SELECT version_num FROM alembic_version", db).iloc[0, 0] == head_revision()
     _assert_rows_kept(stored, now)
+    # 0008 rebuilt metrics unkeyed, its rows in (job_id, epoch) order, the views on it in place
+    keys = query("SELECT job_id, epoch FROM metrics", db)
+    pd.testing.assert_frame_equal(keys, keys.sort_values(["job_id", "epoch"]).reset_index(drop=True))
+    assert query("SELECT count(*) AS n FROM duckdb_constraints() WHERE table_name = 'metrics' "
+                 "AND constraint_type = 'PRIMARY KEY'", db).iloc[0, 0] == 0
+    assert len(query("SELECT * FROM curves", db)) and len(query("SELECT * FROM final_metrics", db))
 
     # columns added since: the knob axes hold what each job's config says (their defaults here)
     for _, job in now["jobs"].iterrows():

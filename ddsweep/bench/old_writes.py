@@ -1,5 +1,5 @@
-"""The coordinator's write path as it was before the journal took orjson and the flush took
-whole columns: the baseline that `python -m ddsweep.bench --store` times ingest against,
+"""The coordinator's write path as it was before the journal took orjson, the flush took
+whole columns and `metrics` lost its primary key (migration 0008): the baseline that `python -m ddsweep.bench --store` times ingest against,
 in the same run and on the same rows (kept verbatim, nothing else uses it)."""
 
 from __future__ import annotations
@@ -32,6 +32,11 @@ class OldJournal(Journal):
             self._file.flush()
             if sync:
                 os.fsync(self._file.fileno())
+
+
+def old_schema(conn) -> None:
+    """The empty `metrics` table keyed again by PRIMARY KEY (job_id, epoch), as it was until 0008."""
+    conn.exec_driver_sql("ALTER TABLE metrics ADD PRIMARY KEY (job_id, epoch)")
 
 
 def old_insert_metrics(conn, rows: list[dict]) -> None:

@@ -79,9 +79,9 @@ def _curves(width: int, n: int, p: float, seed: int, epochs: int, rng) -> dict[s
 
 def ingest(db: Path, spec: dict, drain_rows: int, flush_rows: int, arm: str = "new") -> dict:
     """Plan the grid, then stream every job's rows through Journal + apply_events as the coordinator does
-    (arm "old": the journal encoding and metrics insert of before, ddsweep.bench.old_writes)."""
+    (arm "old": the journal encoding, metrics key and metrics insert of before, ddsweep.bench.old_writes)."""
     from ddsweep.api import plan
-    from ddsweep.bench.old_writes import OldJournal, old_apply_events
+    from ddsweep.bench.old_writes import OldJournal, old_apply_events, old_schema
     from ddsweep.store import Store
     from ddsweep.store.jobs import apply_events
     from ddsweep.workers.journal import Journal
@@ -94,6 +94,9 @@ def ingest(db: Path, spec: dict, drain_rows: int, flush_rows: int, arm: str = "n
     jobs = plan(path, db).jobs
     epochs = spec["train"]["epochs"] + 1
     store, owner = Store(db), "bench:store"
+    if arm == "old":
+        with store.write() as conn:
+            old_schema(conn)
     journal = Journal(db.with_name(db.name + ".journal"), owner)
     rng = np.random.default_rng(0)
     drained, buffer, timed, rows_in = [], [], 0.0, 0

@@ -48,7 +48,8 @@ def _job_row(job: Job) -> dict:
 
 
 def _insert_rows(conn, table: str, rows: list[dict], columns, ignore_existing: bool = False) -> None:
-    """Bulk insert: one statement, each column passed as a list and unnested (fast, no pandas scan)."""
+    """Bulk insert: one statement, each column passed as a list and unnested (fast, no pandas scan).
+    (`ignore_existing`: INSERT OR IGNORE, for a table with a key; `metrics` has none, see _insert_new_metrics.)"""
     if not rows:
         return
     columns = list(columns)
@@ -58,9 +59,23 @@ def _insert_rows(conn, table: str, rows: list[dict], columns, ignore_existing: b
     conn.connection.driver_connection.execute(f"{verb} {table} BY NAME SELECT {select}", params)
 
 
+def _insert_new_metrics(raw, source: str, params=None) -> None:
+    """Insert the rows of `source` (a table, view or subquery with distinct (job_id, epoch)) whose
+    (job_id, epoch) `metrics` does not hold yet, sorted by (job_id, epoch).
+
+    `metrics` has no key (migration 0008: its index had become the cost of ingest), so the
+    duplicate check is this anti-join: a row already stored wins, as INSERT OR IGNORE did, which
+    is what makes replaying a journal after a crash harmless. Only the single writer (under the
+    store's lock) inserts, so no other insert can come between the check and the write.
+    """
+    raw.execute(f"INSERT INTO metrics BY NAME SELECT s.* FROM {source} s "
+                "ANTI JOIN metrics m ON m.job_id = s.job_id AND m.epoch = s.epoch "
+                "ORDER BY s.job_id, s.epoch", params)
+
+
 def insert_metrics(conn, rows: list[dict]) -> None:
-    """Metric rows (dicts keyed by the `metrics` columns; absent keys are NULL), INSERT OR IGNORE;
-    a (job_id, epoch) given twice is stored once (its last copy).
+    """Metric rows (dicts keyed by the `metrics` columns; absent keys are NULL); a (job_id, epoch)
+    already stored is skipped (the stored row stays), one given twice here is stored once (its last copy).
 
     Column by column into typed arrays, then one insert from that frame (DuckDB scans it
     without converting row by row): 5x faster than unnesting Python lists, which matters
@@ -84,7 +99,9 @@ def insert_metrics(conn, rows: list[dict]) -> None:
             floats = np.array(values, dtype=np.float64)  # (None becomes NaN here ...)
             missing = np.isnan(floats)
             if int(missing.sum()) != values.count(None):  # (... and DuckDB reads a frame's NaN as NULL: keep NaN)
-                _insert_rows(conn, "metrics", rows, METRIC_COLUMNS, ignore_existing=True)
+                params = {f"c{i}": [r.get(c) for r in rows] for i, c in enumerate(METRIC_COLUMNS)}
+                select = ", ".join(f"unnest($c{i}) AS {c}" for i, c in enumerate(METRIC_COLUMNS))
+                _insert_new_metrics(conn.connection.driver_connection, f"(SELECT {select})", params)
                 return
             data[c] = pd.arrays.FloatingArray(floats, missing) if missing.any() else floats
     frame = pd.DataFrame(data)
@@ -95,7 +112,7 @@ def insert_metrics(conn, rows: list[dict]) -> None:
         pass
     raw.register("_ddsweep_metric_rows", frame)
     try:
-        raw.execute("INSERT OR IGNORE INTO metrics BY NAME SELECT * FROM _ddsweep_metric_rows")
+        _insert_new_metrics(raw, "_ddsweep_metric_rows")
     finally:
         raw.unregister("_ddsweep_metric_rows")
 
@@ -242,7 +259,7 @@ def apply_events(conn, owner: str, events: list[Event], lease_seconds: float | N
     """Record worker events (metric rows, progress, retries, job ends) in one transaction; idempotent.
 
     Events are replayed from a journal after a crash, so applying one twice changes nothing:
-    metric rows are keyed by (job_id, epoch) and inserted OR IGNORE, progress only grows,
+    metric rows are keyed by (job_id, epoch) and a stored one is never inserted again, progress only grows,
     counters are stored as absolute values. With `lease_seconds`, `owner`'s leases are renewed.
     """
     insert_metrics(conn, [r for e in events if isinstance(e, Metrics) for r in e.rows])  # (a row twice: once)
