@@ -9,7 +9,7 @@ import yaml
 from ddsweep.analysis.emc import emc_table
 from ddsweep.analysis.peaks import describe_lines, summarize
 from ddsweep.exchange import import_frame
-from tests.conftest import ROOT, write_grid
+from tests.conftest import ROOT, finish_pending, write_grid
 from tests.synthetic import model_wise
 
 WIDTHS = [1, 2, 4, 8, 16, 32, 64, 128]
@@ -93,20 +93,8 @@ def test_the_embedded_text_preset_runs_through_the_cli(tmp_path, cli):
 
 def _finish_with(db, error, loss):
     """Finish every pending job with synthetic metrics: test error error(w), test loss loss(w)."""
-    from ddsweep.store import Store
-    from ddsweep.store import jobs as store_jobs
-    from ddsweep.workers.events import Finished, JobStatus, Metrics
-
-    with Store(db).write() as conn:
-        claimed = store_jobs.claim(conn, "fake", 10**6)
-        events = []
-        for j in claimed:
-            w, e = j["config"]["width"], j["epochs"]
-            rows = [{"job_id": j["job_id"], "epoch": 0, "test_error": 0.9, "train_error": 0.9, "test_loss": 3.0},
-                    {"job_id": j["job_id"], "epoch": e, "test_error": error(w), "train_error": 0.5,
-                     "test_loss": loss(w)}]
-            events += [Metrics(rows=rows), Finished(job_id=j["job_id"], status=JobStatus.DONE, epochs=e)]
-        store_jobs.apply_events(conn, "fake", events)
+    finish_pending(db, lambda w: {"test_error": error(w), "train_error": 0.5, "test_loss": loss(w)},
+                   first={"test_error": 0.9, "train_error": 0.9, "test_loss": 3.0})
 
 
 def test_refine_follows_the_peak_of_the_metric_asked_for(tmp_path):

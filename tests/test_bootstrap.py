@@ -7,7 +7,6 @@ first three bytes, so that which samples a run trained on can be read off the im
 
 from __future__ import annotations
 
-import zipfile
 
 import numpy as np
 import pandas as pd

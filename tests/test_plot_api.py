@@ -3,7 +3,6 @@ files only when asked; the figures' data computed apart from drawing; the plot c
 
 import os
 import struct
-import zlib
 
 import numpy as np
 import pandas as pd

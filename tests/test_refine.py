@@ -9,10 +9,9 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import TINY, write_grid
-from ddsweep.refinement import (Axis, Cell, ask, is_geometric, locate, propose, simulate, study_dir, study_name,
+from conftest import TINY, finish_pending, write_grid
+from ddsweep.refinement import (Axis, Cell, ask, is_geometric, propose, simulate, study_dir, study_name,
                                 sync_study)
-from ddsweep.workers.events import Finished, JobStatus, Metrics
 
 LOG_WIDTH = Axis("width", True, True, 2, 300)
 COARSE = [int(round(v)) for v in np.geomspace(2, 300, 6)]  # 2 5 15 40 110 300: the coarse MNIST-1D grid
@@ -165,20 +164,7 @@ GRID = {**TINY, "name": "syn", "train": {**TINY["train"], "epochs": 8}, "eval": 
 
 def fake_work(db, test_error, train_error=lambda w: 0.5):
     """Finish every pending job with synthetic metrics (epochs 0 and the horizon) instead of training."""
-    from ddsweep.store import Store
-    from ddsweep.store import jobs as store_jobs
-
-    with Store(db).write() as conn:
-        claimed = store_jobs.claim(conn, "fake", 10**6)
-        events = []
-        for j in claimed:
-            w, e = j["config"]["width"], j["epochs"]
-            rows = [{"job_id": j["job_id"], "epoch": 0, "test_error": 0.9, "train_error": 0.9},
-                    {"job_id": j["job_id"], "epoch": e, "test_error": test_error(w), "train_error": train_error(w)}]
-            events += [Metrics(rows=rows),
-                       Finished(job_id=j["job_id"], status=JobStatus.DONE, epochs=e)]
-        store_jobs.apply_events(conn, "fake", events)
-    return type("W", (), {"done": len(claimed), "failed": 0, "diverged": 0})()
+    return finish_pending(db, lambda w: {"test_error": test_error(w), "train_error": train_error(w)})
 
 
 def _db_state(db):
@@ -317,20 +303,8 @@ VAL_GRID = {**GRID, "dataset": {**GRID["dataset"], "val": 200},
 
 def fake_work_val(db, test_error, val_error):
     """fake_work with a validation split: the val and test errors peak at different widths."""
-    from ddsweep.store import Store
-    from ddsweep.store import jobs as store_jobs
-
-    with Store(db).write() as conn:
-        claimed = store_jobs.claim(conn, "fake", 10**6)
-        events = []
-        for j in claimed:
-            w, e = j["config"]["width"], j["epochs"]
-            rows = [{"job_id": j["job_id"], "epoch": 0, "test_error": 0.9, "train_error": 0.9, "val_error": 0.9},
-                    {"job_id": j["job_id"], "epoch": e, "test_error": test_error(w), "train_error": 0.5,
-                     "val_error": val_error(w)}]
-            events += [Metrics(rows=rows), Finished(job_id=j["job_id"], status=JobStatus.DONE, epochs=e)]
-        store_jobs.apply_events(conn, "fake", events)
-    return type("W", (), {"done": len(claimed), "failed": 0, "diverged": 0})()
+    return finish_pending(db, lambda w: {"test_error": test_error(w), "train_error": 0.5, "val_error": val_error(w)},
+                          first={"test_error": 0.9, "train_error": 0.9, "val_error": 0.9})
 
 
 def test_refine_selects_on_validation_error(tmp_path, cli):

@@ -2,7 +2,6 @@
 
 import ast
 import hashlib
-import os
 from pathlib import Path
 
 import duckdb

@@ -22,7 +22,6 @@ import json
 import math
 import os
 import re
-import resource
 import shutil
 import subprocess
 import sys

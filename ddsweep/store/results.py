@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ddsweep.axes import JOB_AXES, METRICS, RESULT_COLUMNS, normalize
+from ddsweep.axes import METRICS, RESULT_COLUMNS, normalize
 from ddsweep.errors import UserError
 from ddsweep.store.connection import DEFAULT_WAIT, Store
 from ddsweep.store.filters import COLUMN_SQL, JOB_COLUMNS, sql_filters as _filters
