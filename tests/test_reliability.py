@@ -318,7 +318,9 @@ def test_eight_planners_a_worker_and_a_reader_at_once(tmp_path):
     stop = tmp_path / "stop"
     reader = subprocess.Popen([sys.executable, "-c", READER, str(db), str(stop)], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True, cwd=ROOT)
-    work = start_work(db, "--cpus", 1)
+    # progress reaches the database every 0.5 s (default 5 s): on a fast machine the base jobs train in
+    # about 4 s, and the reader must see them running with a rate, not only pending and then done
+    work = start_work(db, "--cpus", 1, "--flush-every", 0.5)
     planners = []
     try:
         assert reader.stdout.readline().strip() == "ready"  # polling from now on
