@@ -386,13 +386,15 @@ def test_ctrl_c_checkpoints_and_hands_back_then_resumes(tmp_path):
     stopped_at = checkpoint_epoch(db, wide[0])
     assert 1 <= stopped_at < 48
 
-    # Two Ctrl-Cs: stop at once (workers killed), jobs go back all the same.
+    # Two Ctrl-Cs: stop at once (workers killed), jobs go back all the same. The worker is frozen first (as
+    # one deep in a long step would be): otherwise its graceful stop can end before the second Ctrl-C lands.
     proc = start_work(db, "--cpus", 1)
     try:
         wait_for(lambda: len(worker_pids(proc.pid)) == 1, what="a worker")
         time.sleep(1.0)
+        os.kill(worker_pids(proc.pid)[0], signal.SIGSTOP)
         os.killpg(proc.pid, signal.SIGINT)
-        time.sleep(0.2)
+        time.sleep(0.5)  # the coordinator looks at its signals every 0.2 s
         os.killpg(proc.pid, signal.SIGINT)
         t = time.monotonic()
         out, err = finish(proc, timeout=30, code=130)
