@@ -186,6 +186,34 @@ def test_a_map_over_many_epochs_is_binned_in_sql_and_draws_what_all_rows_draw(tm
     assert len(a) == len(b) and all(np.allclose(u, v, equal_nan=True) for u, v in zip(a, b))
 
 
+@pytest.mark.parametrize("where", [None, ["test_error<0.6"], ["test_error<0.6", "width>=4"]])
+def test_binned_map_with_gaps_nan_and_a_running_job_equals_the_one_from_every_row(tmp_path, where):
+    """The binned read groups whole bins at once only where every job has every epoch's value: a job
+    still running, NaN values and a filter on a metric leave bins uneven, which take the exact path
+    (per cell and epoch first). Either way the map equals the one drawn from every row."""
+    import importlib
+
+    from ddsweep.where import parse_where
+
+    heatmap_mod = importlib.import_module("ddsweep.plot.heatmap")
+    where = where and parse_where(where)
+    db = tmp_path / "gaps.duckdb"
+    df = grid_frame([2, 4, 8], 700, n_values=(500,), noises=(0.2,), seeds=(0, 1, 2))
+    running = (df["width"] == 4) & (df["seed"] == 1) & (df["epoch"] > 450)  # (evaluated up to epoch 450 so far)
+    df = df[~running].copy()
+    nan_rows = (df["width"] == 8) & (df["epoch"] % 97 == 5) & (df["seed"] == 0)
+    df.loc[nan_rows, "test_error"] = np.nan
+    import_frame(df.drop(columns="job_id").assign(dataset="mnist1d"), db, sweep="gaps")
+    full = api.load_metrics(db)
+    name, binned = heatmap_mod._read(db, None, where, "width", "epoch", "test_error", "label_noise", None, None)
+    assert binned["epoch"].nunique() <= heatmap_mod.MAX_CELLS < full["epoch"].nunique()
+    a = _drawn(heatmap_mod.heatmap_figure(binned, name, x="width", y="epoch"))
+    b = _drawn(heatmap_mod.heatmap_figure(full, name, x="width", y="epoch", where=where))
+    assert len(a) == len(b) and all(np.allclose(u, v, equal_nan=True) for u, v in zip(a, b))
+    seeds = binned.set_index(["width", "epoch"])["seeds"]
+    assert seeds.max() == 3 and seeds.loc[4].iloc[-1] < 3  # (the running job's late bins: fewer seeds)
+
+
 @pytest.mark.parametrize("output", ["arrow", "polars"])
 def test_arrow_and_polars_output(synthetic_db, output):
     module = {"arrow": "pyarrow", "polars": "polars"}[output]

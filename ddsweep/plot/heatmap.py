@@ -21,9 +21,9 @@ from ddsweep.analysis import at_epoch, free_axes, seed_mean
 from ddsweep.analysis.emc import emc_over_n
 from ddsweep.analysis.frames import apply_where, check_columns
 from ddsweep.errors import UserError
-from ddsweep.plot.style import (LABELS, axes_key, axis_scale, bin_centers, caption_text, check_out, check_varies, edges,
-                                finish, fmt_level, frame_or_db, label, new_figure, one_axes, options, set_scale,
-                                styled, title_text, title_with, where_text)
+from ddsweep.plot.style import (LABELS, MANY_PANELS, axes_key, axis_scale, bin_centers, caption_text, check_out,
+                                check_varies, edges, finish, fmt_level, frame_or_db, label, minor_marks, new_figure,
+                                one_axes, options, set_scale, styled, title_text, title_with, where_text)
 from ddsweep.store import results
 
 __all__ = ["heatmap", "heatmap_figure", "heatmap_data", "MapData", "LABELS"]
@@ -77,7 +77,7 @@ def _read(db, sweep, where, x, y, metric, facet, row, epoch):
             return centers
 
         red = results.reduce(db, sweep, where, epoch=None if over_epochs else epoch, metrics=metrics,
-                             curves=over_epochs, epoch_bins=epoch_bins if over_epochs else None)
+                             curves=over_epochs, epoch_bins=epoch_bins if over_epochs else None, rows=not over_epochs)
         if not over_epochs:
             return red["sweep"], red["rows"]
         red["curves"].attrs["binned"] = binned  # (said in the caption, as when heatmap_data bins)
@@ -254,7 +254,7 @@ def _draw(d: MapData, name, log_color, ax, opts, where):
         m = d.panels.get((r, c))
         panel_title = " | ".join(fmt_level(a, v) for a, v in ((d.row, r), (d.facet, c)) if a)
         if panel_title:
-            pax.set_title(panel_title, fontsize="medium")
+            pax.set_title(panel_title, fontsize="medium", y=1.0)  # (y given: not re-placed over top ticks, none)
         if m is None:
             pax.set_axis_off()
             continue
@@ -284,6 +284,8 @@ def _draw(d: MapData, name, log_color, ax, opts, where):
             pax.xaxis.set_tick_params(labelbottom=True)
         if j == 0:
             pax.set_ylabel(label(y))
+    if ax is None and len(places) > MANY_PANELS:  # (minor ticks as marks: Tick objects are most of the drawing)
+        minor_marks([axes[i][j] for (r, c), i, j in places if (r, c) in d.panels])
     key = []
     if handles:  # under the panels: a legend inside one would cover cells and contours
         from matplotlib.lines import Line2D

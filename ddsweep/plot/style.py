@@ -209,7 +209,10 @@ def finish(fig, out, opts: FigureOptions):
 
 def save(fig, out: Path, dpi: int = DEFAULT_DPI) -> Path:
     out = Path(out)
-    fig.savefig(out, dpi=dpi, bbox_inches="tight")
+    # A constrained layout already fits every text inside the figure: saved as it is, the file has the size
+    # asked for (--size: a paper's column width) and is drawn once, not twice (a tight box is a second draw).
+    tight = None if fig.get_layout_engine() is not None else "tight"
+    fig.savefig(out, dpi=dpi, bbox_inches=tight)
     return out
 
 
@@ -297,6 +300,47 @@ def set_scale(ax, which: str, scale: str, top: float | None = None) -> None:
         axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
         axis.set_minor_locator(FixedLocator([m * 10 ** k for k in range(decades + 1) for m in range(2, 10)]))
         axis.set_minor_formatter(NullFormatter())
+
+
+MANY_PANELS = 4  # above this many panels, minor ticks are drawn as marks (minor_marks)
+
+
+def minor_marks(axes_list) -> None:
+    """Draw the minor ticks of these Axes as one line of tick-shaped markers per axis.
+
+    A grid of many log or symlog panels spends most of its drawing time on matplotlib's Tick
+    objects (each two lines and two texts, created and transformed at every draw, by the layout
+    too): 20 panels with about 55 minor ticks each took 1.7 s of a 3.6 s save on 2 cores. The
+    marks look the same (length, width, colour and direction from the style) and cost one
+    artist per axis; they do not follow limits changed after drawing, so they are used only
+    for figures of many panels, all drawn here with fixed limits.
+    """
+    import matplotlib as mpl
+    from matplotlib import lines as mlines
+    from matplotlib.ticker import NullLocator
+
+    marker = {"x": {"out": mlines.TICKDOWN, "in": mlines.TICKUP, "inout": "|"},
+              "y": {"out": mlines.TICKLEFT, "in": mlines.TICKRIGHT, "inout": "_"}}
+    for which in ("x", "y"):
+        rc = lambda key: mpl.rcParams[f"{which}tick.{key}"]  # noqa: E731
+        if not rc("bottom" if which == "x" else "left"):  # (the side ticks are drawn on)
+            continue
+        per_axes = []
+        for ax in axes_list:
+            axis = ax.xaxis if which == "x" else ax.yaxis
+            lo, hi = sorted(axis.get_view_interval())
+            locs = [v for v in axis.get_minorticklocs() if lo - 1e-9 * abs(lo) <= v <= hi + 1e-9 * abs(hi)]
+            per_axes.append((ax, locs))
+        for ax, locs in per_axes:
+            (ax.xaxis if which == "x" else ax.yaxis).set_minor_locator(NullLocator())  # (shared: for all)
+            if not locs:
+                continue
+            at_edge = [0.0] * len(locs)
+            xy = (locs, at_edge) if which == "x" else (at_edge, locs)
+            transform = ax.get_xaxis_transform() if which == "x" else ax.get_yaxis_transform()
+            ax.plot(*xy, transform=transform, ls="none", marker=marker[which][rc("direction")],
+                    ms=rc("minor.size"), mew=rc("minor.width"), color=rc("color"), clip_on=False,
+                    scalex=False, scaley=False, zorder=2.5)
 
 
 # How figures name columns (from the vocabulary, ddsweep.axes); any other column: its name in words.

@@ -381,7 +381,7 @@ def cell_keys(rows: pd.DataFrame) -> list[str]:
 def reduce(db, sweep: str | None = None, where: dict | None = None, epoch: int | None = None,
            metrics=("test_error", "train_error"), curves=False, best: str | None = None,
            best_until: int | None = None, best_select: str | None = None, epoch_bins=None,
-           wait: float = DEFAULT_WAIT) -> dict:
+           rows: bool = True, wait: float = DEFAULT_WAIT) -> dict:
     """A sweep reduced in DuckDB to what summary, emc and the figures read.
 
     Returns {"sweep", "rows", "curves", "best"}: `rows`, each job's row at `epoch` (None:
@@ -393,6 +393,8 @@ def reduce(db, sweep: str | None = None, where: dict | None = None, epoch: int |
     `epoch_bins`: a function of the evaluated epochs giving {epoch: its bin's center}; the
     curves are then binned in DuckDB (per cell and bin: the mean over the bin's epochs of the
     seed means, and of `seeds`), as a map draws them, so only the cells drawn come back.
+    rows=False: only the curves (and best) are wanted: `rows` is None and the cells are read
+    from the jobs with metric rows, not from each job's last row (a scan of every row less).
     """
     best_select = None if best_select == best else best_select
     name = pick_sweep(db, sweep, wait)
@@ -401,15 +403,21 @@ def reduce(db, sweep: str | None = None, where: dict | None = None, epoch: int |
         if not conn.execute("SELECT 1 FROM metrics m JOIN jobs j USING (job_id) WHERE j.sweep = ? LIMIT 1",
                             [name]).fetchall():
             raise UserError(f"{db}: sweep {name} has no metric rows yet; run `ddsweep work --db {db}` first")
-        sql, args = _metric_sql(name, where, None if epoch is None else [epoch], epoch is None,
-                                [*JOB_COLUMNS, "epoch", *metrics], None, conn)
-        rows = _out(conn.sql(sql + " ORDER BY j.job_id", params=args or None), "pandas")
-        if rows.empty and epoch is not None:
-            raise UserError(not_evaluated(epoch, evaluated_epochs(conn, name, where)))
-        keys = cell_keys(rows)
         filters, fargs = _filters(conn, name, where)
-        out = {"sweep": name, "rows": rows, "curves": None, "best": None}
-        if curves is True or callable(curves) and curves(rows):
+        if rows:
+            sql, args = _metric_sql(name, where, None if epoch is None else [epoch], epoch is None,
+                                    [*JOB_COLUMNS, "epoch", *metrics], None, conn)
+            table = _out(conn.sql(sql + " ORDER BY j.job_id", params=args or None), "pandas")
+            if table.empty and epoch is not None:
+                raise UserError(not_evaluated(epoch, evaluated_epochs(conn, name, where)))
+        else:
+            jf, ja = _job_filters(filters, fargs)
+            sql = (f"SELECT {', '.join(f'{COLUMN_SQL[c]} AS {c}' for c in JOB_COLUMNS)} FROM jobs j WHERE "
+                   + " AND ".join(jf + ["j.job_id IN (SELECT DISTINCT job_id FROM metrics)"]))
+            table = _out(conn.sql(sql, params=ja or None), "pandas")
+        keys = cell_keys(table)
+        out = {"sweep": name, "rows": table if rows else None, "curves": None, "best": None}
+        if curves is True or callable(curves) and curves(table):
             q = _means_sql(keys, metrics, filters) + f" ORDER BY {', '.join(keys + ['epoch'])}"
             if epoch_bins is None:
                 out["curves"] = _out(conn.sql(q, params=fargs or None), "pandas")
@@ -429,30 +437,61 @@ def reduce(db, sweep: str | None = None, where: dict | None = None, epoch: int |
     return out
 
 
+def _job_filters(filters: list[str], fargs: list) -> tuple[list[str], list]:
+    """The conditions (and their arguments) over the jobs alone, without those on the metric rows ("m.")."""
+    job_filters, job_args, at = [], [], 0
+    for f in filters:
+        if "m." not in f:
+            job_filters.append(f)
+            job_args += fargs[at:at + f.count("?")]
+        at += f.count("?")
+    return job_filters, job_args
+
+
 def _binned(conn, keys: list[str], metrics: list[str], filters: list[str], fargs: list, epoch_bins):
     """(SQL, args): the seed means per cell and epoch, averaged per cell over each bin of epochs
     (`epoch` is then the bin's center): 4,000 evaluated epochs come back as a map's few hundred rows.
 
-    The seed means are grouped on two integers, the cell (`dense_rank` of the jobs' cell
-    columns) and the epoch, and only the means a map draws are kept (no standard errors):
-    4M groups at 20M rows, so their width is the query's memory.
+    Where every job of a cell has a value at every epoch of a bin (a finished sweep: nearly
+    every bin), each epoch has the same number of seeds, so that mean of seed means is the
+    plain mean of the bin's rows: one grouping per (cell, bin), 300K groups at 20M rows. Only
+    the other bins (jobs still running, seeds evaluated at other epochs, NaN values, a filter
+    on a metric) are grouped per (cell, epoch) first, as the definition says. A bin is even
+    when its rows number the cell's jobs x the bin's epochs (a job has one row per epoch)
+    and no value is missing. Cells are integers (`dense_rank` of the jobs' cell columns).
     """
     where = f" WHERE {' AND '.join(filters)}" if filters else ""
     epochs = [r[0] for r in conn.execute(
         f"SELECT DISTINCT m.epoch FROM metrics m JOIN jobs j USING (job_id){where} ORDER BY 1", fargs).fetchall()]
     centers = epoch_bins(epochs)
+    job_filters, job_args = _job_filters(filters, fargs)
     key_sql = ", ".join(COLUMN_SQL[k] for k in keys)
     cells = f"SELECT job_id, dense_rank() OVER (ORDER BY {key_sql}) AS cell FROM jobs j"
     cell_keys = ("SELECT DISTINCT c.cell, " + ", ".join(f"{COLUMN_SQL[k]} AS {k}" for k in keys)
                  + " FROM jobs j JOIN _cells c USING (job_id)")
+    jwhere = f" WHERE {' AND '.join(job_filters)}" if job_filters else ""
+    jobs = f"SELECT c.cell, count(*) AS jobs FROM jobs j JOIN _cells c USING (job_id){jwhere} GROUP BY c.cell"
     bins = "SELECT unnest(?::INTEGER[]) AS epoch, unnest(?::DOUBLE[]) AS center"
-    means = (f"SELECT c.cell, m.epoch, " + ", ".join(f"avg({_num(COLUMN_SQL[m])}) AS {m}" for m in metrics)
-             + f", count(*) AS seeds FROM metrics m JOIN jobs j USING (job_id) JOIN _cells c USING (job_id){where} "
-             "GROUP BY c.cell, m.epoch")
-    binned = ("SELECT cell, b.center, " + ", ".join(f"avg({m}) AS {m}" for m in metrics)
-              + ", avg(seeds) AS seeds FROM _means JOIN _bins b USING (epoch) GROUP BY cell, b.center")
+    widths = "SELECT center, count(*) AS epochs FROM _bins GROUP BY center"
+    rows = "FROM metrics m JOIN jobs j USING (job_id) JOIN _cells c USING (job_id) JOIN _bins b USING (epoch)"
+    pooled = ("SELECT c.cell, b.center, count(*) AS n, "
+              + ", ".join(f"sum({_num(COLUMN_SQL[m])}) AS {m}_sum, count({_num(COLUMN_SQL[m])}) AS {m}_n"
+                          for m in metrics)
+              + f" {rows}{where} GROUP BY c.cell, b.center")
+    even_if = "p.n = k.jobs * w.epochs" + "".join(f" AND p.{m}_n = p.n" for m in metrics)
+    checked = (f"SELECT p.*, w.epochs, {even_if} AS even FROM _pooled p JOIN _jobs k USING (cell) JOIN _widths w "
+               "USING (center)")
+    even = ("SELECT cell, center, " + ", ".join(f"{m}_sum / {m}_n AS {m}" for m in metrics)
+            + ", n / epochs AS seeds FROM _checked WHERE even")
+    uneven = "SELECT cell, center FROM _checked WHERE NOT even"
+    means = ("SELECT c.cell, b.center, m.epoch, " + ", ".join(f"avg({_num(COLUMN_SQL[m])}) AS {m}" for m in metrics)
+             + f", count(*) AS seeds {rows} JOIN _uneven u ON u.cell = c.cell AND u.center = b.center{where} "
+             "GROUP BY c.cell, b.center, m.epoch")
+    exact = ("SELECT cell, center, " + ", ".join(f"avg({m}) AS {m}" for m in metrics)
+             + ", avg(seeds) AS seeds FROM _means GROUP BY cell, center")
     sel = ", ".join([*(f"k.{k}" for k in keys), "v.center AS epoch_center", *(f"v.{m}" for m in metrics), "v.seeds"])
-    q = (f"WITH _cells AS ({cells}), _keys AS ({cell_keys}), _bins AS ({bins}), _means AS ({means}), "
-         f"_binned AS ({binned}) SELECT {sel} FROM _binned v JOIN _keys k USING (cell) "
-         f"ORDER BY {', '.join(keys)}, epoch_center")
-    return q, [[int(e) for e in epochs], [float(centers[e]) for e in epochs], *fargs]
+    q = (f"WITH _cells AS ({cells}), _keys AS ({cell_keys}), _jobs AS ({jobs}), _bins AS ({bins}), "
+         f"_widths AS ({widths}), _pooled AS ({pooled}), _checked AS ({checked}), _uneven AS ({uneven}), "
+         f"_means AS ({means}), _binned AS ({even} UNION ALL {exact}) "
+         f"SELECT {sel} FROM _binned v JOIN _keys k USING (cell) ORDER BY {', '.join(keys)}, epoch_center")
+    return q, [*job_args, [int(e) for e in epochs], [float(centers[e]) for e in epochs], *fargs, *fargs]
