@@ -20,7 +20,8 @@ from ddsweep.store import results
 from ddsweep.workers import WorkResult, work
 from ddsweep.workers.events import RETRYABLE, JobStatus
 
-__all__ = ["plan", "work", "status", "query", "queries", "load_metrics", "retry", "extend", "PlanResult", "WorkResult",
+__all__ = ["plan", "work", "status", "query", "queries", "load_metrics", "retry", "extend", "upgrade", "PlanResult",
+           "WorkResult",
            "emc", "summary", "bootstrap_summary", "export", "import_results", "report", "refine"]
 
 
@@ -129,6 +130,19 @@ def extend(db: str | Path = "results.duckdb", epochs: int = 0, sweep: str | None
     _check_epochs(epochs)
     with _write_sweep(db, sweep) as conn:
         return store_jobs.extend(conn, int(epochs), sweep)
+
+
+def upgrade(db: str | Path = "results.duckdb") -> tuple[str | None, str]:
+    """Bring a database made by an older ddsweep to this one's schema; returns (revision before, now).
+
+    The read commands never write, so they refuse an older file with one line saying this;
+    `plan` and `work` upgrade it as they open it to write. Every stored row is kept
+    (tests/test_upgrade_assets.py reads back frozen databases of each earlier revision).
+    """
+    from ddsweep.store.connection import head_revision
+
+    before = Store(db).upgrade()
+    return before, head_revision()
 
 
 @contextmanager

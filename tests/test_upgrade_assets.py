@@ -2,13 +2,15 @@
 
 tests/upgrade_assets/ holds one frozen database per earlier Alembic revision (made by
 make_assets.py there: a trained sweep plus pending jobs), standing for the results
-users already have. Each is copied, opened with the current code (which migrates it to
-head), and every stored row must read back with the values it was stored with.
+users already have. Each is copied; the read commands refuse it (reading would mean
+upgrading it, a write) and leave it as it was; `ddsweep upgrade` migrates it to head,
+and every stored row must read back with the values it was stored with.
 """
 
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -53,7 +55,7 @@ def _stored(db: Path) -> tuple[str, dict[str, pd.DataFrame]]:
 
 
 def _read_now(db: Path) -> dict[str, pd.DataFrame]:
-    """The same tables through the current code (its read path migrates an older file first)."""
+    """The same tables through the current code (after an upgrade: the read path does not migrate)."""
     from ddsweep.api import query
 
     return {table: query(f"SELECT * FROM {table} ORDER BY {order}", db) for table, order in ORDER.items()}
@@ -75,7 +77,7 @@ def test_every_earlier_revision_has_an_asset():
 
 
 @pytest.mark.parametrize("asset", _assets(), ids=_revision)
-def test_an_old_database_upgrades_and_reads_back_every_row(asset, tmp_path):
+def test_an_old_database_upgrades_and_reads_back_every_row(asset, tmp_path, cli):
     from ddsweep.api import load_metrics, query
     from ddsweep.grid import KNOB_COLUMNS, train_recipe
 
@@ -84,6 +86,19 @@ def test_an_old_database_upgrades_and_reads_back_every_row(asset, tmp_path):
     assert revision == _revision(asset) != head_revision()
     assert len(stored["jobs"]) and len(stored["metrics"]) and set(stored["jobs"]["status"]) == {"done", "pending"}
 
+    # a read command writes nothing, so it does not upgrade: one line saying how, the file as it was
+    before = hashlib.sha256(db.read_bytes()).hexdigest()
+    for args in (("status",), ("query", "select count(*) from metrics"), ("summary",)):
+        r = cli(*args, "--db", db)
+        assert r.exit_code == 2 and r.output.count("\n") == 1, r.output
+        assert f"older than this ddsweep's ({head_revision()})" in r.output and "ddsweep upgrade --db" in r.output
+    assert hashlib.sha256(db.read_bytes()).hexdigest() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results.duckdb"]  # (no lock file either)
+
+    r = cli("upgrade", "--db", db)
+    assert r.exit_code == 0 and f"from {revision} to {head_revision()}" in r.output, r.output
+    r = cli("upgrade", "--db", db)
+    assert r.exit_code == 0 and "nothing to do" in r.output, r.output
     now = _read_now(db)
     assert query("SELECT version_num FROM alembic_version", db).iloc[0, 0] == head_revision()
     _assert_rows_kept(stored, now)

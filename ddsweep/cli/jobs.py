@@ -1,4 +1,4 @@
-"""Commands that plan, train and inspect jobs: plan, work, status, query, retry, extend."""
+"""Commands that plan, train and inspect jobs: plan, work, status, query, retry, extend, upgrade."""
 
 from __future__ import annotations
 
@@ -172,3 +172,24 @@ def extend(db: Path = DB, sweep: Optional[str] = SWEEP,
 
     n = api.extend(db, epochs, sweep=sweep)
     out.print(f"extended {n} job(s) to {epochs} epochs; run `ddsweep work --db {db}` to train them")
+
+
+@app.command()
+@user_errors
+def upgrade(db: Path = DB):
+    """Bring a database made by an older ddsweep to this version's schema (every row kept).
+
+    The read commands (status, query, plot, ...) never write, so they ask for this first;
+    plan and work upgrade the file themselves.
+
+    Examples:
+
+      ddsweep upgrade --db results.duckdb
+    """
+    from ddsweep import api
+
+    before, now = api.upgrade(db)
+    if before == now:
+        out.print(f"{db}: schema {now} already, nothing to do")
+    else:
+        out.print(f"{db}: upgraded the schema from {before or 'none'} to {now}")

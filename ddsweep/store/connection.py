@@ -144,32 +144,56 @@ class Store:
 
         (Analysis reads go through `reader()` and ddsweep.store.results: DuckDB's own client.)
         """
-        with self._reading(wait, native=False) as conn:
+        with self._reading(wait, native=False, upgrade=True) as conn:
             yield conn
 
     @contextmanager
     def reader(self, wait: float | None = None):
         """A read-only connection of DuckDB's own client (Arrow, `.df()`, `.pl()`), for ddsweep.store.results.
 
-        Same waiting as `read()`; it writes nothing, not even a lock file (see `_take_turn`).
+        Same waiting as `read()`; it writes nothing, not even a lock file (see `_take_turn`), and
+        so does not upgrade an older schema either: that is one line saying `ddsweep upgrade`.
         """
-        with self._reading(wait, native=True) as conn:
+        with self._reading(wait, native=True, upgrade=False) as conn:
             yield conn
 
-    @contextmanager
-    def _reading(self, wait: float | None, native: bool):
-        wait = self.wait if wait is None else wait
+    def revision(self, wait: float | None = None) -> str | None:
+        """The schema revision the file holds (None: no ddsweep tables yet), read without upgrading it."""
+        self._require()
+        engine, conn = self._open_for_reading(self.wait if wait is None else wait, native=True)
+        try:
+            return _current_revision(_fetcher(conn), self.path)
+        finally:
+            _close(engine, conn)
+
+    def upgrade(self, wait: float | None = None) -> str | None:
+        """Bring an older schema to this ddsweep's (the Alembic migrations, under the write lock);
+        returns the revision it had. A current one is left untouched."""
+        before = self.revision(wait)
+        if before != head_revision():
+            with self.write(wait):  # (migrates as it opens)
+                pass
+        return before
+
+    def _require(self) -> None:
         if not self.path.exists():
             raise UserError(f"{self.path}: no such database; create it with `ddsweep plan GRID.yaml --db {self.path}`")
+
+    @contextmanager
+    def _reading(self, wait: float | None, native: bool, upgrade: bool):
+        wait = self.wait if wait is None else wait
+        self._require()
         engine, conn = self._open_for_reading(wait, native)
         try:
-            current = _current_revision(_fetcher(conn), self.path) == head_revision()
-            if current:
+            revision = _current_revision(_fetcher(conn), self.path)
+            if revision == head_revision():
                 yield conn
                 return
         finally:
             _close(engine, conn)
-        with self.write(wait):  # an older schema: upgrade it, then read
+        if not upgrade:
+            raise SchemaError(older_schema(self.path, revision))
+        with self.write(wait):  # an older schema, for a command that writes anyway: upgrade it, then read
             pass
         engine, conn = self._open(read_only=True, wait=wait, native=native)
         try:
@@ -351,6 +375,14 @@ def _current_revision(fetch, path) -> str | None:
         raise SchemaError(f"{path}: schema version {rev} is newer than this ddsweep knows "
                           f"(up to {head_revision()}); upgrade ddsweep to use this database")
     return rev
+
+
+def older_schema(path, revision: str | None) -> str:
+    """The one line a read-only command gives for a database it would have to upgrade (a write) to read."""
+    if revision is None:
+        return f"{path}: no ddsweep tables yet; plan a grid into it: ddsweep plan GRID.yaml --db {path}"
+    return (f"{path}: its schema ({revision}) is older than this ddsweep's ({head_revision()}); upgrade it "
+            f"first: ddsweep upgrade --db {path} (plan and work upgrade it too)")
 
 
 def _migrate(conn, path) -> None:
