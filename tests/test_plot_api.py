@@ -130,8 +130,7 @@ def test_figure_options_on_the_command_line(frame, tmp_path, cli):
     r = cli("plot", "curve", "--db", db, "--out", out, "--size", "4,3", "--dpi", "100", "--style", "paper",
             "--no-title")
     assert r.exit_code == 0, r.output
-    w, h = _png_size(out)
-    assert 300 <= w <= 560 and 220 <= h <= 420  # about 4 x 3 in at 100 dpi (tight box: a little more or less)
+    assert _png_size(out) == (400, 300)  # 4 x 3 in at 100 dpi: the size asked for (a paper's column width)
     big = tmp_path / "big.png"
     assert cli("plot", "heatmap", "--db", db, "--out", big, "--dpi", "200", "--title", "Fig. 2").exit_code == 0
     assert _png_size(big)[0] > 1.8 * _png_size(tmp_path / "c.png")[0]
@@ -142,6 +141,28 @@ def test_figure_options_on_the_command_line(frame, tmp_path, cli):
         r = cli("plot", "curve", "--db", db, "--out", tmp_path / "bad.png", *args)
         assert r.exit_code == 2 and r.output.count("\n") == 1 and message in r.output, (args, r.output)
     assert not (tmp_path / "bad.png").exists()
+
+
+@pytest.mark.parametrize("style,size", [("lab", None), ("paper", None), ("talk", None), ("lab", (3.5, 3.0)),
+                                        ("paper", (3.5, 3.0)), ("talk", (5.0, 4.0))])
+def test_no_text_is_cut_at_the_edges_of_the_figure(frame, tmp_path, style, size):
+    """Figures are saved at their own size (not grown to a box around their texts), so every title,
+    caption line and legend entry must fit inside it, even a narrow one with large type."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    db = tmp_path / "m.duckdb"
+    import_frame(frame.drop(columns="job_id"), db, sweep="a-sweep-with-a-rather-long-name-for-its-caption")
+    where = {"width": ["4", "8", "16"]}
+    for draw in (lambda: curve(db, where=where, size=size, style=style),
+                 lambda: heatmap(db, size=size, style=style, contour=[0.1, 0.3]),
+                 lambda: bootstrap(_worlds(), size=size, style=style)):
+        fig = draw()
+        FigureCanvasAgg(fig)
+        fig.draw_without_rendering()
+        drawn = fig.get_tightbbox(fig.canvas.get_renderer())  # (inches: what bbox_inches="tight" would keep)
+        w, h = fig.get_size_inches()
+        assert -0.01 <= drawn.x0 and drawn.x1 <= w + 0.01 and -0.01 <= drawn.y0 and drawn.y1 <= h + 0.01, \
+            (style, size, drawn, (w, h))
 
 
 def test_where_in_titles_stays_short():

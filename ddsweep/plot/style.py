@@ -8,6 +8,7 @@ a style is an rcParams context active while a figure is built.
 from __future__ import annotations
 
 from contextlib import contextmanager
+from functools import lru_cache
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -143,24 +144,75 @@ def title_text(opts: FigureOptions, text: str, fig=None, ax=None) -> None:
     if ax is not None:
         ax.set_title(text)
     else:
-        fig.suptitle(text, fontsize="large")
+        fig.suptitle("\n".join(fit_lines(fig, text.split("\n"), "large")), fontsize="large")
 
 
 def caption_text(opts: FigureOptions, fig, lines, handles=(), labels=(), ncols: int | None = None):
     """Under the plot: the key to its lines (handles, labels) and, in small type, method notes
     (not in the paper style). One legend block holds both (its title is the notes): two separate
     blocks at the bottom of a constrained layout overlap. Returns the legend (or None)."""
-    notes = "\n".join(line for line in lines if line) if opts.caption else ""
+    notes = "\n".join(fit_lines(fig, [line for line in lines if line], "x-small")) if opts.caption else ""
     if len(handles):
+        ncols = _fitting_columns(fig, list(labels), ncols or min(len(handles), 4))
         legend = fig.legend(list(handles), list(labels), loc="outside lower center", frameon=False,
-                            ncols=ncols or min(len(handles), 4), fontsize="small", title=notes or None,
-                            title_fontsize="x-small")
+                            ncols=ncols, fontsize="small", title=notes or None, title_fontsize="x-small")
         if notes:
             legend.get_title().set_color("0.35")
         return legend
     if notes:
         fig.supxlabel(notes, fontsize="x-small", color="0.35")
     return None
+
+
+def _text_width(text: str, size, dpi: float = 100) -> float:
+    """The width of `text` in points, in the current style's font at `size` ("small", 9, ...), as drawn
+    at `dpi` (glyph hinting makes small type wider at low resolutions)."""
+    from matplotlib.font_manager import FontProperties
+
+    pixels = _renderer(float(dpi)).get_text_width_height_descent(text, FontProperties(size=size), ismath=False)[0]
+    return pixels * 72 / dpi
+
+
+@lru_cache(maxsize=8)
+def _renderer(dpi: float):
+    from matplotlib.backends.backend_agg import RendererAgg
+
+    return RendererAgg(1, 1, dpi)
+
+
+def fit_lines(fig, lines, size) -> list[str]:
+    """The lines, wrapped between words to the figure's width. (A figure is saved at its own size,
+    not grown to a tight box around its texts: a line wider than it would be cut at the edges.)"""
+    room = fig.get_figwidth() * 72 * 0.94  # (a legend's padding around it)
+    out = []
+    for line in lines:
+        current = ""
+        for word in str(line).split(" "):
+            longer = f"{current} {word}" if current else word
+            if current and _text_width(longer, size, fig.dpi) > room:
+                out.append(current)
+                current = word
+            else:
+                current = longer
+        out.append(current)
+    return out
+
+
+def _fitting_columns(fig, labels: list[str], ncols: int) -> int:
+    """The most legend columns, up to `ncols`, whose rows fit the figure's width (each entry: its
+    handle, the gap and its label in small type; the columns' spacing between)."""
+    import matplotlib as mpl
+    from matplotlib.font_manager import FontProperties
+
+    em = FontProperties(size="small").get_size_in_points()
+    extra = (mpl.rcParams["legend.handlelength"] + mpl.rcParams["legend.handletextpad"]) * em
+    widths = [_text_width(t, "small", fig.dpi) + extra for t in labels]
+    room, gap = fig.get_figwidth() * 72 * 0.94, mpl.rcParams["legend.columnspacing"] * em
+    for n in range(max(ncols, 1), 1, -1):
+        cols = [max(c) for c in np.array_split(widths, n) if len(c)]  # (matplotlib fills column by column)
+        if sum(cols) + gap * (len(cols) - 1) <= room:
+            return n
+    return 1
 
 
 def where_text(where) -> str:
