@@ -144,7 +144,11 @@ def title_text(opts: FigureOptions, text: str, fig=None, ax=None) -> None:
     if ax is not None:
         ax.set_title(text)
     else:
-        fig.suptitle("\n".join(fit_lines(fig, text.split("\n"), "large")), fontsize="large")
+        lines = fit_lines(fig, text.split("\n"), "large")
+        if len(lines) > 1 and " (" in text and "\n" not in text:  # (too wide: break before its parenthesis first)
+            main, _, extra = text.partition(" (")
+            lines = fit_lines(fig, [main, "(" + extra], "large")
+        fig.suptitle("\n".join(lines), fontsize="large")
 
 
 def caption_text(opts: FigureOptions, fig, lines, handles=(), labels=(), ncols: int | None = None):
