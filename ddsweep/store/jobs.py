@@ -66,11 +66,13 @@ def _insert_new_metrics(raw, source: str, params=None) -> None:
     `metrics` has no key (migration 0008: its index had become the cost of ingest), so the
     duplicate check is this anti-join: a row already stored wins, as INSERT OR IGNORE did, which
     is what makes replaying a journal after a crash harmless. Only the single writer (under the
-    store's lock) inserts, so no other insert can come between the check and the write.
+    store's lock) inserts, so no other insert can come between the check and the write. The
+    check reads the stored keys of the batch's jobs only, not every key: at 20M rows that was
+    0.1 s of every flush, and grew with the table (0.025 s this way).
     """
-    raw.execute(f"INSERT INTO metrics BY NAME SELECT s.* FROM {source} s "
-                "ANTI JOIN metrics m ON m.job_id = s.job_id AND m.epoch = s.epoch "
-                "ORDER BY s.job_id, s.epoch", params)
+    raw.execute(f"INSERT INTO metrics BY NAME WITH s AS (SELECT * FROM {source}) SELECT s.* FROM s "
+                "ANTI JOIN (SELECT job_id, epoch FROM metrics WHERE job_id IN (SELECT job_id FROM s)) m "
+                "ON m.job_id = s.job_id AND m.epoch = s.epoch ORDER BY s.job_id, s.epoch", params)
 
 
 def insert_metrics(conn, rows: list[dict]) -> None:
