@@ -289,8 +289,10 @@ def refine(db: str | Path = "results.duckdb", sweep: str | None = None, axis: st
     from ddsweep.refinement import check_args, refine as _refine, refine_auto
 
     check_args(target, budget, batch, epsilon, early_stopped)
-    if not Store(db).exists():
+    store = Store(db)
+    if not store.exists():
         raise UserError(f"{db}: no such database; plan a grid first: ddsweep plan GRID.yaml --db {db}")
+    store.upgrade()  # (refine writes: like plan and work, it upgrades an older schema before reading it)
     name = results.pick_sweep(db, sweep)
     kwargs = dict(axis=axis, target=target, budget=budget, batch=batch, early_stopped=early_stopped,
                   epsilon=epsilon, log=log, where=where, metric=metric, select_on=select_on)

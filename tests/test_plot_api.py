@@ -144,14 +144,15 @@ def test_figure_options_on_the_command_line(frame, tmp_path, cli):
 
 
 @pytest.mark.parametrize("style,size", [("lab", None), ("paper", None), ("talk", None), ("lab", (3.5, 3.0)),
-                                        ("paper", (3.5, 3.0)), ("talk", (5.0, 4.0))])
+                                        ("paper", (3.5, 3.0)), ("talk", (6.5, 5.0))])
 def test_no_text_is_cut_at_the_edges_of_the_figure(frame, tmp_path, style, size):
     """Figures are saved at their own size (not grown to a box around their texts), so every title,
     caption line and legend entry must fit inside it, even a narrow one with large type."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     db = tmp_path / "m.duckdb"
-    import_frame(frame.drop(columns="job_id"), db, sweep="a-sweep-with-a-rather-long-name-for-its-caption")
+    long_name = "a-sweep_named_by_a_script-" + "x" * 60 + "-with-no-spaces-at-all-in-its-name"  # (one long word)
+    import_frame(frame.drop(columns="job_id"), db, sweep=long_name)
     where = {"width": ["4", "8", "16"]}
     for draw in (lambda: curve(db, where=where, size=size, style=style),
                  lambda: heatmap(db, size=size, style=style, contour=[0.1, 0.3]),
@@ -163,6 +164,17 @@ def test_no_text_is_cut_at_the_edges_of_the_figure(frame, tmp_path, style, size)
         w, h = fig.get_size_inches()
         assert -0.01 <= drawn.x0 and drawn.x1 <= w + 0.01 and -0.01 <= drawn.y0 and drawn.y1 <= h + 0.01, \
             (style, size, drawn, (w, h))
+
+
+def test_a_size_too_small_for_the_texts_is_one_line_and_no_file(frame, tmp_path, cli):
+    db = tmp_path / "m.duckdb"
+    import_frame(frame.drop(columns="job_id"), db, sweep="small")
+    out = tmp_path / "h.png"
+    r = cli("plot", "heatmap", "--db", db, "--out", out, "--size", "2,1.5", "--style", "talk")
+    assert r.exit_code == 2 and r.output.count("\n") == 1, r.output
+    assert "--size 2,1.5: too small for this figure's texts in the talk style" in r.output
+    assert not out.exists()
+    assert cli("plot", "heatmap", "--db", db, "--out", out, "--size", "6,4.5", "--style", "talk").exit_code == 0
 
 
 def test_where_in_titles_stays_short():

@@ -141,3 +141,22 @@ def test_an_upgraded_database_trains_its_pending_jobs_and_keeps_the_old_rows(cli
     _assert_rows_kept({"metrics": old_metrics}, {"metrics": kept})
     trained = set(query("SELECT DISTINCT job_id FROM metrics", db)["job_id"])
     assert pending <= trained
+
+
+def test_refine_upgrades_an_old_database_and_upgrade_refuses_a_foreign_file(cli, tmp_path):
+    """refine writes (it plans new points), so like plan and work it upgrades first; `upgrade` does not
+    turn a DuckDB file without ddsweep's tables into a ddsweep database."""
+    import duckdb
+
+    db = _copy(_assets()[0], tmp_path / "old.duckdb")
+    r = cli("refine", "--db", db)
+    assert "older than this ddsweep's" not in r.output and "refine follows one curve" in r.output, r.output
+    assert _stored(db)[0] == head_revision()
+
+    empty = tmp_path / "empty.duckdb"
+    duckdb.connect(str(empty)).close()
+    r = cli("upgrade", "--db", empty)
+    assert r.exit_code == 2 and "no ddsweep tables yet" in r.output, r.output
+    con = duckdb.connect(str(empty), read_only=True)
+    assert con.execute("SELECT count(*) FROM information_schema.tables").fetchone()[0] == 0
+    con.close()

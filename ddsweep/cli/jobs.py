@@ -192,4 +192,4 @@ def upgrade(db: Path = DB):
     if before == now:
         out.print(f"{db}: schema {now} already, nothing to do")
     else:
-        out.print(f"{db}: upgraded the schema from {before or 'none'} to {now}")
+        out.print(f"{db}: upgraded the schema from {before} to {now}")

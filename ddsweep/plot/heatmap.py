@@ -254,7 +254,8 @@ def _draw(d: MapData, name, log_color, ax, opts, where):
         m = d.panels.get((r, c))
         panel_title = " | ".join(fmt_level(a, v) for a, v in ((d.row, r), (d.facet, c)) if a)
         if panel_title:
-            pax.set_title(panel_title, fontsize="medium", y=1.0)  # (y given: not re-placed over top ticks, none)
+            pax.set_title(panel_title, fontsize="medium", y=None if ax is not None else 1.0)  # (own panels have
+            # no top ticks: a given y skips re-placing the title over them at every draw; a user's Axes may)
         if m is None:
             pax.set_axis_off()
             continue

@@ -193,13 +193,31 @@ def fit_lines(fig, lines, size) -> list[str]:
         current = ""
         for word in str(line).split(" "):
             longer = f"{current} {word}" if current else word
-            if current and _text_width(longer, size, fig.dpi) > room:
-                out.append(current)
-                current = word
-            else:
+            if _text_width(longer, size, fig.dpi) <= room:
                 current = longer
+                continue
+            if current:
+                out.append(current)
+            *whole, current = _word_pieces(word, size, fig.dpi, room)
+            out.extend(whole)
         out.append(current)
     return out
+
+
+def _word_pieces(word: str, size, dpi: float, room: float) -> list[str]:
+    """A word wider than `room` (a long sweep name) in pieces that fit, cut after - _ / . where it can."""
+    pieces, current = [], ""
+    for ch in word:
+        if current and _text_width(current + ch, size, dpi) > room:
+            cut = max(current.rfind(sep) for sep in "-_/.")
+            if cut > 0:
+                pieces.append(current[:cut + 1])
+                current = current[cut + 1:]
+            else:
+                pieces.append(current)
+                current = ""
+        current += ch
+    return pieces + [current]
 
 
 def _fitting_columns(fig, labels: list[str], ncols: int) -> int:
@@ -259,8 +277,28 @@ def check_out(out) -> Path:
 def finish(fig, out, opts: FigureOptions):
     """Write the figure when `out` is given; the Figure either way."""
     if out is not None:
-        save(fig, check_out(out), dpi=opts.dpi)
+        out = check_out(out)
+        check_fits(fig, opts)
+        save(fig, out, dpi=opts.dpi)
     return fig
+
+
+def check_fits(fig, opts: FigureOptions) -> None:
+    """A size given by the user that leaves the plot no room for its texts is one line, before a file
+    is written. (Saved at its own size, such a figure would come out with its texts over the plot and
+    cut at the edges: constrained layout gives up. Default sizes leave the room; not checked, as the
+    check is one more draw.)"""
+    import warnings
+
+    if opts.size is None or fig.get_layout_engine() is None:
+        return
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fig.draw_without_rendering()
+    if any("constrained_layout not applied" in str(w.message) for w in caught):
+        w, h = opts.size
+        raise UserError(f"--size {w:g},{h:g}: too small for this figure's texts in the {opts.style} style; give a "
+                        "larger --size (or --style paper, or --no-title)")
 
 
 def save(fig, out: Path, dpi: int = DEFAULT_DPI) -> Path:

@@ -170,6 +170,8 @@ class Store:
         """Bring an older schema to this ddsweep's (the Alembic migrations, under the write lock);
         returns the revision it had. A current one is left untouched."""
         before = self.revision(wait)
+        if before is None:  # (a DuckDB file that is not ddsweep's: not made one here)
+            raise SchemaError(older_schema(self.path, None))
         if before != head_revision():
             with self.write(wait):  # (migrates as it opens)
                 pass
@@ -382,7 +384,8 @@ def older_schema(path, revision: str | None) -> str:
     if revision is None:
         return f"{path}: no ddsweep tables yet; plan a grid into it: ddsweep plan GRID.yaml --db {path}"
     return (f"{path}: its schema ({revision}) is older than this ddsweep's ({head_revision()}); upgrade it "
-            f"first: ddsweep upgrade --db {path} (plan and work upgrade it too)")
+            f"first: ddsweep upgrade --db {path} (the commands that write, plan, work and refine, upgrade it "
+            "themselves)")
 
 
 def _migrate(conn, path) -> None:

@@ -410,11 +410,14 @@ def reduce(db, sweep: str | None = None, where: dict | None = None, epoch: int |
             table = _out(conn.sql(sql + " ORDER BY j.job_id", params=args or None), "pandas")
             if table.empty and epoch is not None:
                 raise UserError(not_evaluated(epoch, evaluated_epochs(conn, name, where)))
-        else:
+        else:  # (the jobs with a row the filters keep: on the jobs alone, any row; on the rows too, a scan)
             jf, ja = _job_filters(filters, fargs)
+            kept = ("SELECT DISTINCT job_id FROM metrics" if len(jf) == len(filters) else
+                    f"SELECT DISTINCT m.job_id FROM metrics m JOIN jobs j USING (job_id) WHERE {' AND '.join(filters)}")
             sql = (f"SELECT {', '.join(f'{COLUMN_SQL[c]} AS {c}' for c in JOB_COLUMNS)} FROM jobs j WHERE "
-                   + " AND ".join(jf + ["j.job_id IN (SELECT DISTINCT job_id FROM metrics)"]))
-            table = _out(conn.sql(sql, params=ja or None), "pandas")
+                   + " AND ".join(jf + [f"j.job_id IN ({kept})"]))
+            args = ja + ([] if len(jf) == len(filters) else fargs)
+            table = _out(conn.sql(sql, params=args or None), "pandas")
         keys = cell_keys(table)
         out = {"sweep": name, "rows": table if rows else None, "curves": None, "best": None}
         if curves is True or callable(curves) and curves(table):
@@ -457,8 +460,9 @@ def _binned(conn, keys: list[str], metrics: list[str], filters: list[str], fargs
     plain mean of the bin's rows: one grouping per (cell, bin), 300K groups at 20M rows. Only
     the other bins (jobs still running, seeds evaluated at other epochs, NaN values, a filter
     on a metric) are grouped per (cell, epoch) first, as the definition says. A bin is even
-    when its rows number the cell's jobs x the bin's epochs (a job has one row per epoch)
-    and no value is missing. Cells are integers (`dense_rank` of the jobs' cell columns).
+    when its rows number the cell's jobs (those with rows) x the bin's epochs and no value
+    is missing; that relies on a job having one row per epoch, which the store's single
+    writer keeps (store.jobs._insert_new_metrics). Cells are integers (`dense_rank` of the jobs' cell columns).
     """
     where = f" WHERE {' AND '.join(filters)}" if filters else ""
     epochs = [r[0] for r in conn.execute(
@@ -469,8 +473,8 @@ def _binned(conn, keys: list[str], metrics: list[str], filters: list[str], fargs
     cells = f"SELECT job_id, dense_rank() OVER (ORDER BY {key_sql}) AS cell FROM jobs j"
     cell_keys = ("SELECT DISTINCT c.cell, " + ", ".join(f"{COLUMN_SQL[k]} AS {k}" for k in keys)
                  + " FROM jobs j JOIN _cells c USING (job_id)")
-    jwhere = f" WHERE {' AND '.join(job_filters)}" if job_filters else ""
-    jobs = f"SELECT c.cell, count(*) AS jobs FROM jobs j JOIN _cells c USING (job_id){jwhere} GROUP BY c.cell"
+    jwhere = " AND ".join(job_filters + ["j.job_id IN (SELECT DISTINCT job_id FROM metrics)"])  # (pending: none)
+    jobs = f"SELECT c.cell, count(*) AS jobs FROM jobs j JOIN _cells c USING (job_id) WHERE {jwhere} GROUP BY c.cell"
     bins = "SELECT unnest(?::INTEGER[]) AS epoch, unnest(?::DOUBLE[]) AS center"
     widths = "SELECT center, count(*) AS epochs FROM _bins GROUP BY center"
     rows = "FROM metrics m JOIN jobs j USING (job_id) JOIN _cells c USING (job_id) JOIN _bins b USING (epoch)"
