@@ -255,9 +255,11 @@ def test_stray_lock_holder_delays_writes_loses_nothing_warns_once(tmp_path, slow
     proc = start_work(db, "--cpus", 1, "--checkpoint-every", 0)
     holder = None
     try:
-        # Once the jobs are leased, take the database and keep it for 10.5 s while training goes on.
-        wait_for(lambda: db_rows(db, "select count(*) from jobs where status = 'running'")[0][0] > 0,
-                 interval=0.1, what="jobs to be leased")
+        # Once the jobs are leased, take the database and keep it for 10.5 s while training goes on. A worker
+        # starts only once a pack is leased, so wait for one, not for the database: a read of ours that a busy
+        # machine stretched past the coordinator's 1 s wait would be the one "database busy" warning, and
+        # it would name this process instead of the holder.
+        wait_for(lambda: worker_pids(proc.pid), what="jobs to be leased (a worker)")
         t0 = time.monotonic()
         holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(db), "10.5"], stdout=subprocess.PIPE,
                                   text=True)
