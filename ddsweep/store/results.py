@@ -412,11 +412,14 @@ def reduce(db, sweep: str | None = None, where: dict | None = None, epoch: int |
                 raise UserError(not_evaluated(epoch, evaluated_epochs(conn, name, where)))
         else:  # (the jobs with a row the filters keep: on the jobs alone, any row; on the rows too, a scan)
             jf, ja = _job_filters(filters, fargs)
-            kept = ("SELECT DISTINCT job_id FROM metrics" if len(jf) == len(filters) else
-                    f"SELECT DISTINCT m.job_id FROM metrics m JOIN jobs j USING (job_id) WHERE {' AND '.join(filters)}")
+            if len(jf) == len(filters):
+                kept, args = "SELECT DISTINCT job_id FROM metrics", ja
+            else:
+                kept = ("SELECT DISTINCT m.job_id FROM metrics m JOIN jobs j USING (job_id) WHERE "
+                        + " AND ".join(filters))
+                args = ja + fargs
             sql = (f"SELECT {', '.join(f'{COLUMN_SQL[c]} AS {c}' for c in JOB_COLUMNS)} FROM jobs j WHERE "
                    + " AND ".join(jf + [f"j.job_id IN ({kept})"]))
-            args = ja + ([] if len(jf) == len(filters) else fargs)
             table = _out(conn.sql(sql, params=args or None), "pandas")
         keys = cell_keys(table)
         out = {"sweep": name, "rows": table if rows else None, "curves": None, "best": None}
@@ -462,7 +465,8 @@ def _binned(conn, keys: list[str], metrics: list[str], filters: list[str], fargs
     on a metric) are grouped per (cell, epoch) first, as the definition says. A bin is even
     when its rows number the cell's jobs (those with rows) x the bin's epochs and no value
     is missing; that relies on a job having one row per epoch, which the store's single
-    writer keeps (store.jobs._insert_new_metrics). Cells are integers (`dense_rank` of the jobs' cell columns).
+    writer keeps (store.jobs._insert_new_metrics). Cells are integers (`dense_rank` of the
+    jobs' cell columns).
     """
     where = f" WHERE {' AND '.join(filters)}" if filters else ""
     epochs = [r[0] for r in conn.execute(
